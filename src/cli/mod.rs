@@ -1,0 +1,47 @@
+//! Command-line layer: clap definitions, converted to validated library configurations.
+//!
+//! Nothing outside `cli/` depends on clap. Each subcommand has its own file with an `Args` struct (clap
+//! derive) and a `run` function that builds the library's plain `Config`, validates it and calls the library.
+
+use clap::{Parser, Subcommand};
+
+use crate::Result;
+
+pub mod score;
+
+/// Zero-shot anomaly detection in 3D brain MRI and 2D images (MuSc mutual scoring + CoDeGraph).
+#[derive(Debug, Parser)]
+#[command(name = "mri-ad", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score a batch: every case against all the other cases (leave-one-out), writing scores, maps and
+    /// the CoDeGraph graph to --out.
+    Score(score::ScoreArgs),
+}
+
+/// Flags shared by every subcommand that shows progress or writes an output folder.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Hide the progress bars (they are hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write into a non-empty output folder, replacing the files this run writes (other files are kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Score(args) => score::run(args),
+    }
+}

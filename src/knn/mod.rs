@@ -1,0 +1,1 @@
+//! Exact nearest-collection distances (in progress).

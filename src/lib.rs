@@ -1,0 +1,32 @@
+//! # mri-ad
+//!
+//! Zero-shot anomaly detection and segmentation for 3D brain MRI (and 2D images) without training and
+//! without labels. Every case of a batch is scored against all the *other* cases (MuSc mutual scoring);
+//! CoDeGraph first finds the cases that share a recurring anomaly and removes exactly those tokens from the
+//! reference set, so recurring lesions cannot vouch for each other. The method is specified in
+//! `shared/docs/ALGORITHM.md`; the software design in `shared/docs/DESIGN.md`.
+//!
+//! ## Data flow
+//!
+//! ```text
+//! token files ──io::tokens──▶ TokenSet per case: tokens [L, M, D] f32, valid [M], grid (gz, gy, gx)
+//!   ──knn──▶ per view: distance of every token to its nearest token in every other case (+ which token)
+//!   ──score::codegraph──▶ suspicious links ▶ case graph ▶ Leiden-CPM ▶ outlier communities ▶ excluded tokens
+//!   ──score::msm──▶ final token scores [M] per case (top-k mean over the other cases, averaged over views)
+//!   ──report──▶ scores.csv, token_scores/<case>.npy, graph.json, summary.json
+//! ```
+//!
+//! Everything from `knn` on is dimension-agnostic: a 3D volume is a token set on a (16, 16, 16) grid, a 2D
+//! image one on a (1, 37, 37) grid.
+//!
+pub mod cli;
+pub mod error;
+pub mod io;
+pub mod knn;
+pub mod progress;
+pub mod report;
+pub mod score;
+pub mod tokenset;
+
+pub use error::{Error, Result};
+pub use tokenset::TokenSet;

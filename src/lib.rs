@@ -19,6 +19,9 @@
 //! Everything from `knn` on is dimension-agnostic: a 3D volume is a token set on a (16, 16, 16) grid, a 2D
 //! image one on a (1, 37, 37) grid.
 //!
+// Index loops read more clearly than iterator chains in the numeric kernels.
+#![allow(clippy::needless_range_loop)]
+
 pub mod cli;
 pub mod error;
 pub mod io;

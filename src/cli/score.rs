@@ -1,11 +1,317 @@
-//! `mri-ad score` (in progress).
-use crate::Result;
+//! `mri-ad score`: score a batch. In this version the batch comes as precomputed token files
+//! (`--tokens DIR`); the volume front end (`--healthy/--query`) is added by the pipeline.
+//!
+//! Precedence of settings: the spec's defaults, then `--config FILE` (TOML, keys = flag names without
+//! the leading dashes), then the flags given on the command line. The effective values are written to
+//! `config.toml` and `summary.json` in the output folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::io::{atomic, outdir, tokens};
+use crate::progress::Progress;
+use crate::report::{self, ScoreRow};
+use crate::score::codegraph::communities::OutlierRule;
+use crate::score::msm::Distance;
+use crate::score::{score_batch, Method, RefineMode, ScoreConfig};
+use crate::{Error, Result};
 
 /// Arguments of `mri-ad score`.
 #[derive(Debug, clap::Args)]
-pub struct ScoreArgs {}
+pub struct ScoreArgs {
+    /// Folder of precomputed token files `<case>.tokens.npz` (tokens f32 [L,M,D], valid bool [M],
+    /// grid i64 [3]); every file is one case of the batch. Tokens are used exactly as stored.
+    #[arg(long, value_name = "DIR")]
+    pub tokens: PathBuf,
+    /// Output folder (created; must be empty unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// TOML file with any of the settings below (keys are the flag names, e.g. `tukey-k = 3.0`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Scoring method [default: codegraph].
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// MSM fraction α of plain MuSc: k = max(1, floor(α·(N−1))) [default: 0.3].
+    #[arg(long)]
+    pub alpha_musc: Option<f64>,
+    /// MSM fraction α inside CoDeGraph [default: 0.1].
+    #[arg(long)]
+    pub alpha_codegraph: Option<f64>,
+    /// Distance in the mutual similarity vectors [default: euclidean].
+    #[arg(long, value_enum)]
+    pub distance: Option<DistanceArg>,
+    /// Reference rank ratio ρ: r_ref = floor(ρ·N), clamped to [2, N−1] [default: 0.3].
+    #[arg(long)]
+    pub reference_ratio: Option<f64>,
+    /// Exponent β of the weighted endurance ratio ζ·m̄^(−β) [default: 0.2].
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Coverage target c*: links are added until this fraction of cases has a neighbour [default: 0.9].
+    #[arg(long)]
+    pub coverage: Option<f64>,
+    /// Links added per batch in the coverage-based selection (1 = exact minimal prefix) [default: 100].
+    #[arg(long)]
+    pub link_batch: Option<usize>,
+    /// Percentile of the edge weights used as the CPM resolution γ [default: 25].
+    #[arg(long)]
+    pub resolution_percentile: Option<f64>,
+    /// Rule that flags outlier communities [default: tukey].
+    #[arg(long, value_enum)]
+    pub outlier_rule: Option<OutlierRuleArg>,
+    /// Tukey multiplier k_T: outlier if density > Q3 + k_T·IQR [default: 5].
+    #[arg(long)]
+    pub tukey_k: Option<f64>,
+    /// Floor of the Tukey IQR as a fraction of Q3, guarding the degenerate IQR = 0 of graphs made mostly
+    /// of equal pairs; 0 = the plain rule [default: 0.5].
+    #[arg(long)]
+    pub tukey_iqr_floor: Option<f64>,
+    /// Communities flagged by --outlier-rule top-densest [default: 3].
+    #[arg(long)]
+    pub top_densest: Option<usize>,
+    /// With fewer non-singleton communities than this, no community is flagged [default: 4].
+    #[arg(long)]
+    pub min_communities: Option<usize>,
+    /// Percentile p_dep of the outside-community dependency ratios used as threshold [default: 95].
+    #[arg(long)]
+    pub dependency_percentile: Option<f64>,
+    /// Final base: exact recomputation, or invalidation of distances to excluded tokens [default: exact].
+    #[arg(long, value_enum)]
+    pub refine_mode: Option<RefineModeArg>,
+    /// Leiden restarts with derived seeds; the best CPM quality is kept [default: 8].
+    #[arg(long)]
+    pub leiden_restarts: Option<usize>,
+    /// Maximum Leiden iterations per restart (stops earlier at convergence) [default: 50].
+    #[arg(long)]
+    pub leiden_iterations: Option<usize>,
+    /// Keep void tokens (valid = false) in the search as queries and base; by default they are left
+    /// out (score 0), which is about 4× cheaper on brain volumes. They never create graph links.
+    #[arg(long)]
+    pub keep_void: bool,
+    /// Views (layer indices of the token files) that feed the graph stage, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub graph_views: Option<Vec<usize>>,
+    /// Seed of every random choice [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads, 0 = one per core [default: 0].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192].
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget: Option<usize>,
+    #[command(flatten)]
+    pub common: super::CommonArgs,
+}
 
-/// Runs `mri-ad score`.
-pub fn run(_args: ScoreArgs) -> Result<()> {
-    Err(crate::Error::bad_argument("score", "not implemented yet"))
+/// `--method` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MethodArg {
+    Codegraph,
+    Musc,
+}
+/// `--distance` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DistanceArg {
+    Euclidean,
+    Squared,
+}
+/// `--outlier-rule` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutlierRuleArg {
+    Tukey,
+    TopDensest,
+}
+/// `--refine-mode` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RefineModeArg {
+    Exact,
+    Invalidate,
+}
+
+/// Reads a `--config` TOML file into a [`ScoreConfig`] (missing keys keep the defaults).
+pub fn read_config_file(path: &Path) -> Result<ScoreConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| Error::bad_input(path, format!("invalid --config file: {e}")))
+}
+
+impl ScoreArgs {
+    /// Builds the effective configuration (defaults < --config < flags) and validates it.
+    pub fn to_config(&self) -> Result<ScoreConfig> {
+        let mut c = match &self.config {
+            Some(p) => read_config_file(p)?,
+            None => ScoreConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
+        }
+        set!(
+            alpha_musc,
+            alpha_codegraph,
+            reference_ratio,
+            beta,
+            coverage,
+            link_batch,
+            resolution_percentile,
+            tukey_k,
+            tukey_iqr_floor,
+            top_densest,
+            min_communities,
+            dependency_percentile,
+            leiden_restarts,
+            leiden_iterations,
+            graph_views,
+            seed,
+            threads,
+            memory_budget
+        );
+        if let Some(m) = self.method {
+            c.method = match m {
+                MethodArg::Codegraph => Method::Codegraph,
+                MethodArg::Musc => Method::Musc,
+            };
+        }
+        if let Some(d) = self.distance {
+            c.distance = match d {
+                DistanceArg::Euclidean => Distance::Euclidean,
+                DistanceArg::Squared => Distance::Squared,
+            };
+        }
+        if let Some(r) = self.outlier_rule {
+            c.outlier_rule = match r {
+                OutlierRuleArg::Tukey => OutlierRule::Tukey,
+                OutlierRuleArg::TopDensest => OutlierRule::TopDensest,
+            };
+        }
+        if let Some(r) = self.refine_mode {
+            c.refine_mode = match r {
+                RefineModeArg::Exact => RefineMode::Exact,
+                RefineModeArg::Invalidate => RefineMode::Invalidate,
+            };
+        }
+        if self.keep_void {
+            c.keep_void = true;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs `mri-ad score --tokens`.
+pub fn run(args: ScoreArgs) -> Result<()> {
+    let config = args.to_config()?;
+    let started = Instant::now();
+    let t = Instant::now();
+    let files = tokens::read_batch(&args.tokens)?;
+    let read_seconds = t.elapsed().as_secs_f64();
+    if files.len() < 3 {
+        return Err(Error::BadBatch {
+            path: args.tokens.clone(),
+            problem: format!(
+                "{} token file(s): mutual scoring needs at least 3 cases (each is scored against the others)",
+                files.len()
+            ),
+        });
+    }
+    outdir::prepare(&args.out, args.common.force)?;
+    let say = |msg: String| {
+        if !args.common.quiet {
+            eprintln!("{msg}");
+        }
+    };
+    let first = &files[0].set;
+    say(format!(
+        "scoring {} cases ({} views, {} positions on a {:?} grid, D = {}) with {:?}",
+        files.len(),
+        first.n_views(),
+        first.n_positions(),
+        first.grid,
+        first.dim(),
+        config.method
+    ));
+    let sets: Vec<_> = files.iter().map(|f| f.set.clone()).collect();
+    let progress = Progress::new(!args.common.no_progress && !args.common.quiet);
+    let result = score_batch(&sets, &config, &progress)?;
+    drop(sets);
+
+    let t = Instant::now();
+    let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
+    report::write_token_scores(&args.out, &names, &result.token_scores)?;
+    let community = result
+        .graph
+        .as_ref()
+        .map(|g| report::community_of_case(g, names.len()))
+        .unwrap_or_else(|| vec![None; names.len()]);
+    let rows: Vec<ScoreRow> = files
+        .iter()
+        .zip(&result.token_scores)
+        .zip(&community)
+        .map(|((f, s), &c)| ScoreRow {
+            case: f.set.name.clone(),
+            group: f.group().unwrap_or("query").to_string(),
+            score: s.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            label: None,
+            community: c,
+        })
+        .collect();
+    report::write_scores_csv(&args.out.join("scores.csv"), &rows)?;
+    if let Some(g) = &result.graph {
+        atomic::write_json(
+            &args.out.join("graph.json"),
+            &report::graph_json(g, &names, &result.excluded),
+        )?;
+    }
+    let config_toml = toml::to_string(&config).map_err(|e| Error::Resource(e.to_string()))?;
+    atomic::write_bytes(&args.out.join("config.toml"), config_toml.as_bytes())?;
+    let write_seconds = t.elapsed().as_secs_f64();
+
+    let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
+    let mut timings = vec![json!({"stage": "read tokens", "seconds": read_seconds})];
+    timings.extend(
+        result
+            .timings
+            .iter()
+            .map(|t| json!({"stage": t.stage, "seconds": t.seconds})),
+    );
+    timings.push(json!({"stage": "write outputs", "seconds": write_seconds}));
+    let summary = json!({
+        "mri_ad_version": env!("CARGO_PKG_VERSION"),
+        "command": "score --tokens",
+        "tokens": args.tokens,
+        "cases": names.len(),
+        "views": first.n_views(),
+        "positions": first.n_positions(),
+        "grid": first.grid,
+        "dim": first.dim(),
+        "config": config,
+        "seed": config.seed,
+        "msm_k": result.k,
+        "void_tokens": {
+            "in_search": config.keep_void,
+            "active_tokens": result.active_tokens,
+            "total_tokens": result.total_tokens,
+        },
+        "excluded_tokens": excluded_total,
+        "excluded_fraction": excluded_total as f64 / result.total_tokens as f64,
+        "outlier_communities": result.graph.as_ref().map(|g| g.communities.iter().filter(|c| c.outlier).count()),
+        "distance_kernel": {
+            "token_pairs_compared": result.pairs_compared,
+            "seconds": result.kernel_seconds,
+            "gflops": 2.0 * first.dim() as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
+        },
+        "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
+        "timings": timings,
+        "total_seconds": started.elapsed().as_secs_f64(),
+    });
+    atomic::write_json(&args.out.join("summary.json"), &summary)?;
+    say(format!(
+        "done in {:.1} s: {} cases, {} tokens excluded; wrote {}",
+        started.elapsed().as_secs_f64(),
+        names.len(),
+        excluded_total,
+        args.out.display()
+    ));
+    Ok(())
 }

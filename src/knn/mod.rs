@@ -1,1 +1,467 @@
-//! Exact nearest-collection distances (in progress).
+//! Exact nearest-collection distances: for every query token of every collection and every *other*
+//! collection `b`, the Euclidean distance to its nearest token in `b`, and which token that was.
+//!
+//! Input: one view (layer) of every collection, packed as a row-major `[n_a, D]` matrix of the collection's
+//! active tokens (see [`PackedView`]). Output: a [`DistTable`] with one row per active token of the batch and
+//! one column per collection (`+inf` in the own-collection column).
+//!
+//! How: each unordered pair `(a, b)` is computed once. Squared distances come from one GEMM per tile,
+//! `‖u‖² + ‖w‖² − 2 u·w` (faer, single-threaded inside a job), and the row minima (queries of `a` against
+//! base `b`) and the column minima (queries of `b` against base `a`) are both taken from the same product.
+//! Jobs run in parallel with rayon; a job holds one `tile_rows × n_b` block, so the memory of the kernel is
+//! bounded by [`KnnPlan::tile_rows`] whatever the batch size. The N·M × N·M matrix never exists.
+//!
+//! Traps:
+//! * f32 GEMM loses precision for near-duplicate tokens (cancellation in `2 − 2u·w`). The GEMM only picks
+//!   the nearest token; the distance stored for it is recomputed directly as `‖u − w‖`, so stored values are
+//!   accurate to f32 rounding even for duplicates. Near-ties may pick a different (equally near) token.
+//! * The symmetric trick needs the query set and the base set of a collection to be the same rows. That
+//!   holds for the first pass; exclusions later (CoDeGraph) are applied with [`DistTable::refine`], which
+//!   recomputes only the entries whose nearest token was excluded (every other entry keeps its minimum,
+//!   because the minimum over a subset that still contains the argmin is unchanged).
+
+use faer::{Accum, MatRef, Par};
+use rayon::prelude::*;
+
+/// Sentinel for "no token" in [`DistTable::arg`].
+pub const NO_TOKEN: u32 = u32::MAX;
+
+/// One view of the batch: for each collection, its active tokens as a row-major `[n_a, D]` matrix, the
+/// position each row came from, and the squared norms.
+#[derive(Debug, Clone)]
+pub struct PackedView {
+    /// Feature dimension.
+    pub dim: usize,
+    /// `rows[a]`: row-major `[n_a, D]`.
+    pub rows: Vec<Vec<f32>>,
+    /// `positions[a][i]`: grid position of row `i` of collection `a`.
+    pub positions: Vec<Vec<u32>>,
+    /// `norms[a][i] = ‖rows[a][i]‖²`.
+    pub norms: Vec<Vec<f32>>,
+}
+
+impl PackedView {
+    /// Packs view `view` of every collection, keeping the positions for which `active(a, p)` is true.
+    pub fn pack(
+        sets: &[crate::TokenSet],
+        view: usize,
+        active: impl Fn(usize, usize) -> bool + Sync,
+    ) -> Self {
+        let dim = sets[0].dim();
+        let packed: Vec<(Vec<f32>, Vec<u32>, Vec<f32>)> = sets
+            .par_iter()
+            .enumerate()
+            .map(|(a, set)| {
+                let layer = set.tokens.index_axis(ndarray::Axis(0), view);
+                let mut rows = Vec::new();
+                let mut pos = Vec::new();
+                let mut norms = Vec::new();
+                for (p, token) in layer.outer_iter().enumerate() {
+                    if active(a, p) {
+                        rows.extend(token.iter().copied());
+                        pos.push(p as u32);
+                        norms.push(token.iter().map(|v| v * v).sum());
+                    }
+                }
+                (rows, pos, norms)
+            })
+            .collect();
+        let mut out = PackedView {
+            dim,
+            rows: Vec::with_capacity(sets.len()),
+            positions: Vec::with_capacity(sets.len()),
+            norms: Vec::with_capacity(sets.len()),
+        };
+        for (r, p, n) in packed {
+            out.rows.push(r);
+            out.positions.push(p);
+            out.norms.push(n);
+        }
+        out
+    }
+
+    /// Number of collections.
+    pub fn n_collections(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Number of active rows of collection `a`.
+    pub fn n_rows(&self, a: usize) -> usize {
+        self.positions[a].len()
+    }
+
+    fn row(&self, a: usize, i: usize) -> &[f32] {
+        &self.rows[a][i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Exact Euclidean distance between row `i` of `a` and row `j` of `b`.
+    pub fn exact_distance(&self, a: usize, i: usize, b: usize, j: usize) -> f32 {
+        euclidean(self.row(a, i), self.row(b, j))
+    }
+}
+
+fn euclidean(u: &[f32], w: &[f32]) -> f32 {
+    // Four accumulators so the loop vectorises and sums in a fixed order (deterministic).
+    let mut acc = [0f32; 8];
+    let chunks = u.len() / 8;
+    for c in 0..chunks {
+        for k in 0..8 {
+            let d = u[c * 8 + k] - w[c * 8 + k];
+            acc[k] += d * d;
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for k in chunks * 8..u.len() {
+        let d = u[k] - w[k];
+        s += d * d;
+    }
+    s.sqrt()
+}
+
+/// How the kernel is cut into work: rows per GEMM tile (memory per job is `tile_rows × max n_b × 4` bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct KnnPlan {
+    pub tile_rows: usize,
+}
+
+impl KnnPlan {
+    /// Sizes the tiles so that all concurrent jobs together stay within `budget_bytes` of scratch memory.
+    pub fn for_budget(budget_bytes: usize, max_rows: usize, threads: usize) -> Self {
+        let per_job = budget_bytes / threads.max(1);
+        let rows = per_job / (4 * max_rows.max(1));
+        // Tiles of a few hundred rows keep the block in cache; never less than 16 rows.
+        KnnPlan {
+            tile_rows: rows.clamp(16, 256),
+        }
+    }
+
+    /// Scratch bytes one job needs.
+    pub fn scratch_bytes(&self, max_rows: usize) -> usize {
+        self.tile_rows * max_rows * 4
+    }
+}
+
+/// Distances from every active token to its nearest token in every collection.
+///
+/// Row `offsets[a] + i` holds row `i` of collection `a`; column `b` is collection `b`. `dist` is `+inf` in
+/// the own column and where the base of `b` is empty; `arg` holds the *grid position* (not the row) of the
+/// nearest token of `b`, or [`NO_TOKEN`].
+#[derive(Debug, Clone)]
+pub struct DistTable {
+    pub n_collections: usize,
+    pub offsets: Vec<usize>,
+    pub dist: Vec<f32>,
+    pub arg: Vec<u32>,
+}
+
+struct PairResult {
+    a: usize,
+    b: usize,
+    /// queries of a → base b
+    row_min: Vec<f32>,
+    row_arg: Vec<u32>,
+    /// queries of b → base a
+    col_min: Vec<f32>,
+    col_arg: Vec<u32>,
+}
+
+impl DistTable {
+    fn empty(view: &PackedView) -> Self {
+        let n = view.n_collections();
+        let mut offsets = vec![0usize; n + 1];
+        for a in 0..n {
+            offsets[a + 1] = offsets[a] + view.n_rows(a);
+        }
+        let rows = offsets[n];
+        DistTable {
+            n_collections: n,
+            offsets,
+            dist: vec![f32::INFINITY; rows * n],
+            arg: vec![NO_TOKEN; rows * n],
+        }
+    }
+
+    /// Number of rows (active tokens of the whole batch).
+    pub fn n_rows(&self) -> usize {
+        *self.offsets.last().unwrap_or(&0)
+    }
+
+    /// The row of distances (one per collection) of row `i` of collection `a`.
+    pub fn dist_row(&self, a: usize, i: usize) -> &[f32] {
+        let r = self.offsets[a] + i;
+        &self.dist[r * self.n_collections..(r + 1) * self.n_collections]
+    }
+
+    /// The nearest-token positions of row `i` of collection `a`.
+    pub fn arg_row(&self, a: usize, i: usize) -> &[u32] {
+        let r = self.offsets[a] + i;
+        &self.arg[r * self.n_collections..(r + 1) * self.n_collections]
+    }
+
+    /// Computes the full table for one view: every unordered pair once.
+    ///
+    /// `on_pair` is called after each finished pair (for progress reporting).
+    pub fn compute(view: &PackedView, plan: KnnPlan, on_pair: &(dyn Fn() + Sync)) -> Self {
+        let mut table = DistTable::empty(view);
+        let n = view.n_collections();
+        let pairs: Vec<(usize, usize)> = (0..n)
+            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+            .collect();
+        // Results are scattered in chunks so that at most `chunk` pair results are held at once.
+        let chunk = (rayon::current_num_threads() * 8).max(8);
+        for group in pairs.chunks(chunk) {
+            let results: Vec<PairResult> = group
+                .par_iter()
+                .map(|&(a, b)| {
+                    let r = pair_minima(view, a, b, plan);
+                    on_pair();
+                    r
+                })
+                .collect();
+            for r in results {
+                table.scatter(view, &r);
+            }
+        }
+        table
+    }
+
+    fn scatter(&mut self, view: &PackedView, r: &PairResult) {
+        let n = self.n_collections;
+        for (i, (&d, &q)) in r.row_min.iter().zip(&r.row_arg).enumerate() {
+            let row = self.offsets[r.a] + i;
+            self.dist[row * n + r.b] = d;
+            self.arg[row * n + r.b] = view.positions[r.b][q as usize];
+        }
+        for (j, (&d, &p)) in r.col_min.iter().zip(&r.col_arg).enumerate() {
+            let row = self.offsets[r.b] + j;
+            self.dist[row * n + r.a] = d;
+            self.arg[row * n + r.a] = view.positions[r.a][p as usize];
+        }
+    }
+
+    /// Applies exclusions: `excluded[b][p]` true removes position `p` of collection `b` from the base.
+    ///
+    /// With `recompute` (refine mode `exact`), every entry whose nearest token was excluded is recomputed
+    /// against the remaining base of `b` (`+inf` if nothing remains). Without it (mode `invalidate`), such
+    /// entries become `+inf`. Entries whose nearest token survives are unchanged in both modes, which is
+    /// exact: the minimum over a subset containing the argmin is the same minimum. Returns how many
+    /// entries were affected.
+    pub fn refine(&mut self, view: &PackedView, excluded: &[Vec<bool>], recompute: bool) -> usize {
+        let n = self.n_collections;
+        // For each base collection b with exclusions: its remaining rows.
+        let remaining: Vec<Option<Vec<usize>>> = (0..n)
+            .map(|b| {
+                if excluded[b].iter().any(|&x| x) {
+                    Some(
+                        (0..view.n_rows(b))
+                            .filter(|&j| !excluded[b][view.positions[b][j] as usize])
+                            .collect(),
+                    )
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let offsets = self.offsets.clone();
+        let row_owner = |row: usize| offsets.partition_point(|&o| o <= row) - 1;
+        let updates: Vec<(usize, f32, u32)> = self
+            .arg
+            .par_chunks(n)
+            .enumerate()
+            .flat_map_iter(|(row, args)| {
+                let a = row_owner(row);
+                let i = row - offsets[a];
+                let remaining = &remaining;
+                args.iter().enumerate().filter_map(move |(b, &q)| {
+                    let rem = remaining[b].as_ref()?;
+                    if q == NO_TOKEN || !excluded[b][q as usize] {
+                        return None;
+                    }
+                    if !recompute {
+                        return Some((row * n + b, f32::INFINITY, NO_TOKEN));
+                    }
+                    let mut best = (f32::INFINITY, NO_TOKEN);
+                    for &j in rem {
+                        let d = view.exact_distance(a, i, b, j);
+                        if d < best.0 {
+                            best = (d, view.positions[b][j]);
+                        }
+                    }
+                    Some((row * n + b, best.0, best.1))
+                })
+            })
+            .collect();
+        for &(idx, d, q) in &updates {
+            self.dist[idx] = d;
+            self.arg[idx] = q;
+        }
+        updates.len()
+    }
+}
+
+/// Minima of one pair of collections from GEMM tiles.
+fn pair_minima(view: &PackedView, a: usize, b: usize, plan: KnnPlan) -> PairResult {
+    let d = view.dim;
+    let (na, nb) = (view.n_rows(a), view.n_rows(b));
+    let mut row_min = vec![f32::INFINITY; na];
+    let mut row_arg = vec![0u32; na];
+    let mut col_min = vec![f32::INFINITY; nb];
+    let mut col_arg = vec![0u32; nb];
+    let base = MatRef::from_row_major_slice(&view.rows[b], nb, d);
+    let (norm_a, norm_b) = (&view.norms[a], &view.norms[b]);
+    let tile = plan.tile_rows.min(na.max(1));
+    let mut gram = faer::Mat::<f32>::zeros(tile, nb);
+    for r0 in (0..na).step_by(tile) {
+        let rows = tile.min(na - r0);
+        let queries = MatRef::from_row_major_slice(&view.rows[a][r0 * d..(r0 + rows) * d], rows, d);
+        let mut g = gram.as_mut().submatrix_mut(0, 0, rows, nb);
+        faer::linalg::matmul::matmul(
+            g.as_mut(),
+            Accum::Replace,
+            queries,
+            base.transpose(),
+            1.0f32,
+            Par::Seq,
+        );
+        let rmin = &mut row_min[r0..r0 + rows];
+        let rarg = &mut row_arg[r0..r0 + rows];
+        let na_tile = &norm_a[r0..r0 + rows];
+        for q in 0..nb {
+            let col = g
+                .as_ref()
+                .col(q)
+                .try_as_col_major()
+                .expect("faer Mat columns are contiguous");
+            let col = col.as_slice();
+            let nq = norm_b[q];
+            let qq = q as u32;
+            // Row side: queries of a against token q of b (branch-free so it vectorises).
+            for i in 0..rows {
+                let v = nq - 2.0 * col[i];
+                let better = v < rmin[i];
+                rmin[i] = if better { v } else { rmin[i] };
+                rarg[i] = if better { qq } else { rarg[i] };
+            }
+            // Column side: token q of b against the queries of a in this tile.
+            let (mut best, mut best_i) = (f32::INFINITY, 0usize);
+            for i in 0..rows {
+                let v = na_tile[i] - 2.0 * col[i];
+                if v < best {
+                    best = v;
+                    best_i = i;
+                }
+            }
+            if best < col_min[q] {
+                col_min[q] = best;
+                col_arg[q] = (r0 + best_i) as u32;
+            }
+        }
+    }
+    // Replace the GEMM estimates by exact distances to the chosen tokens.
+    for (i, (m, &q)) in row_min.iter_mut().zip(&row_arg).enumerate() {
+        *m = view.exact_distance(a, i, b, q as usize);
+    }
+    for (j, (m, &p)) in col_min.iter_mut().zip(&col_arg).enumerate() {
+        *m = view.exact_distance(b, j, a, p as usize);
+    }
+    PairResult {
+        a,
+        b,
+        row_min,
+        row_arg,
+        col_min,
+        col_arg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TokenSet;
+    use ndarray::Array3;
+    use rand::{Rng, SeedableRng};
+
+    fn random_sets(n: usize, m: usize, d: usize, seed: u64) -> Vec<TokenSet> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|a| {
+                let t = Array3::from_shape_fn((1, m, d), |_| rng.random::<f32>() - 0.5);
+                let valid = (0..m).map(|p| (p + a) % 5 != 0).collect();
+                TokenSet::new(format!("c{a}"), t, valid, [1, 1, m]).unwrap()
+            })
+            .collect()
+    }
+
+    fn brute(sets: &[TokenSet], a: usize, p: usize, b: usize, excl: &[Vec<bool>]) -> (f32, u32) {
+        let t = &sets[a].tokens;
+        let mut best = (f32::INFINITY, NO_TOKEN);
+        for q in 0..sets[b].n_positions() {
+            if !sets[b].valid[q] || excl[b][q] {
+                continue;
+            }
+            let d: f32 = (0..t.dim().2)
+                .map(|c| (t[[0, p, c]] - sets[b].tokens[[0, q, c]]).powi(2))
+                .sum::<f32>()
+                .sqrt();
+            if d < best.0 {
+                best = (d, q as u32);
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn table_matches_brute_force_and_refine_is_exact() {
+        let sets = random_sets(5, 37, 19, 3);
+        let view = PackedView::pack(&sets, 0, |a, p| sets[a].valid[p]);
+        // Tiny tiles so several tiles per pair are exercised.
+        let plan = KnnPlan { tile_rows: 16 };
+        let mut table = DistTable::compute(&view, plan, &|| {});
+        let none: Vec<Vec<bool>> = sets.iter().map(|s| vec![false; s.n_positions()]).collect();
+        let check = |table: &DistTable, excl: &[Vec<bool>]| {
+            for a in 0..sets.len() {
+                for (i, &p) in view.positions[a].iter().enumerate() {
+                    for b in 0..sets.len() {
+                        let got = table.dist_row(a, i)[b];
+                        if a == b {
+                            assert!(got.is_infinite());
+                            continue;
+                        }
+                        let (want, want_q) = brute(&sets, a, p as usize, b, excl);
+                        if want.is_infinite() {
+                            assert!(got.is_infinite() && table.arg_row(a, i)[b] == NO_TOKEN);
+                            continue;
+                        }
+                        assert!(
+                            (got - want).abs() <= 1e-5 * want.max(1.0),
+                            "{a} {p} {b}: {got} vs {want}"
+                        );
+                        assert_eq!(table.arg_row(a, i)[b], want_q);
+                    }
+                }
+            }
+        };
+        check(&table, &none);
+        let mut excl = none.clone();
+        for p in 0..20 {
+            excl[2][p] = true;
+        }
+        for p in 0..37 {
+            excl[4][p] = true; // everything of collection 4 is gone
+        }
+        let mut inval = table.clone();
+        let changed = table.refine(&view, &excl, true);
+        assert!(changed > 0);
+        check(&table, &excl);
+        inval.refine(&view, &excl, false);
+        for r in 0..table.n_rows() {
+            for b in 0..5 {
+                let (e, v) = (table.dist[r * 5 + b], inval.dist[r * 5 + b]);
+                assert!(
+                    v.is_infinite() || v == e,
+                    "invalidate keeps only unchanged entries"
+                );
+            }
+        }
+    }
+}

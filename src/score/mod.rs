@@ -1,1 +1,473 @@
-//! Scoring (in progress).
+//! The batch scorer: MuSc mutual scoring ([`msm`]) and CoDeGraph ([`codegraph`]) over token sets.
+//!
+//! Input: `N ≥ 3` [`TokenSet`]s of identical shape `[L, M, D]` (views, positions, dimension). Tokens are
+//! used exactly as given (no normalisation here). Output: a score per position of every case (void
+//! positions score 0 unless `keep_void`), and for CoDeGraph the graph report and the excluded positions.
+//!
+//! Memory: the distance tables of the graph views are kept (`|views| × rows × N × 8` bytes, rows = active
+//! tokens of the batch) because Algorithm 2 needs the distances to *every* other case (removing a
+//! community of `c` cases needs ranks up to `k + c`, which can exceed `r_ref`). The GEMM scratch is sized
+//! from what remains of `memory_budget`. An estimate above the budget is refused before any work.
+
+pub mod codegraph;
+pub mod msm;
+pub mod stats;
+
+use serde::{Deserialize, Serialize};
+
+use self::codegraph::communities::{OutlierParams, OutlierRule};
+use self::codegraph::filter::{FilterParams, RowIndex};
+use self::codegraph::leiden::Leiden;
+use self::codegraph::{GraphParams, GraphReport};
+use self::msm::Distance;
+use crate::knn::{DistTable, KnnPlan, PackedView};
+use crate::progress::Progress;
+use crate::{Error, Result, TokenSet};
+
+/// Scoring method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// CoDeGraph: graph-based removal of recurring anomalies, then MSM with `alpha-codegraph`.
+    Codegraph,
+    /// Plain MuSc MSM with `alpha-musc`.
+    Musc,
+}
+
+/// Refine mode of the final scoring (ALGORITHM.md §6.5, Q22).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefineMode {
+    /// Recompute the nearest token among the remaining ones.
+    Exact,
+    /// Drop the distances whose nearest token was excluded.
+    Invalidate,
+}
+
+/// Every parameter of the scoring stage (ALGORITHM.md §11), with the spec's defaults. Field names are the
+/// flag names and the `--config` TOML keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ScoreConfig {
+    pub method: Method,
+    /// MSM fraction α for `musc` (§11 row 9).
+    pub alpha_musc: f64,
+    /// MSM fraction α inside CoDeGraph (§11 row 9).
+    pub alpha_codegraph: f64,
+    /// Distance in the MSV (§11 row 8, Q1).
+    pub distance: Distance,
+    /// Reference rank ratio: r_ref = floor(ratio·N), clamped to [2, N−1] (§11 row 19).
+    pub reference_ratio: f64,
+    /// Weight exponent β of the weighted endurance ratio (§11 row 21).
+    pub beta: f64,
+    /// Coverage target c* of the link selection (§11 row 23).
+    pub coverage: f64,
+    /// Links added per batch in Algorithm 1 (§11 row 24).
+    pub link_batch: usize,
+    /// Percentile of the edge weights used as the CPM resolution γ (§11 row 25).
+    pub resolution_percentile: f64,
+    /// Outlier-community rule (§11 rows 29–30).
+    pub outlier_rule: OutlierRule,
+    /// Tukey multiplier k_T (§11 row 29).
+    pub tukey_k: f64,
+    /// Floor of the Tukey IQR as a fraction of Q3 (guards the degenerate IQR = 0; 0 = plain rule).
+    pub tukey_iqr_floor: f64,
+    /// Number of communities flagged by the `top-densest` rule (§11 row 30).
+    pub top_densest: usize,
+    /// Fewer non-singleton communities than this: flag none.
+    pub min_communities: usize,
+    /// Dependency-ratio percentile p_dep (§11 row 32).
+    pub dependency_percentile: f64,
+    /// Final base (§11 row 34).
+    pub refine_mode: RefineMode,
+    /// Leiden restarts (best quality kept) (§11 row 27).
+    pub leiden_restarts: usize,
+    /// Maximum Leiden iterations per restart; stops earlier at convergence (§11 row 27).
+    pub leiden_iterations: usize,
+    /// Keep void tokens in the distance search as queries and as base (else they score 0).
+    pub keep_void: bool,
+    /// Views (layer indices into the token files) that feed the graph stage; empty = all.
+    pub graph_views: Vec<usize>,
+    /// Seed of every random choice (Leiden).
+    pub seed: u64,
+    /// Worker threads; 0 = one per core.
+    pub threads: usize,
+    /// Memory budget in MiB for distance tables and scratch.
+    pub memory_budget: usize,
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        ScoreConfig {
+            method: Method::Codegraph,
+            alpha_musc: 0.3,
+            alpha_codegraph: 0.1,
+            distance: Distance::Euclidean,
+            reference_ratio: 0.3,
+            beta: 0.2,
+            coverage: 0.9,
+            link_batch: 100,
+            resolution_percentile: 25.0,
+            outlier_rule: OutlierRule::Tukey,
+            tukey_k: 5.0,
+            tukey_iqr_floor: 0.5,
+            top_densest: 3,
+            min_communities: 4,
+            dependency_percentile: 95.0,
+            refine_mode: RefineMode::Exact,
+            leiden_restarts: 8,
+            leiden_iterations: 50,
+            keep_void: false,
+            graph_views: Vec::new(),
+            seed: 0,
+            threads: 0,
+            memory_budget: 8192,
+        }
+    }
+}
+
+impl ScoreConfig {
+    /// Checks every value's range; the error names the flag.
+    pub fn validate(&self) -> Result<()> {
+        let unit = |flag: &str, v: f64, lo_open: bool| -> Result<()> {
+            let ok = v.is_finite() && v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::bad_argument(
+                    flag,
+                    format!("{v} is outside {}0, 1]", if lo_open { "(" } else { "[" }),
+                ))
+            }
+        };
+        unit("--alpha-musc", self.alpha_musc, true)?;
+        unit("--alpha-codegraph", self.alpha_codegraph, true)?;
+        unit("--reference-ratio", self.reference_ratio, true)?;
+        unit("--coverage", self.coverage, true)?;
+        let pct = |flag: &str, v: f64| -> Result<()> {
+            if (0.0..=100.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::bad_argument(
+                    flag,
+                    format!("{v} is outside [0, 100]"),
+                ))
+            }
+        };
+        pct("--resolution-percentile", self.resolution_percentile)?;
+        pct("--dependency-percentile", self.dependency_percentile)?;
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::bad_argument(
+                "--beta",
+                format!("{} must be ≥ 0", self.beta),
+            ));
+        }
+        for (flag, v) in [
+            ("--tukey-k", self.tukey_k),
+            ("--tukey-iqr-floor", self.tukey_iqr_floor),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::bad_argument(flag, format!("{v} must be ≥ 0")));
+            }
+        }
+        for (flag, v) in [
+            ("--link-batch", self.link_batch),
+            ("--top-densest", self.top_densest),
+            ("--leiden-restarts", self.leiden_restarts),
+            ("--leiden-iterations", self.leiden_iterations),
+            ("--memory-budget", self.memory_budget),
+        ] {
+            if v == 0 {
+                return Err(Error::bad_argument(flag, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The MSM fraction of the chosen method.
+    pub fn alpha(&self) -> f64 {
+        match self.method {
+            Method::Codegraph => self.alpha_codegraph,
+            Method::Musc => self.alpha_musc,
+        }
+    }
+}
+
+/// Wall time of one stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    pub stage: String,
+    pub seconds: f64,
+}
+
+/// What [`score_batch`] returns.
+#[derive(Debug, Clone)]
+pub struct ScoreResult {
+    /// `token_scores[a][p]`, `[N][M]`.
+    pub token_scores: Vec<Vec<f32>>,
+    /// `excluded[a]`: sorted excluded positions of case `a` (empty for MuSc).
+    pub excluded: Vec<Vec<u32>>,
+    /// The graph stage's report (CoDeGraph only).
+    pub graph: Option<GraphReport>,
+    pub timings: Vec<Timing>,
+    /// The MSM k used.
+    pub k: usize,
+    /// Tokens taking part in the search (all cases).
+    pub active_tokens: usize,
+    /// Total positions (all cases).
+    pub total_tokens: usize,
+    /// Peak estimate of the tables + scratch, bytes.
+    pub memory_estimate: usize,
+    /// Distance-kernel work: token pairs compared (2·D flops each).
+    pub pairs_compared: f64,
+    /// Seconds in the distance kernel alone.
+    pub kernel_seconds: f64,
+}
+
+/// Scores a batch. See the module doc for shapes and memory.
+pub fn score_batch(
+    sets: &[TokenSet],
+    config: &ScoreConfig,
+    progress: &Progress,
+) -> Result<ScoreResult> {
+    config.validate()?;
+    let n = sets.len();
+    if n < 3 {
+        return Err(Error::BadBatch {
+            path: "batch".into(),
+            problem: format!(
+                "{n} case(s): mutual scoring needs at least 3 (each case is scored against the others)"
+            ),
+        });
+    }
+    if n > u32::MAX as usize / 2 {
+        return Err(Error::BadBatch {
+            path: "batch".into(),
+            problem: format!("{n} cases is more than this build supports"),
+        });
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.threads)
+        .build()
+        .map_err(|e| Error::Resource(format!("cannot start the worker threads: {e}")))?;
+    pool.install(|| score_batch_inner(sets, config, progress))
+}
+
+fn score_batch_inner(
+    sets: &[TokenSet],
+    config: &ScoreConfig,
+    progress: &Progress,
+) -> Result<ScoreResult> {
+    let n = sets.len();
+    let (n_views, m, dim) = sets[0].tokens.dim();
+    for g in &config.graph_views {
+        if *g >= n_views {
+            return Err(Error::bad_argument(
+                "--graph-views",
+                format!(
+                    "view {g} does not exist: the token files have {n_views} views (0..{})",
+                    n_views - 1
+                ),
+            ));
+        }
+    }
+    let active = |a: usize, p: usize| config.keep_void || sets[a].valid[p];
+    let active_counts: Vec<usize> = (0..n)
+        .map(|a| (0..m).filter(|&p| active(a, p)).count())
+        .collect();
+    let rows_total: usize = active_counts.iter().sum();
+    let max_rows = *active_counts.iter().max().unwrap_or(&0);
+    let threads = rayon::current_num_threads();
+
+    let graph_views: Vec<usize> = match config.method {
+        Method::Musc => Vec::new(),
+        Method::Codegraph if config.graph_views.is_empty() => (0..n_views).collect(),
+        Method::Codegraph => {
+            let mut g = config.graph_views.clone();
+            g.sort_unstable();
+            g.dedup();
+            g
+        }
+    };
+    // Memory: kept tables + one working table + packed tokens of kept views + one working view + scratch.
+    let table_bytes = rows_total * n * 8;
+    let view_bytes = rows_total * (dim + 2) * 4;
+    let fixed = (graph_views.len() + 1) * (table_bytes + view_bytes);
+    let budget = config.memory_budget * 1024 * 1024;
+    if fixed >= budget {
+        return Err(Error::Resource(format!(
+            "scoring {n} cases with {rows_total} active tokens needs about {} MiB for the distance tables, \
+             more than --memory-budget {} MiB; raise --memory-budget",
+            fixed / (1024 * 1024) + 1,
+            config.memory_budget
+        )));
+    }
+    let plan = KnnPlan::for_budget(budget - fixed, max_rows, threads);
+    let memory_estimate = fixed + threads * plan.scratch_bytes(max_rows);
+
+    let mut timings = Vec::new();
+    let pair_count = (n * (n - 1) / 2) as u64;
+    let bar = progress.bar(pair_count * n_views as u64, "distances");
+    let tick = || bar.inc(1);
+    let mut kernel_seconds = 0.0;
+    let mut pairs_compared = 0.0;
+    let sum_sq: f64 = active_counts.iter().map(|&c| c as f64).sum::<f64>().powi(2)
+        - active_counts
+            .iter()
+            .map(|&c| (c as f64).powi(2))
+            .sum::<f64>();
+    let pairs_per_view = sum_sq / 2.0;
+
+    let mut compute_view = |v: usize, timings: &mut Vec<Timing>| -> (PackedView, DistTable) {
+        let t = std::time::Instant::now();
+        let view = PackedView::pack(sets, v, active);
+        let table = DistTable::compute(&view, plan, &tick);
+        let secs = t.elapsed().as_secs_f64();
+        kernel_seconds += secs;
+        pairs_compared += pairs_per_view;
+        timings.push(Timing {
+            stage: format!("distances view {v}"),
+            seconds: secs,
+        });
+        (view, table)
+    };
+
+    let k = msm::top_k(config.alpha(), n);
+    let mut row_sum = vec![0f64; rows_total];
+    let mut add_scores = |table: &DistTable, timings: &mut Vec<Timing>, v: usize| {
+        let t = std::time::Instant::now();
+        for (acc, s) in row_sum
+            .iter_mut()
+            .zip(msm::score_rows(table, k, config.distance))
+        {
+            *acc += s as f64;
+        }
+        timings.push(Timing {
+            stage: format!("msm view {v}"),
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    };
+
+    let mut excluded: Vec<Vec<bool>> = vec![vec![false; m]; n];
+    let mut graph_report = None;
+    let mut layout: Option<PackedView> = None;
+    if config.method == Method::Codegraph {
+        let mut views = Vec::new();
+        let mut tables = Vec::new();
+        for &v in &graph_views {
+            let (view, table) = compute_view(v, &mut timings);
+            views.push(view);
+            tables.push(table);
+        }
+        let rows = row_index(&views[0], sets);
+        let params = GraphParams {
+            r_ref: ((config.reference_ratio * n as f64).floor() as usize).clamp(2, n - 1),
+            beta: config.beta,
+            epsilon: 1e-12,
+            coverage: config.coverage,
+            link_batch: config.link_batch,
+            resolution_percentile: config.resolution_percentile,
+            outliers: OutlierParams {
+                rule: config.outlier_rule,
+                tukey_k: config.tukey_k,
+                tukey_iqr_floor: config.tukey_iqr_floor,
+                top_densest: config.top_densest,
+                min_communities: config.min_communities,
+            },
+            filter: FilterParams {
+                k,
+                percentile: config.dependency_percentile,
+                epsilon: 1e-12,
+                distance: config.distance,
+                recompute: config.refine_mode == RefineMode::Exact,
+            },
+            distance: config.distance,
+        };
+        let detector = Leiden {
+            seed: config.seed,
+            restarts: config.leiden_restarts,
+            max_iterations: config.leiden_iterations,
+        };
+        let (report, gt) = codegraph::run(
+            &mut tables,
+            &views,
+            &rows,
+            &params,
+            &detector,
+            &mut excluded,
+        );
+        timings.push(Timing {
+            stage: "graph: links".into(),
+            seconds: gt.links,
+        });
+        timings.push(Timing {
+            stage: "graph: communities".into(),
+            seconds: gt.communities,
+        });
+        timings.push(Timing {
+            stage: "graph: filtering".into(),
+            seconds: gt.filtering,
+        });
+        graph_report = Some(report);
+        for (table, &v) in tables.iter().zip(&graph_views) {
+            add_scores(table, &mut timings, v);
+        }
+        drop(tables);
+        layout = views.into_iter().next();
+    }
+    let recompute = config.refine_mode == RefineMode::Exact;
+    let any_excluded = excluded.iter().any(|e| e.iter().any(|&x| x));
+    for v in (0..n_views).filter(|v| !graph_views.contains(v)) {
+        let (view, mut table) = compute_view(v, &mut timings);
+        if any_excluded {
+            table.refine(&view, &excluded, recompute);
+        }
+        add_scores(&table, &mut timings, v);
+        layout.get_or_insert(view);
+    }
+    bar.finish_and_clear();
+    let layout = layout.expect("at least one view was scored");
+
+    let mut token_scores = vec![vec![0f32; m]; n];
+    let mut row = 0;
+    for (a, scores) in token_scores.iter_mut().enumerate() {
+        for &p in &layout.positions[a] {
+            scores[p as usize] = (row_sum[row] / n_views as f64) as f32;
+            row += 1;
+        }
+    }
+    let excluded_positions = excluded
+        .iter()
+        .map(|e| (0..m as u32).filter(|&p| e[p as usize]).collect())
+        .collect();
+    Ok(ScoreResult {
+        token_scores,
+        excluded: excluded_positions,
+        graph: graph_report,
+        timings,
+        k,
+        active_tokens: rows_total,
+        total_tokens: n * m,
+        memory_estimate,
+        pairs_compared,
+        kernel_seconds,
+    })
+}
+
+fn row_index(view: &PackedView, sets: &[TokenSet]) -> RowIndex {
+    let mut collection = Vec::new();
+    let mut position = Vec::new();
+    let mut eligible = Vec::new();
+    for (a, positions) in view.positions.iter().enumerate() {
+        for &p in positions {
+            collection.push(a as u32);
+            position.push(p);
+            eligible.push(sets[a].valid[p as usize]);
+        }
+    }
+    RowIndex {
+        collection,
+        position,
+        eligible,
+    }
+}

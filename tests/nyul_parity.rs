@@ -55,12 +55,17 @@ fn nyul_matches_numpy() {
     model.save(&dir.join("model.json")).unwrap();
     for (i, ((c, m), l)) in cubes.iter().zip(&lms).enumerate() {
         let out = model.apply(c, l);
-        let w = |name: String, f: &dyn Fn(std::fs::File)| f(std::fs::File::create(dir.join(name)).unwrap());
+        let w = |name: String, f: &dyn Fn(std::fs::File)| {
+            f(std::fs::File::create(dir.join(name)).unwrap())
+        };
         w(format!("cube_{i}.npy"), &|f| c.write_npy(f).unwrap());
         w(format!("mask_{i}.npy"), &|f| m.write_npy(f).unwrap());
         w(format!("std_{i}.npy"), &|f| out.write_npy(f).unwrap());
     }
     let report = common::run_script("ref_nyul.py", &[common::s(dir)]);
     println!("{report}");
-    assert!(report.contains(&format!("volumes={}", cubes.len())), "{report}");
+    assert!(
+        report.contains(&format!("volumes={}", cubes.len())),
+        "{report}"
+    );
 }

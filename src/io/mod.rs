@@ -5,6 +5,7 @@
 //! modified.
 
 pub mod atomic;
+pub mod discover;
 pub mod nifti;
 pub mod outdir;
 pub mod tokens;

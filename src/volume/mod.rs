@@ -195,6 +195,8 @@ impl Transform {
 /// The result of steps 0 and the geometric part of preprocessing for one volume.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The volume's file (named in errors of the later steps).
+    pub path: std::path::PathBuf,
     /// `S³` cube `[z][y][x]` of the (masked) intensities, before standardisation.
     pub cube: Array3<f32>,
     /// `Ω` on the cube: `cube > 0`, or the user's mask resampled by nearest voxel.
@@ -324,6 +326,7 @@ impl Preprocessor {
             ));
         }
         Ok(Prepared {
+            path: vol.path.clone(),
             cube,
             mask,
             transform,
@@ -332,7 +335,7 @@ impl Preprocessor {
 
     /// Steps 1–2: Nyúl standardisation with `model`, then scaling to `[0, 1]` with background 0.
     pub fn backbone_input(&self, p: &Prepared, model: &nyul::NyulModel) -> Result<Array3<f32>> {
-        let own = nyul::landmarks(&p.cube, &p.mask, std::path::Path::new("cube"))?;
+        let own = nyul::landmarks(&p.cube, &p.mask, &p.path)?;
         Ok(scale::to_unit_range(&model.apply(&p.cube, &own), &p.mask))
     }
 }

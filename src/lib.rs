@@ -30,6 +30,7 @@ pub mod progress;
 pub mod report;
 pub mod score;
 pub mod tokenset;
+pub mod volume;
 
 pub use error::{Error, Result};
 pub use tokenset::TokenSet;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Result;
 
+pub mod check;
 pub mod score;
 
 /// Zero-shot anomaly detection in 3D brain MRI and 2D images (MuSc mutual scoring + CoDeGraph).
@@ -23,6 +24,9 @@ pub enum Command {
     /// Score a batch: every case against all the other cases (leave-one-out), writing scores, maps and
     /// the CoDeGraph graph to --out.
     Score(score::ScoreArgs),
+    /// List the cases of the input folders (shapes, spacings, orientations, label pairing) and check them:
+    /// every problem is reported, then the command exits with code 2.
+    Check(check::CheckArgs),
 }
 
 /// Flags shared by every subcommand that shows progress or writes an output folder.
@@ -43,5 +47,6 @@ pub struct CommonArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Score(args) => score::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

@@ -5,6 +5,8 @@
 //! modified.
 
 pub mod atomic;
+pub mod discover;
+pub mod nifti;
 pub mod outdir;
 pub mod tokens;
 

@@ -1,0 +1,290 @@
+//! `mri-ad check`: lists what the input folders hold and checks it before a long run.
+//!
+//! For every case: the image file, its shape, voxel spacing, orientation code and the affine's source, the
+//! paired label map (lesion voxels) and brain mask. Problems (unreadable or malformed files, 4D/2D/complex
+//! data, NaN/Inf voxels, all-zero volumes, label maps or masks on another grid, cases without a label when
+//! --labels is given, duplicate case ids, empty folders) are all listed; then the command exits with code 2
+//! and the first problem as the error. With `--out`, the inventory is written to `<out>/check.json` (only
+//! when there is no problem; never into a non-empty folder without --force).
+
+use std::path::{Path, PathBuf};
+
+use crate::io::discover::{self, Discovered};
+use crate::io::nifti::{self, Volume};
+use crate::volume::GRID_TOLERANCE_MM;
+use crate::{Error, Result};
+
+/// Arguments of `mri-ad check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Folder of healthy (reference) volumes.
+    #[arg(long, value_name = "DIR")]
+    pub healthy: Option<PathBuf>,
+    /// Folder of query volumes (the cases to score).
+    #[arg(long, value_name = "DIR")]
+    pub query: Option<PathBuf>,
+    /// Folder of lesion label maps for the query cases (lesion = label > 0); every query case needs one.
+    #[arg(long, value_name = "DIR")]
+    pub labels: Option<PathBuf>,
+    /// Folder of brain masks (mask > 0), one per case, instead of the default `voxel > 0` rule.
+    #[arg(long, value_name = "DIR")]
+    pub masks: Option<PathBuf>,
+    /// Folder layout (data-manifest/): auto, brats-mets-2025, ixi, demo or generic.
+    #[arg(long, default_value = "auto", value_name = "NAME")]
+    pub layout: String,
+    /// Also write the inventory as <DIR>/check.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: super::CommonArgs,
+}
+
+/// What was found for one case.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseReport {
+    pub group: String,
+    pub case: String,
+    pub image: PathBuf,
+    /// `(nx, ny, nz)`.
+    pub shape: [usize; 3],
+    pub spacing_mm: [f64; 3],
+    pub orientation: String,
+    pub affine_from: String,
+    pub affine: nifti::Affine,
+    pub nifti_version: u8,
+    pub datatype: i16,
+    pub brain_voxels: usize,
+    pub label: Option<PathBuf>,
+    pub lesion_voxels: Option<usize>,
+    pub mask: Option<PathBuf>,
+}
+
+/// Turns any error about an input into a bad-input error (exit code 2) that names the file.
+fn as_input_problem(e: Error) -> Error {
+    match e {
+        Error::Io { path, source } => {
+            Error::bad_input(path, format!("cannot read the file: {source}"))
+        }
+        other => other,
+    }
+}
+
+fn grid_problem(file: &Path, v: &Volume, image: &Volume, what: &str) -> Error {
+    Error::Mismatch {
+        path: file.into(),
+        what: format!("the {what}'s voxel grid (size, affine)"),
+        expected: format!("size {:?}, affine {:?}", image.size_ijk(), image.affine),
+        actual: format!("size {:?}, affine {:?}", v.size_ijk(), v.affine),
+        reference: image.path.display().to_string(),
+    }
+}
+
+fn fmt3<T: std::fmt::Display>(v: [T; 3], sep: &str) -> String {
+    format!("{}{sep}{}{sep}{}", v[0], v[1], v[2])
+}
+
+/// Runs `mri-ad check`.
+pub fn run(args: CheckArgs) -> Result<()> {
+    if args.healthy.is_none() && args.query.is_none() {
+        return Err(Error::bad_argument(
+            "--healthy/--query",
+            "give at least one folder of volumes",
+        ));
+    }
+    if args.labels.is_some() && args.query.is_none() {
+        return Err(Error::bad_argument(
+            "--labels",
+            "label maps belong to the query cases: give --query too",
+        ));
+    }
+    let layout = (args.layout != "auto").then_some(args.layout.as_str());
+    if let Some(name) = layout {
+        discover::manifest(name)?;
+    }
+    if let Some(out) = &args.out {
+        if out.exists() {
+            crate::io::outdir::prepare(out, args.common.force)?;
+        }
+    }
+    let quiet = args.common.quiet;
+    let mut problems: Vec<Error> = Vec::new();
+    let mut reports: Vec<CaseReport> = Vec::new();
+    let mut seen: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    let generic = discover::manifest("generic")?;
+    for (group, dir) in [("healthy", &args.healthy), ("query", &args.query)] {
+        let Some(dir) = dir else { continue };
+        let mut found: Discovered = match discover::discover(dir, layout) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let manifest = discover::manifest(&found.layout)?;
+        let cases = found.cases.clone();
+        let mut labels = Default::default();
+        if let (Some(ldir), "query") = (&args.labels, group) {
+            match discover::pair(ldir, &cases, &manifest.labels, &generic.labels) {
+                Ok((l, _)) => labels = l,
+                Err(e) => problems.push(e),
+            }
+            discover::drop_paired_files(&mut found, &labels);
+        }
+        let mut masks = Default::default();
+        if let Some(mdir) = &args.masks {
+            match discover::pair(mdir, &cases, &manifest.masks, &generic.masks) {
+                Ok((m, _)) => masks = m,
+                Err(e) => problems.push(e),
+            }
+            discover::drop_paired_files(&mut found, &masks);
+        }
+        if !quiet {
+            println!(
+                "{group}: {} ({} layout): {} cases{}",
+                dir.display(),
+                found.layout,
+                found.cases.len(),
+                if found.ignored.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} other NIfTI files ignored", found.ignored.len())
+                }
+            );
+        }
+        for case in &found.cases {
+            if let Some(prev) = seen.insert(case.id.clone(), case.image.clone()) {
+                problems.push(Error::BadBatch {
+                    path: case.image.clone(),
+                    problem: format!(
+                        "case id {:?} is also used by {}; case ids must be unique across --healthy and --query",
+                        case.id,
+                        prev.display()
+                    ),
+                });
+            }
+            let image = match nifti::read_volume(&case.image) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(as_input_problem(e));
+                    continue;
+                }
+            };
+            let mut brain = image.data.iter().filter(|&&v| v > 0.0).count();
+            let mask = masks.get(&case.id).cloned();
+            if let Some(mdir) = &args.masks {
+                match &mask {
+                    None => problems.push(Error::bad_input(
+                        &case.image,
+                        format!("no brain mask for case {:?} in {}", case.id, mdir.display()),
+                    )),
+                    Some(mp) => match nifti::read_volume(mp) {
+                        Err(e) => problems.push(as_input_problem(e)),
+                        Ok(m) if !image.same_grid(&m, GRID_TOLERANCE_MM) => {
+                            problems.push(grid_problem(mp, &m, &image, "brain mask"))
+                        }
+                        Ok(m) => brain = m.data.iter().filter(|&&v| v > 0.0).count(),
+                    },
+                }
+            }
+            if brain == 0 {
+                problems.push(Error::bad_input(
+                    mask.as_ref().unwrap_or(&case.image),
+                    "the brain mask is empty (no voxel > 0): an all-zero volume, or a background that is not \
+                     zero (give brain masks with --masks)",
+                ));
+            }
+            let label = labels.get(&case.id).cloned();
+            let mut lesion_voxels = None;
+            if let (Some(ldir), "query") = (&args.labels, group) {
+                match &label {
+                    None => problems.push(Error::bad_input(
+                        &case.image,
+                        format!(
+                            "case {:?} has no label map in {} (looked for {})",
+                            case.id,
+                            ldir.display(),
+                            manifest
+                                .labels
+                                .iter()
+                                .chain(&generic.labels)
+                                .map(|p| p.replace("{case}", &case.id))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                    Some(lp) => match nifti::read_volume(lp) {
+                        Err(e) => problems.push(as_input_problem(e)),
+                        Ok(l) if !image.same_grid(&l, GRID_TOLERANCE_MM) => {
+                            problems.push(grid_problem(lp, &l, &image, "label map"))
+                        }
+                        Ok(l) => lesion_voxels = Some(l.data.iter().filter(|&&v| v > 0.0).count()),
+                    },
+                }
+            }
+            let (_, from) = image.header.best_affine();
+            let r = CaseReport {
+                group: group.into(),
+                case: case.id.clone(),
+                image: case.image.clone(),
+                shape: image.size_ijk(),
+                spacing_mm: image.spacing(),
+                orientation: image.orientation_code(),
+                affine_from: from.into(),
+                affine: image.affine,
+                nifti_version: image.header.version,
+                datatype: image.header.datatype,
+                brain_voxels: brain,
+                label,
+                lesion_voxels,
+                mask,
+            };
+            if !quiet {
+                println!(
+                    "  {:<8} {:<28} {:>13}  {:>17} mm  {} ({}, NIfTI-{})  brain {} voxels{}",
+                    r.group,
+                    r.case,
+                    fmt3(r.shape, "×"),
+                    fmt3(r.spacing_mm.map(|s| format!("{s:.2}")), "×"),
+                    r.orientation,
+                    r.affine_from,
+                    r.nifti_version,
+                    r.brain_voxels,
+                    match r.lesion_voxels {
+                        Some(n) => format!(", lesion {n} voxels"),
+                        None => String::new(),
+                    }
+                );
+            }
+            reports.push(r);
+        }
+    }
+    if !problems.is_empty() {
+        eprintln!("{} problem(s):", problems.len());
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        let n = problems.len();
+        let first = problems.swap_remove(0);
+        return Err(if n == 1 {
+            first
+        } else {
+            Error::BadBatch {
+                path: match &first {
+                    Error::BadInput { path, .. }
+                    | Error::BadBatch { path, .. }
+                    | Error::Mismatch { path, .. } => path.clone(),
+                    _ => PathBuf::from("input"),
+                },
+                problem: format!("{first} (and {} more problems, listed above)", n - 1),
+            }
+        });
+    }
+    if !quiet {
+        println!("no problems found ({} cases)", reports.len());
+    }
+    if let Some(out) = &args.out {
+        crate::io::outdir::prepare(out, args.common.force)?;
+        crate::io::atomic::write_json(&out.join("check.json"), &reports)?;
+    }
+    Ok(())
+}

@@ -23,7 +23,7 @@ pub struct Cli {
 pub enum Command {
     /// Score a batch: every case against all the other cases (leave-one-out), writing scores, maps and
     /// the CoDeGraph graph to --out.
-    Score(score::ScoreArgs),
+    Score(Box<score::ScoreArgs>),
     /// List the cases of the input folders (shapes, spacings, orientations, label pairing) and check them:
     /// every problem is reported, then the command exits with code 2.
     Check(check::CheckArgs),
@@ -46,7 +46,7 @@ pub struct CommonArgs {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Score(args) => score::run(args),
+        Command::Score(args) => score::run(*args),
         Command::Check(args) => check::run(args),
     }
 }

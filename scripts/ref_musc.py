@@ -47,8 +47,11 @@ def main():
     ap.add_argument("--run", required=True, help="output folder of mri-ad score --method musc")
     ap.add_argument("--alpha", type=float, default=0.3)
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--keep-void", action="store_true", help="void tokens are queries and base too")
     a = ap.parse_args()
     names, tokens, valid = load(a.tokens)
+    if a.keep_void:
+        valid = [np.ones_like(v) for v in valid]
     ref = musc(tokens, valid, a.alpha)
     worst = 0.0
     for i, name in enumerate(names):

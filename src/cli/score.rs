@@ -80,7 +80,7 @@ pub struct ScoreArgs {
     /// Final base: exact recomputation, or invalidation of distances to excluded tokens [default: exact].
     #[arg(long, value_enum)]
     pub refine_mode: Option<RefineModeArg>,
-    /// Leiden restarts with derived seeds; the best CPM quality is kept [default: 8].
+    /// Leiden restarts with derived seeds; the best CPM quality is kept [default: 256].
     #[arg(long)]
     pub leiden_restarts: Option<usize>,
     /// Maximum Leiden iterations per restart (stops earlier at convergence) [default: 50].

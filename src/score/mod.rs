@@ -115,7 +115,7 @@ impl Default for ScoreConfig {
             min_communities: 4,
             dependency_percentile: 95.0,
             refine_mode: RefineMode::Exact,
-            leiden_restarts: 8,
+            leiden_restarts: 256,
             leiden_iterations: 50,
             keep_void: false,
             graph_views: Vec::new(),

@@ -10,12 +10,16 @@
 //! each community into well-connected sub-communities (greedy: the best non-negative gain; the paper's
 //! randomised choice is replaced by a seeded random visiting order), aggregation on the refined
 //! partition, repeated until every community is a single aggregated node; then whole iterations are
-//! repeated from the current partition until the quality stops improving. Several seeded restarts are run
-//! and the best partition kept, which is cheap on graphs of a few hundred nodes and makes the result
-//! robust. Deterministic for a given seed: every iteration order comes from a seeded ChaCha generator
+//! repeated from the current partition until three in a row bring no improvement. Ties between equal
+//! gains (common with integer weights) are drawn at random. Many seeded restarts (default 256) are run
+//! and the best partition kept: one restart of this implementation finds a somewhat lower CPM quality than
+//! one run of `leidenalg` on random graphs (measured: 91 vs 98 on one 82-node graph), 256 restarts match
+//! or beat leidenalg's best of 5 seeds on all 24 graphs of `scripts/ref_leiden.py`, and on graphs of a few
+//! hundred nodes they cost milliseconds next to the distance search. Deterministic for a given seed: every iteration order comes from a seeded ChaCha generator
 //! and no hash map is iterated.
 
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -119,7 +123,7 @@ impl Default for Leiden {
     fn default() -> Self {
         Leiden {
             seed: 0,
-            restarts: 8,
+            restarts: 256,
             max_iterations: 50,
         }
     }
@@ -134,14 +138,21 @@ impl CommunityDetector for Leiden {
             );
             let mut membership: Vec<usize> = (0..graph.n).collect();
             let mut quality = cpm_quality(graph, &membership, resolution);
+            // Iterations start from the best partition so far; the visiting orders differ each time, so
+            // a few iterations without improvement are allowed before stopping.
+            let mut stale = 0;
             for _ in 0..self.max_iterations.max(1) {
                 let next = leiden_iteration(graph, &membership, resolution, &mut rng);
                 let q = cpm_quality(graph, &next, resolution);
                 if q > quality + 1e-12 {
                     membership = next;
                     quality = q;
+                    stale = 0;
                 } else {
-                    break;
+                    stale += 1;
+                    if stale >= 3 {
+                        break;
+                    }
                 }
             }
             let membership = renumber(&membership);
@@ -258,6 +269,7 @@ fn move_nodes_fast(level: &Level, part: &mut [usize], gamma: f64, rng: &mut ChaC
     let mut in_queue = vec![true; n];
     let mut w_to = vec![0.0f64; n];
     let mut touched: Vec<usize> = Vec::new();
+    let mut ties: Vec<usize> = Vec::new();
     while let Some(v) = queue.pop_front() {
         in_queue[v] = false;
         let old = part[v];
@@ -276,12 +288,20 @@ fn move_nodes_fast(level: &Level, part: &mut [usize], gamma: f64, rng: &mut ChaC
         let mut best_c = old;
         let mut best_gain = gain(old, w_to[old]);
         touched.sort_unstable();
+        // The best gain; among equal gains the current community is kept, else one is drawn at random
+        // (integer weights make ties common, and a fixed choice would make every restart alike).
         for &c in &touched {
-            let g = gain(c, w_to[c]);
-            if g > best_gain + 1e-12 {
-                best_gain = g;
-                best_c = c;
-            }
+            best_gain = best_gain.max(gain(c, w_to[c]));
+        }
+        if gain(old, w_to[old]) < best_gain - 1e-12 {
+            ties.clear();
+            ties.extend(
+                touched
+                    .iter()
+                    .copied()
+                    .filter(|&c| gain(c, w_to[c]) >= best_gain - 1e-12),
+            );
+            best_c = ties[rng.random_range(0..ties.len())];
         }
         if best_gain < -1e-12 {
             // Alone is better: move to an empty community.
@@ -331,13 +351,13 @@ fn refine(level: &Level, part: &[usize], gamma: f64, rng: &mut ChaCha8Rng) -> Ve
                 .sum()
         })
         .collect();
-    let mut singleton = vec![true; n];
+    let mut count = vec![1usize; n]; // nodes per refined community
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(rng);
     let mut w_to = vec![0.0f64; n];
     let mut touched: Vec<usize> = Vec::new();
     for v in order {
-        if !singleton[v] {
+        if count[refined[v]] != 1 {
             continue;
         }
         let c = part[v];
@@ -359,32 +379,37 @@ fn refine(level: &Level, part: &[usize], gamma: f64, rng: &mut ChaCha8Rng) -> Ve
             w_to[s] += w;
         }
         touched.sort_unstable();
-        let mut best: Option<(usize, f64)> = None;
-        for &s in &touched {
-            let ns = ref_size[s];
-            // S must be well connected to the rest of the community.
-            if ext[s] < gamma * ns * (nc - ns) - 1e-12 {
-                continue;
-            }
-            let g = w_to[s] - gamma * nv * ns;
-            if g > 1e-12 && best.is_none_or(|(_, bg)| g > bg + 1e-12) {
-                best = Some((s, g));
-            }
+        // Well-connected sub-communities S with a positive gain; the best is taken, ties drawn at random.
+        let candidates: Vec<(usize, f64)> = touched
+            .iter()
+            .filter(|&&s| ext[s] >= gamma * ref_size[s] * (nc - ref_size[s]) - 1e-12)
+            .map(|&s| (s, w_to[s] - gamma * nv * ref_size[s]))
+            .filter(|&(_, g)| g >= -1e-12)
+            .collect();
+        // Staying alone (gain 0) competes too: zero-gain merges are drawn as often as staying.
+        let top = candidates.iter().map(|c| c.1).fold(0.0, f64::max);
+        let mut ties: Vec<Option<(usize, f64)>> = candidates
+            .into_iter()
+            .filter(|c| c.1 >= top - 1e-12)
+            .map(Some)
+            .collect();
+        if top <= 1e-12 {
+            ties.push(None);
         }
+        let best = if ties.is_empty() {
+            None
+        } else {
+            ties[rng.random_range(0..ties.len())]
+        };
         if let Some((s, _)) = best {
             let old = refined[v];
             // ext(S ∪ v) = ext(S) + ext(v) − 2·w(v, S)
             ext[s] = ext[s] + ext[old] - 2.0 * w_to[s];
             ref_size[s] += nv;
             ref_size[old] = 0.0;
+            count[old] = 0;
+            count[s] += 1;
             refined[v] = s;
-            singleton[v] = false;
-            // Members of S are no longer singletons either.
-            for &(u, _) in &level.adj[v] {
-                if refined[u] == s {
-                    singleton[u] = false;
-                }
-            }
         }
         for &s in &touched {
             w_to[s] = 0.0;

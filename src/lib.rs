@@ -19,6 +19,7 @@
 //! Everything from `knn` on is dimension-agnostic: a 3D volume is a token set on a (16, 16, 16) grid, a 2D
 //! image one on a (1, 37, 37) grid.
 //!
+pub mod backbone;
 pub mod cli;
 pub mod error;
 pub mod io;
@@ -26,6 +27,7 @@ pub mod knn;
 pub mod progress;
 pub mod report;
 pub mod score;
+pub mod tokens;
 pub mod tokenset;
 
 pub use error::{Error, Result};

@@ -22,6 +22,7 @@
 pub mod backbone;
 pub mod cli;
 pub mod error;
+pub mod extract;
 pub mod io;
 pub mod knn;
 pub mod progress;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Result;
 
+pub mod extract;
 pub mod score;
 
 /// Zero-shot anomaly detection in 3D brain MRI and 2D images (MuSc mutual scoring + CoDeGraph).
@@ -23,6 +24,9 @@ pub enum Command {
     /// Score a batch: every case against all the other cases (leave-one-out), writing scores, maps and
     /// the CoDeGraph graph to --out.
     Score(score::ScoreArgs),
+    /// Write token files only: every volume of --input tokenized with the backbone (ALGORITHM.md §3.2) into
+    /// --out as <case>.tokens.npz + <case>.tokens.json; up-to-date token files are reused.
+    Extract(Box<extract::ExtractArgs>),
 }
 
 /// Flags shared by every subcommand that shows progress or writes an output folder.
@@ -43,5 +47,6 @@ pub struct CommonArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Score(args) => score::run(args),
+        Command::Extract(args) => extract::run(*args),
     }
 }

@@ -5,6 +5,8 @@
 //! modified.
 
 pub mod atomic;
+pub mod cubes;
+pub mod hash;
 pub mod outdir;
 pub mod tokens;
 

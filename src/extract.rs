@@ -282,14 +282,7 @@ pub fn run(cfg: &ExtractConfig, source: &dyn CubeSource) -> Result<ExtractSummar
             if let Some(n) = e.notice() {
                 eprintln!("mri-ad: notice: {n}");
             }
-            eprintln!(
-                "device: {} (--device {})",
-                e.provider(),
-                serde_json::to_value(cfg.device)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("?")
-            );
+            eprintln!("device: {} (--device {})", e.provider(), cfg.device);
         }
         Ok(Box::new(e))
     };

@@ -30,7 +30,7 @@ use crate::io::cubes::{CaseInput, CubeSource};
 use crate::io::hash::sha256_file;
 use crate::io::tokens::{sidecar_path, write_token_file, SIDECAR_SUFFIX, TOKEN_SUFFIX};
 use crate::progress::Progress;
-use crate::tokens::{tokenize, BackgroundCache, Projection, TokenizeStats, TokenizerConfig};
+use crate::tokens::{TokenizeStats, Tokenizer, TokenizerConfig};
 use crate::{Error, Result};
 
 /// Version of the tokenizer's definition; bump when the tokens of the same inputs change.
@@ -316,19 +316,21 @@ pub fn run_with(
         cases: cases.len(),
         ..Default::default()
     };
-    let mut backbone: Option<(Box<dyn Embedder>, Projection)> = None;
-    let mut background = BackgroundCache::new();
-    let mut ensure = |backbone: &mut Option<(Box<dyn Embedder>, Projection)>| -> Result<()> {
+    let mut backbone: Option<Tokenizer> = None;
+    let mut ensure = |backbone: &mut Option<Tokenizer>| -> Result<()> {
         if backbone.is_none() {
-            let e = load()?;
-            let p = Projection::new(cfg.proj_dim, e.dim(), cfg.seed)?;
-            *backbone = Some((e, p));
+            *backbone = Some(Tokenizer::new(
+                load()?,
+                cfg.proj_dim,
+                cfg.seed,
+                cfg.tokenizer.clone(),
+            )?);
         }
         Ok(())
     };
     if let Some(path) = &cfg.save_projection {
         ensure(&mut backbone)?;
-        let p = &backbone.as_ref().expect("loaded").1;
+        let p = backbone.as_ref().expect("loaded").projection();
         crate::io::atomic::write_with(path, |w| {
             use ndarray_npy::WriteNpyExt;
             p.matrix.write_npy(w).map_err(|e| e.to_string())
@@ -351,24 +353,16 @@ pub fn run_with(
             continue;
         }
         ensure(&mut backbone)?;
-        let (embedder, projection) = backbone.as_mut().expect("loaded");
-        summary.provider = Some(embedder.provider().to_string());
+        let tokenizer = backbone.as_mut().expect("loaded");
+        summary.provider = Some(tokenizer.provider().to_string());
         let cube = source.load(case, cfg.size)?;
         let bar = progress.bar(3 * cfg.size as u64, &case.id);
-        let (set, stats) = tokenize(
-            &case.id,
-            cube.voxels.view(),
-            cube.mask.view(),
-            embedder.as_mut(),
-            projection,
-            &cfg.tokenizer,
-            &mut background,
-            &bar,
-        )
-        .map_err(|e| match e {
-            Error::BadInput { problem, .. } => Error::bad_input(&case.path, problem),
-            other => other,
-        })?;
+        let (set, stats) = tokenizer
+            .tokenize(&case.id, cube.voxels.view(), cube.mask.view(), &bar)
+            .map_err(|e| match e {
+                Error::BadInput { problem, .. } => Error::bad_input(&case.path, problem),
+                other => other,
+            })?;
         bar.finish_and_clear();
         drop(cube);
         write_token_file(&npz, &set)?;
@@ -377,7 +371,7 @@ pub fn run_with(
             "case": case.id,
             "input_file": case.path.display().to_string(),
             "model_file": cfg.model.display().to_string(),
-            "provider": embedder.provider(),
+            "provider": tokenizer.provider(),
             "mri_ad_version": env!("CARGO_PKG_VERSION"),
             "grid": set.grid,
             "n_valid": set.n_valid(),

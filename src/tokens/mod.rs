@@ -127,6 +127,81 @@ impl BackgroundCache {
     }
 }
 
+/// A ready-to-use tokenizer: a backbone, the shared projection, the background cache and the settings.
+///
+/// ```no_run
+/// # fn main() -> mri_ad::Result<()> {
+/// use mri_ad::backbone::ort::{Device, OrtConfig, OrtEmbedder};
+/// use mri_ad::tokens::{Tokenizer, TokenizerConfig};
+/// let embedder = OrtEmbedder::load(&OrtConfig {
+///     model: "onnx/dinov2_vits14.onnx".into(),
+///     ort_lib: None, // ORT_DYLIB_PATH
+///     device: Device::Auto,
+///     threads: 0,
+///     layers: vec![6, 9, 12],
+/// })?;
+/// let mut tokenizer = Tokenizer::new(Box::new(embedder), 128, 0, TokenizerConfig::default())?;
+/// let cube = ndarray::Array3::<f32>::zeros((224, 224, 224)); // canonical cube, values in [0, 1]
+/// let mask = cube.mapv(|v| v > 0.0);
+/// let bar = indicatif::ProgressBar::hidden();
+/// let (set, stats) = tokenizer.tokenize("case", cube.view(), mask.view(), &bar)?;
+/// # Ok(()) }
+/// ```
+pub struct Tokenizer {
+    embedder: Box<dyn Embedder>,
+    projection: Projection,
+    cache: BackgroundCache,
+    cfg: TokenizerConfig,
+}
+
+impl Tokenizer {
+    /// Draws the projection `[proj_dim, embedder.dim()]` from `seed`.
+    pub fn new(
+        embedder: Box<dyn Embedder>,
+        proj_dim: usize,
+        seed: u64,
+        cfg: TokenizerConfig,
+    ) -> Result<Self> {
+        let projection = Projection::new(proj_dim, embedder.dim(), seed)?;
+        Ok(Tokenizer {
+            embedder,
+            projection,
+            cache: BackgroundCache::new(),
+            cfg,
+        })
+    }
+
+    /// Tokenizes one canonical cube (see [`tokenize`]).
+    pub fn tokenize(
+        &mut self,
+        name: &str,
+        cube: ArrayView3<f32>,
+        mask: ArrayView3<bool>,
+        bar: &ProgressBar,
+    ) -> Result<(TokenSet, TokenizeStats)> {
+        tokenize(
+            name,
+            cube,
+            mask,
+            self.embedder.as_mut(),
+            &self.projection,
+            &self.cfg,
+            &mut self.cache,
+            bar,
+        )
+    }
+
+    /// The execution provider that runs the backbone.
+    pub fn provider(&self) -> &str {
+        self.embedder.provider()
+    }
+
+    /// The shared projection.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+}
+
 /// Checks the shapes and values of a canonical cube and its mask; `name` is used in errors.
 pub fn check_cube(name: &str, cube: ArrayView3<f32>, mask: ArrayView3<bool>) -> Result<usize> {
     let (a, b, c) = cube.dim();

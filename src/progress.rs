@@ -27,9 +27,11 @@ impl Progress {
         }
         let bar = ProgressBar::new(len);
         bar.set_style(
-            ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})")
-                .expect("static template is valid")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:>14} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
+            )
+            .expect("static template is valid")
+            .progress_chars("=> "),
         );
         bar.set_message(what.to_string());
         bar

@@ -32,9 +32,7 @@ impl TokenSet {
         let name = name.into();
         let (l, m, d) = tokens.dim();
         let problem = if l == 0 || m == 0 || d == 0 {
-            Some(format!(
-                "tokens have an empty dimension: shape [{l}, {m}, {d}]"
-            ))
+            Some(format!("tokens have an empty dimension: shape [{l}, {m}, {d}]"))
         } else if valid.len() != m {
             Some(format!(
                 "valid has {} entries but tokens have M = {m} positions",

@@ -67,8 +67,8 @@ fn npz_problem(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 /// Reads one token file (and its sidecar when present).
 pub fn read_token_file(case: &str, path: &Path) -> Result<TokenFile> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut npz =
-        NpzReader::new(file).map_err(|e| npz_problem(path, "not a readable .npz archive", e))?;
+    let mut npz = NpzReader::new(file)
+        .map_err(|e| npz_problem(path, "not a readable .npz archive", e))?;
     let names = npz
         .names()
         .map_err(|e| npz_problem(path, "cannot list the arrays of the .npz archive", e))?;
@@ -76,19 +76,12 @@ pub fn read_token_file(case: &str, path: &Path) -> Result<TokenFile> {
         if !names.iter().any(|n| n == required) {
             return Err(Error::bad_input(
                 path,
-                format!(
-                    "array `{required}` is missing (the file has: {})",
-                    names.join(", ")
-                ),
+                format!("array `{required}` is missing (the file has: {})", names.join(", ")),
             ));
         }
     }
     let tokens: Array3<f32> = npz.by_name("tokens").map_err(|e| {
-        npz_problem(
-            path,
-            "array `tokens` must be float32 with shape [L, M, D]",
-            e,
-        )
+        npz_problem(path, "array `tokens` must be float32 with shape [L, M, D]", e)
     })?;
     let valid: Array1<bool> = npz
         .by_name("valid")
@@ -120,8 +113,7 @@ pub fn read_token_file(case: &str, path: &Path) -> Result<TokenFile> {
     })?;
     let sidecar_path = sidecar_path(path);
     let sidecar = if sidecar_path.exists() {
-        let text =
-            std::fs::read_to_string(&sidecar_path).map_err(|e| Error::io(&sidecar_path, e))?;
+        let text = std::fs::read_to_string(&sidecar_path).map_err(|e| Error::io(&sidecar_path, e))?;
         Some(serde_json::from_str(&text).map_err(|e| {
             Error::bad_input(&sidecar_path, format!("sidecar is not valid JSON: {e}"))
         })?)
@@ -163,11 +155,7 @@ fn check_same_shape(reference: &TokenFile, other: &TokenFile) -> Result<()> {
     let (a, b) = (&reference.set, &other.set);
     let checks = [
         ("the number of layers L", a.n_views(), b.n_views()),
-        (
-            "the number of positions M",
-            a.n_positions(),
-            b.n_positions(),
-        ),
+        ("the number of positions M", a.n_positions(), b.n_positions()),
         ("the feature dimension D", a.dim(), b.dim()),
     ];
     for (what, expected, actual) in checks {
@@ -227,10 +215,7 @@ mod tests {
         assert_eq!(batch[1].set.tokens, set("b", 2, 4, 3).tokens);
         write_token_file(&dir.path().join("c.tokens.npz"), &set("c", 2, 4, 5)).unwrap();
         let err = read_batch(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("c.tokens.npz") && err.contains("feature dimension D"),
-            "{err}"
-        );
+        assert!(err.contains("c.tokens.npz") && err.contains("feature dimension D"), "{err}");
         assert!(err.contains("is 5") && err.contains("has 3"), "{err}");
     }
 }

@@ -324,9 +324,18 @@ fn bad_inputs_exit_2_naming_the_file_without_partial_output() {
     // a file that is not an ONNX model
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, b"not a model").unwrap();
-    let o = mri_ad(&tiny_args(s(&input), s(&dir.path().join("o3")), s(&garbage), "28"));
+    let o = mri_ad(&tiny_args(
+        s(&input),
+        s(&dir.path().join("o3")),
+        s(&garbage),
+        "28",
+    ));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("garbage.onnx") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("garbage.onnx") && !stderr(&o).contains("panicked"),
+        "{}",
+        stderr(&o)
+    );
     // no model
     let missing = dir.path().join("missing.onnx");
     let o = mri_ad(&tiny_args(

@@ -49,6 +49,10 @@ pub enum Error {
     /// A limit set by the user (e.g. --memory-budget) cannot be met.
     #[error("{0}")]
     Resource(String),
+
+    /// The inference backend (ONNX Runtime) failed while running a model that loaded fine.
+    #[error("{what}: {problem}")]
+    Backend { what: String, problem: String },
 }
 
 impl Error {
@@ -66,6 +70,7 @@ impl Error {
                 _ => 1,
             },
             Error::Resource(_) => 2,
+            Error::Backend { .. } => 1,
         }
     }
 

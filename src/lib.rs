@@ -22,13 +22,16 @@
 // Index loops read more clearly than iterator chains in the numeric kernels.
 #![allow(clippy::needless_range_loop)]
 
+pub mod backbone;
 pub mod cli;
 pub mod error;
+pub mod extract;
 pub mod io;
 pub mod knn;
 pub mod progress;
 pub mod report;
 pub mod score;
+pub mod tokens;
 pub mod tokenset;
 pub mod volume;
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::Result;
 
 pub mod check;
+pub mod extract;
 pub mod score;
 
 /// Zero-shot anomaly detection in 3D brain MRI and 2D images (MuSc mutual scoring + CoDeGraph).
@@ -27,6 +28,9 @@ pub enum Command {
     /// List the cases of the input folders (shapes, spacings, orientations, label pairing) and check them:
     /// every problem is reported, then the command exits with code 2.
     Check(check::CheckArgs),
+    /// Write token files only: every volume of --input tokenized with the backbone (ALGORITHM.md §3.2) into
+    /// --out as <case>.tokens.npz + <case>.tokens.json; up-to-date token files are reused.
+    Extract(Box<extract::ExtractArgs>),
 }
 
 /// Flags shared by every subcommand that shows progress or writes an output folder.
@@ -48,5 +52,6 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Score(args) => score::run(*args),
         Command::Check(args) => check::run(args),
+        Command::Extract(args) => extract::run(*args),
     }
 }

@@ -5,7 +5,9 @@
 //! modified.
 
 pub mod atomic;
+pub mod cubes;
 pub mod discover;
+pub mod hash;
 pub mod nifti;
 pub mod outdir;
 pub mod tokens;

@@ -1,0 +1,88 @@
+//! The frozen 2D backbone behind one small trait, [`Embedder`].
+//!
+//! * Input: a batch of grey images `[B, H, W]` (values in `[0, 1]`, `H` and `W` multiples of 14), turned into
+//!   the model input `pixel_values` `[B, 3, H, W]` by [`grey_to_pixel_values`] (the grey value replicated into
+//!   3 channels, then ImageNet mean/std normalisation: the model contract of `onnx/README.md` leaves the
+//!   normalisation to the caller).
+//! * Output: per selected block, the patch tokens of every image, `[L, B, N, C]` with `N = (H/14)·(W/14)` in
+//!   row-major patch order (patch row `i`, column `j` at `n = i·(W/14) + j`), CLS dropped, final LayerNorm
+//!   applied (by the model).
+//! * Implementations: [`ort::OrtEmbedder`] (ONNX Runtime, CPU or CUDA) and [`fake::FakeEmbedder`] (a
+//!   deterministic patch-local function for tests that need no ONNX Runtime).
+//!
+//! Traps: layers are 1-based block numbers (`layer_6` is the output of the 6th block); the batch dimension
+//! may be any size, so callers choose the batch; features are f32 and an ONNX Runtime run is deterministic
+//! for a given batch on a given machine, but a different batch composition may change the last bits.
+
+use ndarray::{Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut3, Axis};
+
+use crate::Result;
+
+pub mod fake;
+pub mod ort;
+
+/// Patch size of every supported backbone (ViT/14).
+pub const PATCH: usize = 14;
+/// ImageNet channel means (DINOv2 normalisation).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// A frozen 2D feature extractor: images in, patch tokens of the selected blocks out.
+pub trait Embedder {
+    /// The selected blocks (1-based), in the order of the first axis of [`Embedder::embed`]'s output.
+    fn layers(&self) -> &[usize];
+    /// Feature width `C` of every selected block.
+    fn dim(&self) -> usize;
+    /// Runs a batch `pixel_values` `[B, 3, H, W]` (already normalised) and returns `[L, B, N, C]`.
+    fn embed(&mut self, pixel_values: ArrayView4<f32>) -> Result<Array4<f32>>;
+    /// The execution provider that runs the model (e.g. `CPUExecutionProvider`), for reports.
+    fn provider(&self) -> &str;
+}
+
+/// Replicates grey images `[B, H, W]` into 3 channels and applies the ImageNet normalisation:
+/// `pixel_values[b, c, h, w] = (grey[b, h, w] − mean[c]) / std[c]`.
+pub fn grey_to_pixel_values(grey: ArrayView3<f32>) -> Array4<f32> {
+    let (b, h, w) = grey.dim();
+    let mut out = Array4::<f32>::zeros((b, 3, h, w));
+    fill_pixel_values(grey, &mut out);
+    out
+}
+
+/// Like [`grey_to_pixel_values`], writing into the first `B` images of an existing buffer.
+pub fn fill_pixel_values(grey: ArrayView3<f32>, out: &mut Array4<f32>) {
+    for (img, dst) in grey.outer_iter().zip(out.outer_iter_mut()) {
+        fill_one(img, dst);
+    }
+}
+
+/// Writes one grey image `[H, W]` as a normalised 3-channel image into `dst` `[3, H, W]`.
+pub fn fill_one(grey: ArrayView2<f32>, mut dst: ArrayViewMut3<f32>) {
+    for (c, mut chan) in dst.axis_iter_mut(Axis(0)).enumerate() {
+        let (m, s) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
+        chan.zip_mut_with(&grey, |d, &g| *d = (g - m) / s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    #[test]
+    fn grey_is_replicated_and_normalised_per_channel() {
+        let grey = Array3::from_shape_fn((2, 14, 28), |(b, h, w)| {
+            (b * 100 + h * 28 + w) as f32 / 1000.0
+        });
+        let px = grey_to_pixel_values(grey.view());
+        assert_eq!(px.dim(), (2, 3, 14, 28));
+        for c in 0..3 {
+            let v = px[[1, c, 3, 5]];
+            let expect = (grey[[1, 3, 5]] - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            assert!((v - expect).abs() < 1e-6, "channel {c}: {v} vs {expect}");
+        }
+        // zero (background) maps to −mean/std, not to zero
+        let zero = grey_to_pixel_values(Array3::zeros((1, 14, 14)).view());
+        assert!((zero[[0, 0, 0, 0]] + 0.485 / 0.229).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,518 @@
+//! `extract`: volumes in, token files out, never redoing work already done.
+//!
+//! * Input: a [`CubeSource`] (interim: `<case>.npy` cubes, see [`crate::io::cubes`]), the model, the
+//!   tokenizer settings, an optional shard `i/N`.
+//! * Output: `<case>.tokens.npz` (`tokens` f32 `[L, G³, 3d']`, `valid` bool `[G³]`, `grid` i64 `[3]`) and the
+//!   sidecar `<case>.tokens.json` per case of the shard, in the output folder.
+//!
+//! Cache: the sidecar records the cache key ([`KEY_FIELDS`]: model SHA-256, layers, d', projection seed,
+//! cube size, void threshold, tokenizer version, preprocessing, input SHA-256). A case whose sidecar holds
+//! the same key and whose token file exists is skipped without loading its volume or the model; any other
+//! case is recomputed and its files replaced. The model (and ONNX Runtime) is loaded only when a case needs
+//! computing, so a fully cached run runs no inference at all.
+//!
+//! Sharding: cases are sorted by id; shard `i/N` (1-based) takes every case whose index `c` has
+//! `c mod N = i − 1`. The shards of one job write disjoint files into the same folder.
+//!
+//! Traps: the token file is written before its sidecar (both atomically), so a crash leaves either the old
+//! pair (key mismatch → recomputed) or the complete new pair; the output folder may hold token files of
+//! earlier runs or other shards, anything else needs `--force`; a bad input stops the run with exit 2 and
+//! the cases finished before it keep their (complete, valid) files.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::backbone::ort::{Device, OrtConfig, OrtEmbedder};
+use crate::backbone::Embedder;
+use crate::io::cubes::{CaseInput, CubeSource};
+use crate::io::hash::sha256_file;
+use crate::io::tokens::{sidecar_path, write_token_file, SIDECAR_SUFFIX, TOKEN_SUFFIX};
+use crate::progress::Progress;
+use crate::tokens::{TokenizeStats, Tokenizer, TokenizerConfig};
+use crate::{Error, Result};
+
+/// Version of the tokenizer's definition; bump when the tokens of the same inputs change.
+pub const TOKENIZER_VERSION: &str =
+    "mri-ad tokenizer 1 (ALGORITHM.md §3.2 steps 3-12; post-fusion volume LN eps 1e-5 + L2)";
+/// Sidecar fields that form the cache key.
+pub const KEY_FIELDS: [&str; 9] = [
+    "tokenizer",
+    "model_sha256",
+    "layers",
+    "proj_dim",
+    "seed",
+    "size",
+    "void_threshold",
+    "preprocessing",
+    "input_sha256",
+];
+
+/// Shard `index` (0-based) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole job in one shard.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `i/N` with `1 ≤ i ≤ N`.
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = || {
+            Error::bad_argument(
+                "--shard",
+                format!("`{s}` is not of the form i/N with 1 ≤ i ≤ N (e.g. 3/8)"),
+            )
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (i, n): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || i == 0 || i > n {
+            return Err(bad());
+        }
+        Ok(Shard {
+            index: i - 1,
+            count: n,
+        })
+    }
+
+    /// Whether the case at `position` of the sorted list belongs to this shard.
+    pub fn owns(&self, position: usize) -> bool {
+        position % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
+}
+
+/// Everything `extract` needs.
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    pub out: PathBuf,
+    pub shard: Shard,
+    pub model: PathBuf,
+    pub ort_lib: Option<PathBuf>,
+    pub device: Device,
+    pub threads: usize,
+    /// Selected blocks (1-based).
+    pub layers: Vec<usize>,
+    /// Projection dimension d'.
+    pub proj_dim: usize,
+    /// Projection seed.
+    pub seed: u64,
+    /// Cube edge S (multiple of 14).
+    pub size: usize,
+    pub tokenizer: TokenizerConfig,
+    /// Accept an output folder that holds other files than token files.
+    pub force: bool,
+    pub progress: bool,
+    pub quiet: bool,
+    /// Also write the projection matrix `[d', D]` as `.npy` here.
+    pub save_projection: Option<PathBuf>,
+}
+
+impl ExtractConfig {
+    /// Checks the values that do not need any file.
+    pub fn validate(&self) -> Result<()> {
+        if self.size == 0 || self.size % crate::backbone::PATCH != 0 {
+            return Err(Error::bad_argument(
+                "--size",
+                format!("{} is not a positive multiple of 14", self.size),
+            ));
+        }
+        if self.layers.is_empty() || self.layers.contains(&0) {
+            return Err(Error::bad_argument(
+                "--layers",
+                "give one or more 1-based block numbers, e.g. 6,9,12",
+            ));
+        }
+        let mut sorted = self.layers.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.layers.len() {
+            return Err(Error::bad_argument(
+                "--layers",
+                format!("{:?} names a block twice", self.layers),
+            ));
+        }
+        if self.proj_dim == 0 {
+            return Err(Error::bad_argument("--proj-dim", "must be at least 1"));
+        }
+        if self.tokenizer.batch == 0 {
+            return Err(Error::bad_argument("--batch", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.tokenizer.void_threshold) {
+            return Err(Error::bad_argument(
+                "--void-threshold",
+                "must lie in [0, 1]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one case.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseReport {
+    pub case: String,
+    /// False when the token file was reused from the cache.
+    pub computed: bool,
+    pub stats: Option<TokenizeStats>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ExtractSummary {
+    /// Cases in this shard.
+    pub cases: usize,
+    pub computed: usize,
+    pub reused: usize,
+    /// Slices run through the backbone (over all computed cases).
+    pub slices_inferred: usize,
+    /// Background slices served from the background cache.
+    pub background_reused: usize,
+    /// The provider that ran, when the model was loaded.
+    pub provider: Option<String>,
+    pub seconds: f64,
+    pub per_case: Vec<CaseReport>,
+}
+
+/// The cache key of one case.
+fn cache_key(
+    cfg: &ExtractConfig,
+    model_sha256: &str,
+    preprocessing: &Value,
+    input_sha256: &str,
+) -> Value {
+    json!({
+        "tokenizer": TOKENIZER_VERSION,
+        "model_sha256": model_sha256,
+        "layers": cfg.layers,
+        "proj_dim": cfg.proj_dim,
+        "seed": cfg.seed,
+        "size": cfg.size,
+        "void_threshold": cfg.tokenizer.void_threshold,
+        "preprocessing": preprocessing,
+        "input_sha256": input_sha256,
+    })
+}
+
+/// Whether `<out>/<case>` holds a token file whose sidecar matches `key`.
+fn cached(npz: &Path, key: &Value) -> bool {
+    let Ok(text) = std::fs::read_to_string(sidecar_path(npz)) else {
+        return false;
+    };
+    let Ok(side) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    let same = KEY_FIELDS
+        .iter()
+        .all(|f| side.get(*f).is_some() && side.get(*f) == key.get(*f));
+    same && std::fs::metadata(npz)
+        .map(|m| m.is_file() && m.len() > 0)
+        .unwrap_or(false)
+}
+
+/// The output folder rule of `extract`: a missing or empty folder, or one that holds only token files and
+/// sidecars (earlier runs, other shards); anything else needs `force`.
+pub fn prepare_token_folder(dir: &Path, force: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::BadOutput {
+            path: dir.into(),
+            problem: "the output path exists and is not a folder".into(),
+        });
+    }
+    if dir.is_dir() && !force {
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let name = entry
+                .map_err(|e| Error::io(dir, e))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            let ours = name.starts_with('.')
+                || name.ends_with(TOKEN_SUFFIX)
+                || name.ends_with(SIDECAR_SUFFIX);
+            if !ours {
+                return Err(Error::BadOutput {
+                    path: dir.into(),
+                    problem: format!(
+                        "the output folder holds `{name}`, which is not a token file; extract writes into an empty \
+                         folder or a folder of token files (reusing those that match); pass --force to write here anyway"
+                    ),
+                });
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Runs `extract` with the ONNX Runtime backbone (loaded only if some case needs computing).
+pub fn run(cfg: &ExtractConfig, source: &dyn CubeSource) -> Result<ExtractSummary> {
+    cfg.validate()?;
+    if !cfg.model.is_file() {
+        return Err(Error::bad_argument(
+            "--model",
+            format!(
+                "{}: no such file (build the default model with scripts/build_default_model.py; see onnx/README.md)",
+                cfg.model.display()
+            ),
+        ));
+    }
+    let model_sha256 = sha256_file(&cfg.model)?;
+    let ort_cfg = OrtConfig {
+        model: cfg.model.clone(),
+        ort_lib: cfg.ort_lib.clone(),
+        device: cfg.device,
+        threads: cfg.threads,
+        layers: cfg.layers.clone(),
+    };
+    let quiet = cfg.quiet;
+    let mut load = || -> Result<Box<dyn Embedder>> {
+        let e = OrtEmbedder::load(&ort_cfg)?;
+        if !quiet {
+            if let Some(n) = e.notice() {
+                eprintln!("mri-ad: notice: {n}");
+            }
+            eprintln!("device: {} (--device {})", e.provider(), cfg.device);
+        }
+        Ok(Box::new(e))
+    };
+    run_with(cfg, source, &model_sha256, &mut load)
+}
+
+/// Runs `extract` with any backbone: `load` is called at most once, when the first case needs computing.
+pub fn run_with(
+    cfg: &ExtractConfig,
+    source: &dyn CubeSource,
+    model_sha256: &str,
+    load: &mut dyn FnMut() -> Result<Box<dyn Embedder>>,
+) -> Result<ExtractSummary> {
+    let start = Instant::now();
+    cfg.validate()?;
+    let cases: Vec<CaseInput> = source
+        .cases()?
+        .into_iter()
+        .enumerate()
+        .filter(|(c, _)| cfg.shard.owns(*c))
+        .map(|(_, case)| case)
+        .collect();
+    prepare_token_folder(&cfg.out, cfg.force)?;
+    let preprocessing = source.preprocessing();
+    let progress = if cfg.progress {
+        Progress::new(true)
+    } else {
+        Progress::hidden()
+    };
+    let mut summary = ExtractSummary {
+        cases: cases.len(),
+        ..Default::default()
+    };
+    let mut backbone: Option<Tokenizer> = None;
+    let mut ensure = |backbone: &mut Option<Tokenizer>| -> Result<()> {
+        if backbone.is_none() {
+            *backbone = Some(Tokenizer::new(
+                load()?,
+                cfg.proj_dim,
+                cfg.seed,
+                cfg.tokenizer.clone(),
+            )?);
+        }
+        Ok(())
+    };
+    if let Some(path) = &cfg.save_projection {
+        ensure(&mut backbone)?;
+        let p = backbone.as_ref().expect("loaded").projection();
+        crate::io::atomic::write_with(path, |w| {
+            use ndarray_npy::WriteNpyExt;
+            p.matrix.write_npy(w).map_err(|e| e.to_string())
+        })?;
+    }
+    for case in &cases {
+        let input_sha256 = sha256_file(&case.path)?;
+        let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
+        let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
+        if cached(&npz, &key) {
+            if !cfg.quiet {
+                eprintln!("{}: up to date, reused", case.id);
+            }
+            summary.reused += 1;
+            summary.per_case.push(CaseReport {
+                case: case.id.clone(),
+                computed: false,
+                stats: None,
+            });
+            continue;
+        }
+        ensure(&mut backbone)?;
+        let tokenizer = backbone.as_mut().expect("loaded");
+        summary.provider = Some(tokenizer.provider().to_string());
+        let cube = source.load(case, cfg.size)?;
+        let bar = progress.bar(3 * cfg.size as u64, &case.id);
+        let (set, stats) = tokenizer
+            .tokenize(&case.id, cube.voxels.view(), cube.mask.view(), &bar)
+            .map_err(|e| match e {
+                Error::BadInput { problem, .. } => Error::bad_input(&case.path, problem),
+                other => other,
+            })?;
+        bar.finish_and_clear();
+        drop(cube);
+        write_token_file(&npz, &set)?;
+        let mut side = key.clone();
+        let extra = json!({
+            "case": case.id,
+            "input_file": case.path.display().to_string(),
+            "model_file": cfg.model.display().to_string(),
+            "provider": tokenizer.provider(),
+            "mri_ad_version": env!("CARGO_PKG_VERSION"),
+            "grid": set.grid,
+            "n_valid": set.n_valid(),
+            "stats": {
+                "slices": stats.slices,
+                "inferred": stats.inferred,
+                "background_reused": stats.background_reused,
+                "seconds": stats.seconds,
+            },
+        });
+        if let (Value::Object(s), Value::Object(x)) = (&mut side, extra) {
+            s.extend(x);
+        }
+        crate::io::atomic::write_json(&sidecar_path(&npz), &side)?;
+        if !cfg.quiet {
+            eprintln!(
+                "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
+                case.id,
+                stats.seconds,
+                stats.slices,
+                stats.inferred,
+                stats.background_reused,
+                stats.slices as f64 / stats.seconds.max(1e-9)
+            );
+        }
+        summary.computed += 1;
+        summary.slices_inferred += stats.inferred;
+        summary.background_reused += stats.background_reused;
+        summary.per_case.push(CaseReport {
+            case: case.id.clone(),
+            computed: true,
+            stats: Some(stats),
+        });
+    }
+    summary.seconds = start.elapsed().as_secs_f64();
+    if !cfg.quiet {
+        eprintln!(
+            "extract: {} cases in shard {}: {} computed, {} reused; {} slices inferred, {} background slices reused; {:.1} s",
+            summary.cases, cfg.shard, summary.computed, summary.reused, summary.slices_inferred, summary.background_reused, summary.seconds
+        );
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::fake::FakeEmbedder;
+    use crate::io::cubes::NpyCubes;
+    use ndarray::Array3;
+    use ndarray_npy::write_npy;
+
+    fn cfg(out: &Path) -> ExtractConfig {
+        ExtractConfig {
+            out: out.into(),
+            shard: Shard::ALL,
+            model: "unused".into(),
+            ort_lib: None,
+            device: Device::Cpu,
+            threads: 1,
+            layers: vec![1, 2],
+            proj_dim: 4,
+            seed: 1,
+            size: 28,
+            tokenizer: TokenizerConfig::default(),
+            force: false,
+            progress: false,
+            quiet: true,
+            save_projection: None,
+        }
+    }
+
+    fn cube(shift: usize) -> Array3<f32> {
+        Array3::from_shape_fn((28, 28, 28), |(z, y, x)| {
+            if z < 2 {
+                0.0
+            } else {
+                (((z + shift) * 13 + y * 5 + x) % 17) as f32 / 17.0
+            }
+        })
+    }
+
+    #[test]
+    fn cache_reuses_matching_cases_and_recomputes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::create_dir(&input).unwrap();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            write_npy(input.join(format!("{name}.npy")), &cube(i)).unwrap();
+        }
+        let out = dir.path().join("out");
+        let src = NpyCubes::new(&input);
+        let loads = std::cell::Cell::new(0);
+        let mut load = || -> Result<Box<dyn Embedder>> {
+            loads.set(loads.get() + 1);
+            Ok(Box::new(FakeEmbedder::new(&[1, 2], 5, 0)))
+        };
+        let c = cfg(&out);
+        let s = run_with(&c, &src, "m1", &mut load).unwrap();
+        assert_eq!((s.computed, s.reused), (3, 0));
+        let s = run_with(&c, &src, "m1", &mut load).unwrap();
+        assert_eq!((s.computed, s.reused, s.slices_inferred), (0, 3, 0));
+        assert_eq!(loads.get(), 1, "a fully cached run must not load the model");
+        // model hash, seed, layers, d' each invalidate every case
+        assert_eq!(run_with(&c, &src, "m2", &mut load).unwrap().computed, 3);
+        let c2 = ExtractConfig {
+            seed: 2,
+            ..c.clone()
+        };
+        assert_eq!(run_with(&c2, &src, "m2", &mut load).unwrap().computed, 3);
+        assert_eq!(run_with(&c2, &src, "m2", &mut load).unwrap().computed, 0);
+        // an input change recomputes exactly that case
+        write_npy(input.join("b.npy"), &cube(7)).unwrap();
+        let s = run_with(&c2, &src, "m2", &mut load).unwrap();
+        assert_eq!((s.computed, s.reused), (1, 2));
+        assert!(s.per_case[1].computed && !s.per_case[0].computed);
+        // a deleted token file is recomputed even though its sidecar matches
+        std::fs::remove_file(out.join("c.tokens.npz")).unwrap();
+        assert_eq!(run_with(&c2, &src, "m2", &mut load).unwrap().computed, 1);
+        // a foreign file in the output folder needs --force
+        std::fs::write(out.join("notes.txt"), b"x").unwrap();
+        let e = run_with(&c2, &src, "m2", &mut load).unwrap_err();
+        assert!(
+            e.to_string().contains("notes.txt") && e.exit_code() == 2,
+            "{e}"
+        );
+        let c3 = ExtractConfig { force: true, ..c2 };
+        assert_eq!(run_with(&c3, &src, "m2", &mut load).unwrap().reused, 3);
+    }
+
+    #[test]
+    fn shards_partition_the_cases() {
+        assert_eq!(Shard::parse("2/3").unwrap(), Shard { index: 1, count: 3 });
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
+            assert_eq!(Shard::parse(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+        let shards: Vec<Shard> = (1..=3)
+            .map(|i| Shard::parse(&format!("{i}/3")).unwrap())
+            .collect();
+        for c in 0..10 {
+            assert_eq!(shards.iter().filter(|s| s.owns(c)).count(), 1);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Where `extract` gets its volumes: the [`CubeSource`] trait, and [`NpyCubes`], the interim input format.
+//!
+//! A source lists cases cheaply ([`CubeSource::cases`]: id and input file, no voxels read, so cached cases
+//! cost only a hash of the input file) and loads one case on demand ([`CubeSource::load`]) as the canonical
+//! cube the tokenizer takes: f32 `[S, S, S]` indexed `[z][y][x]`, values in `[0, 1]`, background 0, plus the
+//! brain mask of the same shape. [`CubeSource::preprocessing`] describes everything besides the input file
+//! that shapes the cube; it is part of the token-file cache key, so a source whose result depends on the
+//! other volumes of the batch (Nyúl standardisation learns its landmarks from the batch) must put those
+//! batch-level parameters in it.
+//!
+//! Interim format (until the NIfTI front end of the `io` branch is plugged in): `<case>.npy` files in the
+//! input folder, each an already preprocessed cube, float32 `[S, S, S]` in `(z, y, x)` order (C or Fortran
+//! order), values in `[0, 1]`, background exactly 0; the mask is `voxel > 0`.
+//!
+//! Traps: the file is read, never modified; float64 or integer arrays are refused rather than cast, so a
+//! pipeline mistake is visible; the cube edge must equal `--size`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array3;
+use ndarray_npy::ReadNpyExt;
+
+use crate::{Error, Result};
+
+/// One case of a source: its id (file stem) and the input file it is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseInput {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+/// A canonical cube and its brain mask.
+#[derive(Debug, Clone)]
+pub struct Cube {
+    /// f32 `[S, S, S]`, `[z][y][x]`, values in `[0, 1]`, background 0.
+    pub voxels: Array3<f32>,
+    /// `[S, S, S]`, true inside the brain.
+    pub mask: Array3<bool>,
+}
+
+/// A provider of canonical cubes (see the module doc).
+pub trait CubeSource {
+    /// The cases, sorted by id.
+    fn cases(&self) -> Result<Vec<CaseInput>>;
+    /// Loads one case as a cube of edge `size`; errors name the input file.
+    fn load(&self, case: &CaseInput, size: usize) -> Result<Cube>;
+    /// Everything besides the input file that determines the cube (part of the cache key).
+    fn preprocessing(&self) -> serde_json::Value;
+}
+
+/// The interim source: `<case>.npy` cubes, already preprocessed.
+#[derive(Debug, Clone)]
+pub struct NpyCubes {
+    pub dir: PathBuf,
+}
+
+impl NpyCubes {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        NpyCubes { dir: dir.into() }
+    }
+}
+
+impl CubeSource for NpyCubes {
+    fn cases(&self) -> Result<Vec<CaseInput>> {
+        let dir = &self.dir;
+        if !dir.is_dir() {
+            return Err(Error::BadBatch {
+                path: dir.clone(),
+                problem: "not a folder (--input expects a folder of <case>.npy cubes)".into(),
+            });
+        }
+        let mut cases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(id) = super::case_id(&name, &[".npy"]) {
+                cases.push(CaseInput {
+                    id,
+                    path: entry.path(),
+                });
+            }
+        }
+        cases.sort_by(|a, b| a.id.cmp(&b.id));
+        if cases.is_empty() {
+            return Err(Error::BadBatch {
+                path: dir.clone(),
+                problem: "no <case>.npy files in this folder (interim input format: preprocessed float32 cubes [S, S, S], \
+                          z, y, x order, values in [0, 1], background 0)"
+                    .into(),
+            });
+        }
+        Ok(cases)
+    }
+
+    fn load(&self, case: &CaseInput, size: usize) -> Result<Cube> {
+        read_npy_cube(&case.path, size)
+    }
+
+    fn preprocessing(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": "npy",
+            "description": "preprocessed cube read as is: float32 [S,S,S] (z,y,x), values in [0,1], background 0; mask = voxel > 0"
+        })
+    }
+}
+
+/// Reads and checks one interim cube file.
+pub fn read_npy_cube(path: &Path, size: usize) -> Result<Cube> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let voxels = Array3::<f32>::read_npy(file).map_err(|e| {
+        Error::bad_input(
+            path,
+            format!("not a float32 3-D .npy array ({e}); expected a preprocessed cube float32 [S, S, S] in (z, y, x) order"),
+        )
+    })?;
+    let voxels = if voxels.is_standard_layout() {
+        voxels
+    } else {
+        voxels.as_standard_layout().into_owned()
+    };
+    let (a, b, c) = voxels.dim();
+    if (a, b, c) != (size, size, size) {
+        return Err(Error::bad_input(
+            path,
+            format!("the cube has shape [{a}, {b}, {c}], expected [{size}, {size}, {size}] (--size {size})"),
+        ));
+    }
+    if let Some((idx, v)) = voxels
+        .indexed_iter()
+        .find(|(_, v)| !v.is_finite() || **v < 0.0 || **v > 1.0)
+    {
+        return Err(Error::bad_input(
+            path,
+            format!(
+                "voxel (z, y, x) = {idx:?} is {v}; values must lie in [0, 1] with background 0"
+            ),
+        ));
+    }
+    let mask = voxels.mapv(|v| v > 0.0);
+    Ok(Cube { voxels, mask })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray_npy::write_npy;
+
+    #[test]
+    fn lists_sorted_and_checks_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Array3::from_shape_fn((14, 14, 14), |(z, _, _)| z as f32 / 14.0);
+        write_npy(dir.path().join("b.npy"), &ok).unwrap();
+        write_npy(dir.path().join("a.npy"), &ok).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        let src = NpyCubes::new(dir.path());
+        let cases = src.cases().unwrap();
+        assert_eq!(
+            cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let cube = src.load(&cases[0], 14).unwrap();
+        assert!(!cube.mask[[0, 3, 3]] && cube.mask[[1, 3, 3]]);
+        let e = src.load(&cases[0], 28).unwrap_err().to_string();
+        assert!(
+            e.contains("a.npy") && e.contains("[14, 14, 14]") && e.contains("[28, 28, 28]"),
+            "{e}"
+        );
+        let mut bad = ok.clone();
+        bad[[2, 3, 4]] = 1.5;
+        write_npy(dir.path().join("c.npy"), &bad).unwrap();
+        let e = read_npy_cube(&dir.path().join("c.npy"), 14).unwrap_err();
+        assert!(
+            e.to_string().contains("(2, 3, 4)") && e.to_string().contains("1.5"),
+            "{e}"
+        );
+        write_npy(dir.path().join("d.npy"), &ok.mapv(|v| v as f64)).unwrap();
+        let e = read_npy_cube(&dir.path().join("d.npy"), 14).unwrap_err();
+        assert!(
+            e.to_string().contains("float32") && e.exit_code() == 2,
+            "{e}"
+        );
+        assert!(NpyCubes::new(dir.path().join("none")).cases().is_err());
+    }
+}

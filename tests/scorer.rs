@@ -229,3 +229,171 @@ fn same_seed_gives_identical_outputs_whatever_the_thread_count() {
         );
     }
 }
+
+/// Writes token files with numpy from a Python snippet; `t(name, L, M, D)` writes a valid file, the
+/// snippet can then break things.
+fn py_tokens(dir: &Path, body: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let code = format!(
+        "import numpy as np, os\nos.chdir({dir:?})\nrng = np.random.default_rng(0)\n\
+         def t(name, L=2, M=8, D=4, **over):\n    a = dict(tokens=rng.standard_normal((L, M, D)).astype(np.float32), \
+         valid=np.ones(M, bool), grid=np.array([1, 2, M // 2], np.int64))\n    a.update(over)\n    \
+         np.savez(name + '.tokens.npz', **a)\n{body}\n",
+        dir = s(dir)
+    );
+    let o = std::process::Command::new(common::python())
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Runs score on `dir`, expects exit 2, a message containing every `needle`, and no output folder.
+fn expect_bad(dir: &Path, needles: &[&str]) {
+    let out = dir.with_extension("out");
+    let o = mri_ad()
+        .args(["score", "--tokens", s(dir), "--out", s(&out)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit code for {needles:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "message lacks {n:?}: {err}");
+    }
+    assert!(
+        !out.exists(),
+        "no output may be written for bad input: {err}"
+    );
+}
+
+#[test]
+fn bad_token_inputs_exit_2_with_a_message_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+
+    py_tokens(&d("two"), "t('a'); t('b')");
+    expect_bad(&d("two"), &["two", "2 token file(s)", "at least 3"]);
+
+    std::fs::create_dir_all(d("empty")).unwrap();
+    expect_bad(&d("empty"), &["empty", "no token files"]);
+    expect_bad(&d("missing"), &["missing", "not a folder"]);
+
+    for (name, body, what) in [
+        (
+            "layers",
+            "t('a'); t('b'); t('c', L=3)",
+            "number of layers L is 3",
+        ),
+        (
+            "positions",
+            "t('a'); t('b'); t('c', M=10)",
+            "number of positions M is 10",
+        ),
+        (
+            "dims",
+            "t('a'); t('b'); t('c', D=5)",
+            "feature dimension D is 5",
+        ),
+    ] {
+        py_tokens(&d(name), body);
+        expect_bad(&d(name), &["c.tokens.npz", what, "a.tokens.npz"]);
+    }
+
+    py_tokens(
+        &d("nan"),
+        "t('a'); t('b'); x = rng.standard_normal((2, 8, 4)).astype(np.float32); x[1, 5, 2] = np.nan; t('c', tokens=x)",
+    );
+    expect_bad(
+        &d("nan"),
+        &[
+            "c.tokens.npz",
+            "not finite",
+            "layer 1, position 5, channel 2",
+        ],
+    );
+    py_tokens(
+        &d("inf"),
+        "t('a'); x = rng.standard_normal((2, 8, 4)).astype(np.float32); x[0, 0, 0] = np.inf; t('b', tokens=x); t('c')",
+    );
+    expect_bad(&d("inf"), &["b.tokens.npz", "not finite"]);
+
+    py_tokens(
+        &d("garbage"),
+        "t('a'); t('b'); open('c.tokens.npz', 'wb').write(b'not a zip file at all')",
+    );
+    expect_bad(
+        &d("garbage"),
+        &["c.tokens.npz", "not a readable .npz archive"],
+    );
+    py_tokens(&d("truncated"), "t('a'); t('b'); t('c'); b = open('c.tokens.npz','rb').read(); open('c.tokens.npz','wb').write(b[:len(b)//2])");
+    expect_bad(&d("truncated"), &["c.tokens.npz"]);
+    py_tokens(&d("noarray"), "t('a'); t('b'); np.savez('c.tokens.npz', tokens=np.zeros((2, 8, 4), np.float32), grid=np.array([1, 2, 4]))");
+    expect_bad(&d("noarray"), &["c.tokens.npz", "array `valid` is missing"]);
+    py_tokens(
+        &d("f64"),
+        "t('a'); t('b'); t('c', tokens=rng.standard_normal((2, 8, 4)))",
+    );
+    expect_bad(&d("f64"), &["c.tokens.npz", "must be float32"]);
+    py_tokens(
+        &d("grid"),
+        "t('a'); t('b'); t('c', grid=np.array([3, 3, 3]))",
+    );
+    expect_bad(&d("grid"), &["c.tokens.npz", "grid"]);
+    py_tokens(
+        &d("void"),
+        "t('a'); t('b'); t('c', valid=np.zeros(8, bool))",
+    );
+    expect_bad(&d("void"), &["c.tokens.npz", "every position is void"]);
+}
+
+#[test]
+fn output_folder_and_config_problems_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    py_tokens(&tokens, "t('a'); t('b'); t('c')");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"user file").unwrap();
+    let run = |extra: &[&str]| {
+        mri_ad()
+            .args(["score", "--tokens", s(&tokens), "--out", s(&out), "--quiet"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        1,
+        "nothing written without --force"
+    );
+    let o = run(&["--force", "--method", "musc"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"user file");
+    assert!(out.join("scores.csv").exists());
+
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "tukey-k = 3.0\nno-such-key = 1\n").unwrap();
+    let o = run(&["--force", "--config", s(&cfg)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("no-such-key"),
+        "{err}"
+    );
+    let o = run(&["--force", "--coverage", "1.5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--coverage"), "{err}");
+    // A valid config file is applied and the flags override it.
+    std::fs::write(&cfg, "method = \"musc\"\nalpha-musc = 0.5\n").unwrap();
+    let o = run(&["--force", "--config", s(&cfg), "--alpha-musc", "0.6"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["config"]["method"], "musc");
+    assert_eq!(summary["config"]["alpha-musc"], 0.6);
+}

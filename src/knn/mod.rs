@@ -90,7 +90,8 @@ impl PackedView {
         self.positions[a].len()
     }
 
-    fn row(&self, a: usize, i: usize) -> &[f32] {
+    /// Row `i` of collection `a`.
+    pub fn row(&self, a: usize, i: usize) -> &[f32] {
         &self.rows[a][i * self.dim..(i + 1) * self.dim]
     }
 
@@ -264,38 +265,96 @@ impl DistTable {
             .collect();
         let offsets = self.offsets.clone();
         let row_owner = |row: usize| offsets.partition_point(|&o| o <= row) - 1;
-        let updates: Vec<(usize, f32, u32)> = self
+        // Entries (row, b) whose nearest token in b was excluded.
+        let stale: Vec<(usize, usize)> = self
             .arg
             .par_chunks(n)
             .enumerate()
             .flat_map_iter(|(row, args)| {
-                let a = row_owner(row);
-                let i = row - offsets[a];
                 let remaining = &remaining;
                 args.iter().enumerate().filter_map(move |(b, &q)| {
-                    let rem = remaining[b].as_ref()?;
-                    if q == NO_TOKEN || !excluded[b][q as usize] {
-                        return None;
-                    }
-                    if !recompute {
-                        return Some((row * n + b, f32::INFINITY, NO_TOKEN));
-                    }
-                    let mut best = (f32::INFINITY, NO_TOKEN);
-                    for &j in rem {
-                        let d = view.exact_distance(a, i, b, j);
-                        if d < best.0 {
-                            best = (d, view.positions[b][j]);
-                        }
-                    }
-                    Some((row * n + b, best.0, best.1))
+                    remaining[b].as_ref()?;
+                    (q != NO_TOKEN && excluded[b][q as usize]).then_some((row, b))
                 })
             })
             .collect();
-        for &(idx, d, q) in &updates {
-            self.dist[idx] = d;
+        if !recompute {
+            for &(row, b) in &stale {
+                self.dist[row * n + b] = f32::INFINITY;
+                self.arg[row * n + b] = NO_TOKEN;
+            }
+            return stale.len();
+        }
+        // Recompute per base collection with GEMM tiles: the stale query rows against b's remaining rows.
+        let mut by_base: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for &(row, b) in &stale {
+            by_base[b].push(row);
+        }
+        let d = view.dim;
+        let jobs: Vec<(usize, &[usize])> = by_base
+            .iter()
+            .enumerate()
+            .flat_map(|(b, rows)| rows.chunks(256).map(move |c| (b, c)))
+            .collect();
+        let updates: Vec<Vec<(usize, f32, u32)>> = jobs
+            .par_iter()
+            .map(|&(b, rows)| {
+                let rem = remaining[b].as_ref().expect("b has exclusions");
+                if rem.is_empty() {
+                    return rows
+                        .iter()
+                        .map(|&r| (r * n + b, f32::INFINITY, NO_TOKEN))
+                        .collect();
+                }
+                let mut base = Vec::with_capacity(rem.len() * d);
+                let mut base_norms = Vec::with_capacity(rem.len());
+                for &j in rem {
+                    base.extend_from_slice(view.row(b, j));
+                    base_norms.push(view.norms[b][j]);
+                }
+                let mut queries = Vec::with_capacity(rows.len() * d);
+                let mut query_norms = Vec::with_capacity(rows.len());
+                for &r in rows {
+                    let a = row_owner(r);
+                    queries.extend_from_slice(view.row(a, r - offsets[a]));
+                    query_norms.push(view.norms[a][r - offsets[a]]);
+                }
+                let mut gram = faer::Mat::<f32>::zeros(rows.len(), rem.len());
+                faer::linalg::matmul::matmul(
+                    gram.as_mut(),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(&queries, rows.len(), d),
+                    MatRef::from_row_major_slice(&base, rem.len(), d).transpose(),
+                    1.0f32,
+                    Par::Seq,
+                );
+                let mut rmin = vec![f32::INFINITY; rows.len()];
+                let mut rarg = vec![0u32; rows.len()];
+                let mut cmin = vec![f32::INFINITY; rem.len()];
+                let mut carg = vec![0u32; rem.len()];
+                TileMinima {
+                    gram: gram.as_ref(),
+                    norm_rows: &query_norms,
+                    norm_cols: &base_norms,
+                    row_offset: 0,
+                }
+                .update(&mut rmin, &mut rarg, &mut cmin, &mut carg);
+                rows.iter()
+                    .zip(&rarg)
+                    .enumerate()
+                    .map(|(k, (&r, &j))| {
+                        let dist =
+                            euclidean(&queries[k * d..(k + 1) * d], view.row(b, rem[j as usize]));
+                        (r * n + b, dist, view.positions[b][rem[j as usize]])
+                    })
+                    .collect()
+            })
+            .collect();
+        for &(idx, dist, q) in updates.iter().flatten() {
+            self.dist[idx] = dist;
             self.arg[idx] = q;
         }
-        updates.len()
+        stale.len()
     }
 }
 
@@ -339,18 +398,36 @@ impl TileMinima<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq")]
-    unsafe fn update_avx512(&self, rmin: &mut [f32], rarg: &mut [u32], cmin: &mut [f32], carg: &mut [u32]) {
+    unsafe fn update_avx512(
+        &self,
+        rmin: &mut [f32],
+        rarg: &mut [u32],
+        cmin: &mut [f32],
+        carg: &mut [u32],
+    ) {
         self.update_generic(rmin, rarg, cmin, carg)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn update_avx2(&self, rmin: &mut [f32], rarg: &mut [u32], cmin: &mut [f32], carg: &mut [u32]) {
+    unsafe fn update_avx2(
+        &self,
+        rmin: &mut [f32],
+        rarg: &mut [u32],
+        cmin: &mut [f32],
+        carg: &mut [u32],
+    ) {
         self.update_generic(rmin, rarg, cmin, carg)
     }
 
     #[inline(always)]
-    fn update_generic(&self, rmin: &mut [f32], rarg: &mut [u32], cmin: &mut [f32], carg: &mut [u32]) {
+    fn update_generic(
+        &self,
+        rmin: &mut [f32],
+        rarg: &mut [u32],
+        cmin: &mut [f32],
+        carg: &mut [u32],
+    ) {
         let rows = self.norm_rows.len();
         let chunks = rows / LANES;
         for q in 0..self.norm_cols.len() {

@@ -231,26 +231,38 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         first.dim(),
         config.method
     ));
-    let sets: Vec<_> = files.iter().map(|f| f.set.clone()).collect();
+    let (n_views, n_positions, grid, dim) = (
+        first.n_views(),
+        first.n_positions(),
+        first.grid,
+        first.dim(),
+    );
+    let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
+    let groups: Vec<String> = files
+        .iter()
+        .map(|f| f.group().unwrap_or("query").to_string())
+        .collect();
+    // Move the token sets out of the files: the tokens are the largest thing in memory.
+    let sets: Vec<_> = files.into_iter().map(|f| f.set).collect();
     let progress = Progress::new(!args.common.no_progress && !args.common.quiet);
     let result = score_batch(&sets, &config, &progress)?;
     drop(sets);
 
     let t = Instant::now();
-    let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
     report::write_token_scores(&args.out, &names, &result.token_scores)?;
     let community = result
         .graph
         .as_ref()
         .map(|g| report::community_of_case(g, names.len()))
         .unwrap_or_else(|| vec![None; names.len()]);
-    let rows: Vec<ScoreRow> = files
+    let rows: Vec<ScoreRow> = names
         .iter()
+        .zip(&groups)
         .zip(&result.token_scores)
         .zip(&community)
-        .map(|((f, s), &c)| ScoreRow {
-            case: f.set.name.clone(),
-            group: f.group().unwrap_or("query").to_string(),
+        .map(|(((name, group), s), &c)| ScoreRow {
+            case: name.clone(),
+            group: group.clone(),
             score: s.iter().copied().fold(f32::NEG_INFINITY, f32::max),
             label: None,
             community: c,
@@ -281,10 +293,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         "command": "score --tokens",
         "tokens": args.tokens,
         "cases": names.len(),
-        "views": first.n_views(),
-        "positions": first.n_positions(),
-        "grid": first.grid,
-        "dim": first.dim(),
+        "views": n_views,
+        "positions": n_positions,
+        "grid": grid,
+        "dim": dim,
         "config": config,
         "seed": config.seed,
         "msm_k": result.k,
@@ -299,7 +311,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         "distance_kernel": {
             "token_pairs_compared": result.pairs_compared,
             "seconds": result.kernel_seconds,
-            "gflops": 2.0 * first.dim() as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
+            "gflops": 2.0 * dim as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
         },
         "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
         "timings": timings,

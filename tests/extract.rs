@@ -2,8 +2,7 @@
 //! made by scripts/make_tiny_vit.py, and the independent Python reference scripts/reference_tokenizer.py.
 //! Needs MRI_AD_PYTHON (scripts/test.sh sets it); fails loudly without it.
 
-mod tok_common;
-use tok_common as common;
+mod common;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -51,7 +50,7 @@ fn parity_with_the_independent_python_reference() {
     let proj = dir.path().join("projection.npy");
     let mut args = tiny_args(s(&input), s(&out), s(&model), "56");
     args.extend(["--batch", "5", "--save-projection", s(&proj)]);
-    let log = ok(&mri_ad(&args));
+    let log = ok(&run_mri_ad(&args));
     assert!(log.contains("2 computed"), "{log}");
     for seed in 0..2 {
         let case = format!("case{seed}");
@@ -108,7 +107,7 @@ fn cache_reuses_and_recomputes_exactly_the_affected_cases() {
     }
     let model = tiny_model(0);
     let base = tiny_args(s(&input), s(&out), s(&model), "28");
-    let log = ok(&mri_ad(&base));
+    let log = ok(&run_mri_ad(&base));
     assert!(log.contains("3 computed, 0 reused"), "{log}");
     let before = mtimes(&out, &cases);
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -142,7 +141,7 @@ fn cache_reuses_and_recomputes_exactly_the_affected_cases() {
             let i = a.iter().position(|x| *x == pair[0]).unwrap();
             a[i + 1] = pair[1];
         }
-        ok(&mri_ad(&a))
+        ok(&run_mri_ad(&a))
     };
     // every change of model, layer, d' or seed recomputes every case; running it again reuses them
     let other_model = tiny_model(1);
@@ -192,12 +191,17 @@ fn shards_together_write_the_same_files_as_one_run() {
     }
     let model = tiny_model(0);
     let (single, sharded) = (dir.path().join("single"), dir.path().join("sharded"));
-    ok(&mri_ad(&tiny_args(s(&input), s(&single), s(&model), "28")));
+    ok(&run_mri_ad(&tiny_args(
+        s(&input),
+        s(&single),
+        s(&model),
+        "28",
+    )));
     let mut seen = 0;
     for shard in ["1/3", "2/3", "3/3"] {
         let mut a = tiny_args(s(&input), s(&sharded), s(&model), "28");
         a.extend(["--shard", shard]);
-        let log = ok(&mri_ad(&a));
+        let log = ok(&run_mri_ad(&a));
         let n: usize = log
             .split("extract: ")
             .nth(1)
@@ -227,7 +231,12 @@ fn shards_together_write_the_same_files_as_one_run() {
         }
     }
     // and the sharded folder is a complete cache for the single run
-    let log = ok(&mri_ad(&tiny_args(s(&input), s(&sharded), s(&model), "28")));
+    let log = ok(&run_mri_ad(&tiny_args(
+        s(&input),
+        s(&sharded),
+        s(&model),
+        "28",
+    )));
     assert!(log.contains("0 computed, 5 reused"), "{log}");
 }
 
@@ -241,7 +250,7 @@ fn device_cuda_fails_loudly_and_auto_names_the_provider() {
     let mut a = tiny_args(s(&input), s(&out), s(&model), "28");
     let i = a.iter().position(|x| *x == "cuda" || *x == "cpu").unwrap();
     a[i] = "cuda";
-    let o = mri_ad(&a);
+    let o = run_mri_ad(&a);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
     // the provider's own words, and which flag to change
@@ -253,7 +262,7 @@ fn device_cuda_fails_loudly_and_auto_names_the_provider() {
     let out = dir.path().join("auto");
     let mut a = tiny_args(s(&input), s(&out), s(&model), "28");
     a[i] = "auto";
-    let e = ok(&mri_ad(&a));
+    let e = ok(&run_mri_ad(&a));
     assert!(e.contains("device: CPUExecutionProvider"), "{e}");
     assert!(e.contains("CUDA is not available"), "{e}");
     let side: serde_json::Value =
@@ -274,7 +283,7 @@ fn bad_inputs_exit_2_naming_the_file_without_partial_output() {
             let i = a.iter().position(|x| *x == pair[0]).unwrap();
             a[i + 1] = pair[1];
         }
-        let o = mri_ad(&a);
+        let o = run_mri_ad(&a);
         let leftovers = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
         (o.status.code(), stderr(&o), leftovers)
     };
@@ -303,7 +312,7 @@ fn bad_inputs_exit_2_naming_the_file_without_partial_output() {
     std::fs::create_dir_all(&input).unwrap();
     ndarray_npy::write_npy(input.join("d.npy"), &phantom(28, 0).mapv(|v| v as f64)).unwrap();
     let out = dir.path().join("out_f64");
-    let o = mri_ad(&tiny_args(s(&input), s(&out), s(&model), "28"));
+    let o = run_mri_ad(&tiny_args(s(&input), s(&out), s(&model), "28"));
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("d.npy") && stderr(&o).contains("float32"),
@@ -325,7 +334,7 @@ fn bad_inputs_exit_2_naming_the_file_without_partial_output() {
     // a file that is not an ONNX model
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, b"not a model").unwrap();
-    let o = mri_ad(&tiny_args(
+    let o = run_mri_ad(&tiny_args(
         s(&input),
         s(&dir.path().join("o3")),
         s(&garbage),
@@ -339,7 +348,7 @@ fn bad_inputs_exit_2_naming_the_file_without_partial_output() {
     );
     // no model
     let missing = dir.path().join("missing.onnx");
-    let o = mri_ad(&tiny_args(
+    let o = run_mri_ad(&tiny_args(
         s(&input),
         s(&dir.path().join("o2")),
         s(&missing),

@@ -1,8 +1,14 @@
-//! Helpers shared by the integration tests: the Python reference interpreter and running scripts.
+//! Helpers shared by the integration tests: the Python reference interpreter (MRI_AD_PYTHON), running
+//! scripts and the real binary, the ONNX Runtime library, tiny models made by scripts/make_tiny_vit.py and
+//! phantom cubes.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+use ndarray::Array3;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -32,20 +38,29 @@ pub fn python() -> PathBuf {
     py
 }
 
-/// Runs `scripts/<script>` with arguments; returns stdout, panicking with stdout and stderr on failure.
-pub fn run_script(script: &str, args: &[&str]) -> String {
+/// Runs Python with arguments from the repository root; returns stdout, panicking with stdout and stderr
+/// on failure.
+pub fn run_python(args: &[&str]) -> String {
     let out = Command::new(python())
-        .arg(root().join("scripts").join(script))
         .args(args)
+        .current_dir(root())
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "scripts/{script} {args:?} failed:\n--- stdout\n{stdout}\n--- stderr\n{}",
+        "python {args:?} failed:\n--- stdout\n{stdout}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Runs `scripts/<script>` with arguments; returns stdout.
+pub fn run_script(script: &str, args: &[&str]) -> String {
+    let path = root().join("scripts").join(script);
+    let mut all = vec![path.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    run_python(&all)
 }
 
 /// The `mri-ad` binary under test.
@@ -56,4 +71,116 @@ pub fn mri_ad() -> Command {
 /// Path as `&str` (tests use UTF-8 temporary paths).
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// The ONNX Runtime shared library: ORT_DYLIB_PATH, else the one of MRI_AD_PYTHON's onnxruntime wheel.
+pub fn ort_lib() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let code = "import glob, os, onnxruntime; \
+                    d = os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'); \
+                    print(sorted(glob.glob(os.path.join(d, 'libonnxruntime.so.*')))[0])";
+        PathBuf::from(run_python(&["-c", code]).trim())
+    })
+    .clone()
+}
+
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+}
+
+/// A tiny random ViT (depth 4, width 32, blocks 1..4 exported) made by scripts/make_tiny_vit.py.
+pub fn tiny_model(seed: u64) -> PathBuf {
+    static MODELS: OnceLock<Mutex<HashMap<u64, PathBuf>>> = OnceLock::new();
+    let mut map = MODELS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(seed)
+        .or_insert_with(|| {
+            let path = scratch().join(format!("tiny_{seed}.onnx"));
+            run_script(
+                "make_tiny_vit.py",
+                &["--out", path.to_str().unwrap(), "--seed", &seed.to_string()],
+            );
+            path
+        })
+        .clone()
+}
+
+/// A deterministic phantom: an ellipsoidal "brain" with texture, values in (0, 1], background 0.
+pub fn phantom(size: usize, seed: u64) -> Array3<f32> {
+    let c = size as f32 / 2.0;
+    let s = seed as f32;
+    Array3::from_shape_fn((size, size, size), |(z, y, x)| {
+        let (fz, fy, fx) = (z as f32 + 0.5 - c, y as f32 + 0.5 - c, x as f32 + 0.5 - c);
+        // a rounded box (superellipsoid, power 4): most tokens are brain, the corners are void
+        let r = (fz / (0.47 * size as f32)).powi(4)
+            + (fy / (0.49 * size as f32)).powi(4)
+            + (fx / (0.45 * size as f32)).powi(4);
+        if r >= 1.0 {
+            return 0.0;
+        }
+        let texture = 0.5
+            + 0.25 * (x as f32 * 0.37 + s).sin() * (y as f32 * 0.23 - s).cos()
+            + 0.15 * (z as f32 * 0.51 + 0.3 * s).sin();
+        let lesion = if (fz - 0.1 * c).powi(2) + (fy + 0.2 * c).powi(2) + (fx - 0.15 * c).powi(2)
+            < (0.12 * size as f32 + s).powi(2)
+        {
+            0.3
+        } else {
+            0.0
+        };
+        (texture + lesion).clamp(0.05, 1.0)
+    })
+}
+
+/// Writes `<dir>/<name>.npy`.
+pub fn write_cube(dir: &Path, name: &str, cube: &Array3<f32>) {
+    std::fs::create_dir_all(dir).unwrap();
+    ndarray_npy::write_npy(dir.join(format!("{name}.npy")), cube).unwrap();
+}
+
+/// Runs the real `mri-ad` binary with ORT_DYLIB_PATH pointing at the test library.
+pub fn run_mri_ad(args: &[&str]) -> Output {
+    mri_ad_env(args, &[("ORT_DYLIB_PATH", ort_lib().to_str().unwrap())])
+}
+
+/// Runs `mri-ad` with the given environment overrides.
+pub fn mri_ad_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mri-ad"));
+    cmd.args(args).env_remove("ORT_DYLIB_PATH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("cannot run mri-ad")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stderr.
+pub fn ok(o: &Output) -> String {
+    let e = stderr(o);
+    assert!(
+        o.status.success(),
+        "mri-ad failed ({:?}):\n{e}",
+        o.status.code()
+    );
+    e
+}
+
+/// Reads tokens, valid and grid of a token file.
+pub fn read_tokens(path: &Path) -> (ndarray::Array3<f32>, Vec<bool>, Vec<i64>) {
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let t: ndarray::Array3<f32> = npz.by_name("tokens").unwrap();
+    let v: ndarray::Array1<bool> = npz.by_name("valid").unwrap();
+    let g: ndarray::Array1<i64> = npz.by_name("grid").unwrap();
+    (t, v.to_vec(), g.to_vec())
 }

@@ -154,6 +154,24 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
         ],
     );
     println!("{report}");
+    // Every CoDeGraph stage against the independent numpy implementation (same settings)...
+    let report = run_script(
+        "ref_codegraph.py",
+        &["--tokens", s(&planted), "--run", s(&cg)],
+    );
+    println!("{report}");
+    // ...which notices a run with other settings (the plain Tukey rule flags one more community here).
+    let plain = dir.path().join("plain-tukey");
+    score(&planted, &plain, &["--tukey-iqr-floor", "0"]);
+    let o = std::process::Command::new(common::python())
+        .arg(common::root().join("scripts/ref_codegraph.py"))
+        .args(["--tokens", s(&planted), "--run", s(&plain)])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "the reference must notice different settings"
+    );
     // The invalidate refine mode must find the same community.
     let inv = dir.path().join("inv");
     score(&planted, &inv, &["--refine-mode", "invalidate"]);
@@ -190,6 +208,10 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
         ],
     );
     println!("{report}");
+    run_script(
+        "ref_codegraph.py",
+        &["--tokens", s(&clean), "--run", s(&cg_clean)],
+    );
 }
 
 #[test]

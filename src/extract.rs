@@ -1,7 +1,7 @@
 //! `extract`: volumes in, token files out, never redoing work already done.
 //!
-//! * Input: a [`CubeSource`] (interim: `<case>.npy` cubes, see [`crate::io::cubes`]), the model, the
-//!   tokenizer settings, an optional shard `i/N`.
+//! * Input: a [`CubeSource`] (NIfTI volumes preprocessed on the fly, or preprocessed `<case>.npy` cubes;
+//!   see [`crate::io::cubes`]), the model, the tokenizer settings, an optional shard `i/N`.
 //! * Output: `<case>.tokens.npz` (`tokens` f32 `[L, G³, 3d']`, `valid` bool `[G³]`, `grid` i64 `[3]`) and the
 //!   sidecar `<case>.tokens.json` per case of the shard, in the output folder.
 //!

@@ -361,3 +361,102 @@ fn bad_inputs_exit_2_naming_the_file_without_partial_output() {
         stderr(&o)
     );
 }
+
+/// NIfTI input: volumes are preprocessed on the fly; the Nyúl landmarks learned from the folder are part of
+/// the cache key (a changed volume changes them, so every case is recomputed), and saved landmarks passed
+/// back with --nyul reproduce the same token files without recomputation.
+#[test]
+fn nifti_input_is_preprocessed_and_nyul_landmarks_are_in_the_cache_key() {
+    use mri_ad::io::nifti::{write_volume, Affine};
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("nii"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    // LPS-like, anisotropic voxels, non-cubic volumes (about 36 mm on every side) with an intensity range
+    // of an MRI scanner.
+    let affine: Affine = [
+        [-1.3, 0.0, 0.0, 90.0],
+        [0.0, -1.1, 0.0, 110.0],
+        [0.0, 0.0, 1.0, -60.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    let write = |name: &str, seed: u64, gain: f32| {
+        // Arrays are [k][j][i]: 36 slices of 32 rows of 28 voxels (i spacing 1.3 mm, j 1.1, k 1.0).
+        let cube = phantom(36, seed);
+        let vol = cube
+            .slice(ndarray::s![.., 2..34, 4..32])
+            .mapv(|v| v * 900.0 * gain);
+        write_volume(&input.join(format!("{name}.nii.gz")), &vol, &affine).unwrap();
+    };
+    for (i, c) in ["a", "b", "c"].iter().enumerate() {
+        write(c, i as u64, 1.0 + i as f32 * 0.1);
+    }
+    let model = tiny_model(0);
+    let landmarks = dir.path().join("nyul.json");
+    let mut args = tiny_args(s(&input), s(&out), s(&model), "28");
+    args.extend(["--save-nyul", s(&landmarks)]);
+    let log = ok(&run_mri_ad(&args));
+    assert!(log.contains("3 computed, 0 reused"), "{log}");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("a.tokens.json")).unwrap()).unwrap();
+    let pre = sidecar["preprocessing"].to_string();
+    assert!(
+        pre.contains("nifti") && pre.contains("standard"),
+        "{sidecar}"
+    );
+    let (tokens, valid, grid) = read_tokens(&out.join("a.tokens.npz"));
+    assert_eq!(grid, vec![2, 2, 2]);
+    assert_eq!(tokens.dim(), (2, 8, 48));
+    assert!(valid.iter().any(|&v| v));
+
+    // The saved landmarks reproduce the cache key: nothing is recomputed.
+    let mut again = tiny_args(s(&input), s(&out), s(&model), "28");
+    again.extend(["--nyul", s(&landmarks)]);
+    let log = ok(&run_mri_ad(&again));
+    assert!(log.contains("0 computed, 3 reused"), "{log}");
+
+    // A changed volume: with the landmarks pinned, only that case is recomputed...
+    write("c", 7, 1.6);
+    let log = ok(&run_mri_ad(&again));
+    assert!(log.contains("1 computed, 2 reused"), "{log}");
+    // ...while learning them again from the changed folder changes every case's key.
+    let log = ok(&run_mri_ad(&tiny_args(s(&input), s(&out), s(&model), "28")));
+    assert!(log.contains("3 computed, 0 reused"), "{log}");
+}
+
+#[test]
+fn a_bad_nifti_volume_stops_extract_with_exit_2_naming_it() {
+    use mri_ad::io::nifti::write_volume;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("nii"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    let eye = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    write_volume(
+        &input.join("good.nii.gz"),
+        &phantom(30, 1).mapv(|v| v * 500.0),
+        &eye,
+    )
+    .unwrap();
+    write_volume(
+        &input.join("zero.nii.gz"),
+        &ndarray::Array3::zeros((30, 30, 30)),
+        &eye,
+    )
+    .unwrap();
+    let model = tiny_model(0);
+    let o = run_mri_ad(&tiny_args(s(&input), s(&out), s(&model), "28"));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("zero.nii.gz") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().count() == 0,
+        "{err}"
+    );
+}

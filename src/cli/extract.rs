@@ -3,17 +3,32 @@ use std::path::PathBuf;
 
 use crate::backbone::ort::Device;
 use crate::extract::{ExtractConfig, Shard};
-use crate::io::cubes::NpyCubes;
+use crate::io::cubes::{holds_npy_cubes, NiftiCubes, NpyCubes};
+use crate::progress::Progress;
 use crate::tokens::TokenizerConfig;
+use crate::volume::nyul::NyulModel;
+use crate::volume::PreprocessConfig;
 use crate::{Error, Result};
 
 /// Arguments of `mri-ad extract`.
 #[derive(Debug, clap::Args)]
 pub struct ExtractArgs {
-    /// Folder of input volumes. Interim format until the NIfTI reader is merged: `<case>.npy`, each a
-    /// preprocessed cube float32 [S, S, S] in (z, y, x) order, values in [0, 1], background 0.
+    /// Folder of input volumes: NIfTI (`.nii`, `.nii.gz`, `.hdr/.img`; any layout of data-manifest/),
+    /// skull-stripped with a zero background, preprocessed here (RAS+, crop, S³, Nyúl). A folder of
+    /// `<case>.npy` files is read instead as already preprocessed cubes float32 [S, S, S] in (z, y, x)
+    /// order, values in [0, 1], background 0.
     #[arg(long)]
     pub input: PathBuf,
+    /// Nyúl landmarks to use (a JSON file written by --save-nyul); by default they are learned from the
+    /// volumes of --input. With --shard, learn them once and pass them to every shard.
+    #[arg(long, value_name = "FILE")]
+    pub nyul: Option<PathBuf>,
+    /// Write the Nyúl landmarks in use to this JSON file (reusable with --nyul).
+    #[arg(long, value_name = "FILE")]
+    pub save_nyul: Option<PathBuf>,
+    /// Margin in voxels around the brain's bounding box before resizing to the cube.
+    #[arg(long, default_value_t = 2)]
+    pub margin: usize,
     /// Folder for `<case>.tokens.npz` + `<case>.tokens.json`. Token files whose sidecar matches the current
     /// model, settings and input are reused; others are recomputed.
     #[arg(long)]
@@ -100,6 +115,31 @@ impl ExtractArgs {
 /// Runs `mri-ad extract`.
 pub fn run(args: ExtractArgs) -> Result<()> {
     let cfg = args.config()?;
-    let source = NpyCubes::new(&args.input);
+    if holds_npy_cubes(&args.input) {
+        if args.nyul.is_some() || args.save_nyul.is_some() {
+            return Err(Error::bad_argument(
+                "--nyul",
+                format!(
+                    "{} holds preprocessed .npy cubes, which are not standardised again",
+                    args.input.display()
+                ),
+            ));
+        }
+        return crate::extract::run(&cfg, &NpyCubes::new(&args.input)).map(|_| ());
+    }
+    let nyul = args.nyul.as_deref().map(NyulModel::load).transpose()?;
+    let progress = Progress::new(!args.common.no_progress && !args.common.quiet);
+    let source = NiftiCubes::new(
+        &args.input,
+        PreprocessConfig {
+            size: args.size,
+            margin: args.margin,
+        },
+        nyul,
+        &progress,
+    )?;
+    if let Some(path) = &args.save_nyul {
+        source.nyul().save(path)?;
+    }
     crate::extract::run(&cfg, &source).map(|_| ())
 }

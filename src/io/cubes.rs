@@ -1,4 +1,4 @@
-//! Where `extract` gets its volumes: the [`CubeSource`] trait, and [`NpyCubes`], the interim input format.
+//! Where `extract` gets its volumes: the [`CubeSource`] trait, [`NiftiCubes`] and [`NpyCubes`].
 //!
 //! A source lists cases cheaply ([`CubeSource::cases`]: id and input file, no voxels read, so cached cases
 //! cost only a hash of the input file) and loads one case on demand ([`CubeSource::load`]) as the canonical
@@ -8,9 +8,15 @@
 //! other volumes of the batch (Nyúl standardisation learns its landmarks from the batch) must put those
 //! batch-level parameters in it.
 //!
-//! Interim format (until the NIfTI front end of the `io` branch is plugged in): `<case>.npy` files in the
-//! input folder, each an already preprocessed cube, float32 `[S, S, S]` in `(z, y, x)` order (C or Fortran
-//! order), values in `[0, 1]`, background exactly 0; the mask is `voxel > 0`.
+//! Two sources:
+//! * [`NiftiCubes`]: a folder of NIfTI volumes (any layout of `data-manifest/`), each read, oriented to
+//!   RAS+, masked, cropped, resized to S³ and Nyúl-standardised ([`crate::volume`]). The Nyúl landmarks are
+//!   learned from the volumes of the folder (or loaded with `--nyul FILE`) and are part of
+//!   [`CubeSource::preprocessing`], so they are in every token file's cache key: changing the batch that
+//!   trained them recomputes every case.
+//! * [`NpyCubes`]: `<case>.npy` files, each an already preprocessed cube, float32 `[S, S, S]` in
+//!   `(z, y, x)` order (C or Fortran order), values in `[0, 1]`, background exactly 0; the mask is
+//!   `voxel > 0`. For cubes made by another pipeline.
 //!
 //! Traps: the file is read, never modified; float64 or integer arrays are refused rather than cast, so a
 //! pipeline mistake is visible; the cube edge must equal `--size`.
@@ -21,6 +27,10 @@ use std::path::{Path, PathBuf};
 use ndarray::Array3;
 use ndarray_npy::ReadNpyExt;
 
+use crate::io::{discover, nifti};
+use crate::progress::Progress;
+use crate::volume::nyul::{self, NyulModel};
+use crate::volume::{PreprocessConfig, Preprocessor};
 use crate::{Error, Result};
 
 /// One case of a source: its id (file stem) and the input file it is made from.
@@ -49,7 +59,7 @@ pub trait CubeSource {
     fn preprocessing(&self) -> serde_json::Value;
 }
 
-/// The interim source: `<case>.npy` cubes, already preprocessed.
+/// The pre-made source: `<case>.npy` cubes, already preprocessed.
 #[derive(Debug, Clone)]
 pub struct NpyCubes {
     pub dir: PathBuf,
@@ -88,9 +98,10 @@ impl CubeSource for NpyCubes {
         if cases.is_empty() {
             return Err(Error::BadBatch {
                 path: dir.clone(),
-                problem: "no <case>.npy files in this folder (interim input format: preprocessed float32 cubes [S, S, S], \
+                problem:
+                    "no <case>.npy files in this folder (preprocessed float32 cubes [S, S, S], \
                           z, y, x order, values in [0, 1], background 0)"
-                    .into(),
+                        .into(),
             });
         }
         Ok(cases)
@@ -108,7 +119,111 @@ impl CubeSource for NpyCubes {
     }
 }
 
-/// Reads and checks one interim cube file.
+/// NIfTI volumes, preprocessed on the fly (see the module doc).
+#[derive(Debug, Clone)]
+pub struct NiftiCubes {
+    cases: Vec<CaseInput>,
+    preprocessor: Preprocessor,
+    nyul: NyulModel,
+}
+
+impl NiftiCubes {
+    /// Discovers the volumes of `dir` and learns the Nyúl landmarks from all of them, unless `nyul` is
+    /// given. Learning reads and prepares every volume once (the tokenizer prepares each again on load:
+    /// holding every cube in memory would cost `S³·4` bytes per case).
+    pub fn new(
+        dir: &Path,
+        config: PreprocessConfig,
+        nyul: Option<NyulModel>,
+        progress: &Progress,
+    ) -> Result<Self> {
+        let found = discover::discover(dir, None)?;
+        let cases: Vec<CaseInput> = found
+            .cases
+            .iter()
+            .map(|c| CaseInput {
+                id: c.id.clone(),
+                path: c.image.clone(),
+            })
+            .collect();
+        let preprocessor = Preprocessor::new(config)?;
+        let nyul = match nyul {
+            Some(model) => model,
+            None => {
+                let bar = progress.bar(cases.len() as u64, "Nyúl landmarks");
+                let mut per_volume = Vec::with_capacity(cases.len());
+                for case in &cases {
+                    let prepared = preprocessor.prepare(&nifti::read_volume(&case.path)?, None)?;
+                    per_volume.push(nyul::landmarks(&prepared.cube, &prepared.mask, &case.path)?);
+                    bar.inc(1);
+                }
+                bar.finish_and_clear();
+                NyulModel::fit(&per_volume)?
+            }
+        };
+        Ok(NiftiCubes {
+            cases,
+            preprocessor,
+            nyul,
+        })
+    }
+
+    /// The Nyúl model in use (learned or loaded).
+    pub fn nyul(&self) -> &NyulModel {
+        &self.nyul
+    }
+}
+
+impl CubeSource for NiftiCubes {
+    fn cases(&self) -> Result<Vec<CaseInput>> {
+        Ok(self.cases.clone())
+    }
+
+    fn load(&self, case: &CaseInput, size: usize) -> Result<Cube> {
+        if size != self.preprocessor.config.size {
+            return Err(Error::bad_argument(
+                "--size",
+                format!(
+                    "the cubes are prepared at {}, the tokenizer asks for {size}",
+                    self.preprocessor.config.size
+                ),
+            ));
+        }
+        let prepared = self
+            .preprocessor
+            .prepare(&nifti::read_volume(&case.path)?, None)?;
+        let voxels = self.preprocessor.backbone_input(&prepared, &self.nyul)?;
+        Ok(Cube {
+            voxels,
+            mask: prepared.mask,
+        })
+    }
+
+    fn preprocessing(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": "nifti",
+            "size": self.preprocessor.config.size,
+            "margin": self.preprocessor.config.margin,
+            "steps": "RAS+ orientation, brain mask voxel > 0, crop to the brain box + margin, isotropic resize to S^3 \
+                      with padding, Nyul standardisation, clip [0, 100] / 100 with background 0",
+            "nyul": self.nyul,
+        })
+    }
+}
+
+/// True when `dir` holds `<case>.npy` cubes rather than NIfTI volumes.
+pub fn holds_npy_cubes(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !name.starts_with('.') && name.ends_with(".npy")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Reads and checks one pre-made cube file.
 pub fn read_npy_cube(path: &Path, size: usize) -> Result<Cube> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let voxels = Array3::<f32>::read_npy(file).map_err(|e| {

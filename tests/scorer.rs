@@ -75,6 +75,37 @@ fn musc_matches_numpy_reference() {
         let report = run_script("ref_musc.py", &r);
         println!("{name}: {report}");
     }
+    // Subset division: each part is an independent batch; the reference scores each part's folder.
+    let divided = dir.path().join("divided");
+    score(
+        &tokens,
+        &divided,
+        &["--method", "musc", "--divide", "2", "--seed", "4"],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(divided.join("summary.json")).unwrap()).unwrap();
+    let parts = summary["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    for (i, part) in parts.iter().enumerate() {
+        let folder = dir.path().join(format!("part{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for name in part.as_array().unwrap() {
+            let file = format!("{}.tokens.npz", name.as_str().unwrap());
+            std::fs::copy(tokens.join(&file), folder.join(&file)).unwrap();
+        }
+        let report = run_script(
+            "ref_musc.py",
+            &[
+                "--tokens",
+                s(&folder),
+                "--run",
+                s(&divided),
+                "--alpha",
+                "0.3",
+            ],
+        );
+        println!("part {i}: {report}");
+    }
     // A different α must change the scores (the comparison is not vacuous).
     let run = dir.path().join("alpha");
     score(&tokens, &run, &["--method", "musc", "--alpha-musc", "0.1"]);
@@ -406,6 +437,10 @@ fn output_folder_and_config_problems_exit_2() {
         err.contains("bad.toml") && err.contains("no-such-key"),
         "{err}"
     );
+    let o = run(&["--force", "--divide", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--divide") && err.contains("at least 3"), "{err}");
     let o = run(&["--force", "--coverage", "1.5"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");

@@ -86,6 +86,10 @@ pub struct ScoreArgs {
     /// Maximum Leiden iterations per restart (stops earlier at convergence) [default: 50].
     #[arg(long)]
     pub leiden_iterations: Option<usize>,
+    /// Subset division: shuffle the batch with --seed, split it into this many near-equal parts and score
+    /// each part on its own (faster, each case sees fewer references) [default: 1 = off].
+    #[arg(long)]
+    pub divide: Option<usize>,
     /// Keep void tokens (valid = false) in the search as queries and base; by default they are left
     /// out (score 0), which is about 4× cheaper on brain volumes. They never create graph links.
     #[arg(long)]
@@ -162,6 +166,7 @@ impl ScoreArgs {
             dependency_percentile,
             leiden_restarts,
             leiden_iterations,
+            divide,
             graph_views,
             seed,
             threads,
@@ -272,7 +277,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     if let Some(g) = &result.graph {
         atomic::write_json(
             &args.out.join("graph.json"),
-            &report::graph_json(g, &names, &result.excluded),
+            &report::graph_json(g, &names, &result.excluded, &result.subsets),
         )?;
     }
     let config_toml = toml::to_string(&config).map_err(|e| Error::Resource(e.to_string()))?;
@@ -299,7 +304,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         "dim": dim,
         "config": config,
         "seed": config.seed,
-        "msm_k": result.k,
+        "msm_k": if result.subsets.len() == 1 { json!(result.k) } else { json!(result.subsets.iter().map(|p| p.k).collect::<Vec<_>>()) },
+        "parts": result.subsets.iter().map(|p| p.cases.iter().map(|&i| names[i].clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
         "void_tokens": {
             "in_search": config.keep_void,
             "active_tokens": result.active_tokens,

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::io::{atomic, outdir};
 use crate::score::codegraph::GraphReport;
+use crate::score::Subset;
 use crate::Result;
 
 /// One row of `scores.csv`.
@@ -69,7 +70,15 @@ pub fn community_of_case(graph: &GraphReport, n: usize) -> Vec<Option<usize>> {
 }
 
 /// The `graph.json` document.
-pub fn graph_json(graph: &GraphReport, names: &[String], excluded: &[Vec<u32>]) -> Value {
+///
+/// With subset division (`subsets.len() > 1`) the indices are batch indices, `resolution` is null, and
+/// `subsets` lists each part's cases, k, resolution, link counts, coverage, reference rank and fence.
+pub fn graph_json(
+    graph: &GraphReport,
+    names: &[String],
+    excluded: &[Vec<u32>],
+    subsets: &[Subset],
+) -> Value {
     let name_list = |idx: &[usize]| idx.iter().map(|&i| names[i].clone()).collect::<Vec<_>>();
     let communities: Vec<Value> = graph
         .communities
@@ -101,7 +110,23 @@ pub fn graph_json(graph: &GraphReport, names: &[String], excluded: &[Vec<u32>]) 
         .zip(excluded)
         .map(|(n, e)| (n.clone(), json!(e)))
         .collect();
-    json!({
+    let parts: Vec<Value> = subsets
+        .iter()
+        .map(|p| {
+            let g = p.graph.as_ref();
+            json!({
+                "cases": p.cases.iter().map(|&i| names[i].clone()).collect::<Vec<_>>(),
+                "msm_k": p.k,
+                "resolution": g.and_then(|g| g.resolution),
+                "links_selected": g.map(|g| g.links_selected),
+                "link_candidates": g.map(|g| g.link_candidates),
+                "coverage": g.map(|g| g.coverage),
+                "reference_rank": g.map(|g| g.r_ref),
+                "density_fence": g.and_then(|g| g.density_fence),
+            })
+        })
+        .collect();
+    let mut doc = json!({
         "cases": names,
         "resolution": graph.resolution,
         "links_selected": graph.links_selected,
@@ -113,5 +138,9 @@ pub fn graph_json(graph: &GraphReport, names: &[String], excluded: &[Vec<u32>]) 
         "density_fence": graph.density_fence,
         "filtering": filtering,
         "excluded": excluded_map,
-    })
+    });
+    if subsets.len() > 1 {
+        doc["subsets"] = json!(parts);
+    }
+    doc
 }

@@ -84,6 +84,9 @@ pub struct ScoreConfig {
     pub leiden_restarts: usize,
     /// Maximum Leiden iterations per restart; stops earlier at convergence (§11 row 27).
     pub leiden_iterations: usize,
+    /// Subset division s (§11 row 16): the batch is shuffled with the seed and split into s near-equal
+    /// parts, each scored on its own (k, r_ref, the graph: everything is per part). 1 = off.
+    pub divide: usize,
     /// Keep void tokens in the distance search as queries and as base (else they score 0).
     pub keep_void: bool,
     /// Views (layer indices into the token files) that feed the graph stage; empty = all.
@@ -117,6 +120,7 @@ impl Default for ScoreConfig {
             refine_mode: RefineMode::Exact,
             leiden_restarts: 256,
             leiden_iterations: 50,
+            divide: 1,
             keep_void: false,
             graph_views: Vec::new(),
             seed: 0,
@@ -175,6 +179,7 @@ impl ScoreConfig {
             ("--top-densest", self.top_densest),
             ("--leiden-restarts", self.leiden_restarts),
             ("--leiden-iterations", self.leiden_iterations),
+            ("--divide", self.divide),
             ("--memory-budget", self.memory_budget),
         ] {
             if v == 0 {
@@ -207,10 +212,13 @@ pub struct ScoreResult {
     pub token_scores: Vec<Vec<f32>>,
     /// `excluded[a]`: sorted excluded positions of case `a` (empty for MuSc).
     pub excluded: Vec<Vec<u32>>,
-    /// The graph stage's report (CoDeGraph only).
+    /// The graph stage's report (CoDeGraph only); with subset division, the parts' reports merged into
+    /// batch indices (resolution, fence and reference rank are then per part, see `subsets`).
     pub graph: Option<GraphReport>,
+    /// The parts of the batch (one part without subset division).
+    pub subsets: Vec<Subset>,
     pub timings: Vec<Timing>,
-    /// The MSM k used.
+    /// The MSM k used (0 with subset division: each part has its own, see `subsets`).
     pub k: usize,
     /// Tokens taking part in the search (all cases).
     pub active_tokens: usize,
@@ -222,6 +230,35 @@ pub struct ScoreResult {
     pub pairs_compared: f64,
     /// Seconds in the distance kernel alone.
     pub kernel_seconds: f64,
+}
+
+/// One part of a batch scored on its own (subset division).
+#[derive(Debug, Clone)]
+pub struct Subset {
+    /// Batch indices of the part's cases, ascending.
+    pub cases: Vec<usize>,
+    /// The MSM k of the part.
+    pub k: usize,
+    /// The part's graph report, in the part's own indices.
+    pub graph: Option<GraphReport>,
+}
+
+/// Splits `n` cases into `parts` near-equal parts after a seeded shuffle (label-free, ALGORITHM.md §5.5).
+pub fn divide_batch(n: usize, parts: usize, seed: u64) -> Vec<Vec<usize>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0x5EED_D1D1,
+    ));
+    let mut out: Vec<Vec<usize>> = (0..parts)
+        .map(|i| {
+            let (lo, hi) = (i * n / parts, (i + 1) * n / parts);
+            order[lo..hi].to_vec()
+        })
+        .collect();
+    out.iter_mut().for_each(|p| p.sort_unstable());
+    out
 }
 
 /// Scores a batch. See the module doc for shapes and memory.
@@ -250,7 +287,107 @@ pub fn score_batch(
         .num_threads(config.threads)
         .build()
         .map_err(|e| Error::Resource(format!("cannot start the worker threads: {e}")))?;
-    pool.install(|| score_batch_inner(sets, config, progress))
+    if config.divide <= 1 {
+        return pool.install(|| score_batch_inner(sets, config, progress));
+    }
+    let parts = divide_batch(n, config.divide, config.seed);
+    if let Some(small) = parts.iter().map(Vec::len).min().filter(|&m| m < 3) {
+        return Err(Error::bad_argument(
+            "--divide",
+            format!(
+                "{} parts of {n} cases leave {small} case(s) in a part; every part needs at least 3",
+                config.divide
+            ),
+        ));
+    }
+    let mut results = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let subset: Vec<TokenSet> = part.iter().map(|&a| sets[a].clone()).collect();
+        results.push(pool.install(|| score_batch_inner(&subset, config, progress))?);
+    }
+    Ok(merge_parts(n, parts, results))
+}
+
+/// Puts the results of the parts back into batch order.
+fn merge_parts(n: usize, parts: Vec<Vec<usize>>, results: Vec<ScoreResult>) -> ScoreResult {
+    let mut token_scores = vec![Vec::new(); n];
+    let mut excluded = vec![Vec::new(); n];
+    let mut timings = Vec::new();
+    let mut subsets = Vec::new();
+    let mut graph: Option<GraphReport> = None;
+    let (mut active, mut total, mut memory, mut pairs, mut kernel) = (0, 0, 0, 0.0, 0.0);
+    for (pi, (part, r)) in parts.into_iter().zip(results).enumerate() {
+        for (local, &a) in part.iter().enumerate() {
+            token_scores[a] = r.token_scores[local].clone();
+            excluded[a] = r.excluded[local].clone();
+        }
+        timings.extend(r.timings.into_iter().map(|t| Timing {
+            stage: format!("part {pi}: {}", t.stage),
+            seconds: t.seconds,
+        }));
+        if let Some(g) = &r.graph {
+            let merged = graph.get_or_insert_with(|| GraphReport {
+                r_ref: g.r_ref,
+                resolution: None,
+                links_selected: 0,
+                link_candidates: 0,
+                coverage: 0.0,
+                edges: Vec::new(),
+                communities: Vec::new(),
+                density_fence: None,
+                filtering: Vec::new(),
+            });
+            let global = |i: usize| part[i];
+            merged.links_selected += g.links_selected;
+            merged.link_candidates += g.link_candidates;
+            merged.coverage += g.coverage * part.len() as f64 / n as f64;
+            merged
+                .edges
+                .extend(g.edges.iter().map(|&(i, j, w)| (global(i), global(j), w)));
+            merged.communities.extend(g.communities.iter().map(|c| {
+                let mut c = c.clone();
+                c.members = c.members.iter().map(|&m| global(m)).collect();
+                c
+            }));
+            merged.filtering.extend(g.filtering.iter().map(|f| {
+                let mut f = f.clone();
+                f.members = f.members.iter().map(|&m| global(m)).collect();
+                f
+            }));
+        }
+        active += r.active_tokens;
+        total += r.total_tokens;
+        memory = memory.max(r.memory_estimate);
+        pairs += r.pairs_compared;
+        kernel += r.kernel_seconds;
+        subsets.push(Subset {
+            cases: part,
+            k: r.k,
+            graph: r.graph,
+        });
+    }
+    if let Some(g) = &mut graph {
+        g.edges.sort_by_key(|&(i, j, _)| (i.min(j), i.max(j)));
+        g.edges = g
+            .edges
+            .iter()
+            .map(|&(i, j, w)| (i.min(j), i.max(j), w))
+            .collect();
+        g.communities.sort_by_key(|c| c.members[0]);
+    }
+    ScoreResult {
+        token_scores,
+        excluded,
+        graph,
+        subsets,
+        timings,
+        k: 0,
+        active_tokens: active,
+        total_tokens: total,
+        memory_estimate: memory,
+        pairs_compared: pairs,
+        kernel_seconds: kernel,
+    }
 }
 
 fn score_batch_inner(
@@ -443,6 +580,11 @@ fn score_batch_inner(
     Ok(ScoreResult {
         token_scores,
         excluded: excluded_positions,
+        subsets: vec![Subset {
+            cases: (0..n).collect(),
+            k,
+            graph: graph_report.clone(),
+        }],
         graph: graph_report,
         timings,
         k,
@@ -469,5 +611,23 @@ fn row_index(view: &PackedView, sets: &[TokenSet]) -> RowIndex {
         collection,
         position,
         eligible,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divide_batch_is_a_seeded_near_equal_partition() {
+        let parts = divide_batch(11, 3, 7);
+        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![3, 4, 4]);
+        let mut all: Vec<usize> = parts.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..11).collect::<Vec<_>>());
+        assert_eq!(parts, divide_batch(11, 3, 7));
+        assert_ne!(parts, divide_batch(11, 3, 8));
+        assert!(parts.iter().all(|p| p.windows(2).all(|w| w[0] < w[1])));
     }
 }

@@ -3,6 +3,9 @@
 //! Nothing outside `cli/` depends on clap. Each subcommand has its own file with an `Args` struct (clap
 //! derive) and a `run` function that builds the library's plain `Config`, validates it and calls the library.
 
+// The doc comments below are clap's --help text, written for the terminal ([L,M,D], <case>), not rustdoc.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use clap::{Parser, Subcommand};
 
 use crate::Result;

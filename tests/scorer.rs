@@ -440,7 +440,10 @@ fn output_folder_and_config_problems_exit_2() {
     let o = run(&["--force", "--divide", "2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("--divide") && err.contains("at least 3"), "{err}");
+    assert!(
+        err.contains("--divide") && err.contains("at least 3"),
+        "{err}"
+    );
     let o = run(&["--force", "--coverage", "1.5"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");

@@ -25,6 +25,7 @@
 pub mod backbone;
 pub mod cli;
 pub mod error;
+pub mod eval;
 pub mod extract;
 pub mod io;
 pub mod knn;

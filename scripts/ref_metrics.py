@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Reference metrics with scikit-learn and numpy/scipy, for tests/eval.rs.
+
+Input: an .npz with, for every score set k, `scores_k` and `labels_k` (flat), and for the Dice protocol
+`tokens_i` (G³ token maps) and `mask_i` (S³ lesion masks, S = 14·G). Prints JSON: per score set the AUROC
+(roc_auc_score), AP (average_precision_score) and F1-max with its threshold (precision_recall_curve), or null
+when undefined; and the Dice protocol of ALGORITHM.md §8.3: token labels by 14³ max-pool, t* = token-grid
+F1-max threshold over all cases, trilinear align-corners upsampling (scipy map_coordinates, order 1),
+prediction score >= t*, Dice per case (1 when prediction and mask are both empty), mean over all cases and
+over lesion cases.
+"""
+import json
+import sys
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+
+def f1max(scores, labels):
+    p, r, t = precision_recall_curve(labels, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * p * r / (p + r)
+    f1 = f1[:-1]  # the last point has no threshold
+    f1 = np.where(np.isfinite(f1), f1, -1)
+    i = int(np.argmax(f1))
+    return float(f1[i]), float(t[i])
+
+
+def main():
+    d = np.load(sys.argv[1])
+    out = {"sets": {}}
+    for key in sorted(k for k in d.files if k.startswith("scores_")):
+        name = key[len("scores_"):]
+        s = d[key].astype(np.float64)
+        y = d["labels_" + name].astype(bool)
+        both = 0 < y.sum() < y.size
+        entry = {
+            "auroc": float(roc_auc_score(y, s)) if both else None,
+            "ap": float(average_precision_score(y, s)) if y.any() else None,
+            "f1max": f1max(s, y) if y.any() else None,
+        }
+        out["sets"][name] = entry
+    tokens = sorted(k for k in d.files if k.startswith("tokens_"))
+    if tokens:
+        maps = [d[k].astype(np.float64) for k in tokens]
+        masks = [d["mask_" + k[len("tokens_"):]].astype(bool) for k in tokens]
+        g = maps[0].shape[0]
+        pooled = [m.reshape(g, 14, g, 14, g, 14).any(axis=(1, 3, 5)) for m in masks]
+        s = np.concatenate([m.ravel() for m in maps])
+        y = np.concatenate([p.ravel() for p in pooled])
+        t = f1max(s, y)[1] if y.any() else None
+        per_case = []
+        for m, mask in zip(maps, masks):
+            size = mask.shape[0]
+            c = np.arange(size) * (g - 1) / (size - 1)
+            zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
+            up = map_coordinates(m, [zz, yy, xx], order=1)
+            pred = up >= t if t is not None else np.zeros_like(mask)
+            denom = pred.sum() + mask.sum()
+            per_case.append(1.0 if denom == 0 else 2.0 * (pred & mask).sum() / denom)
+        lesion = [dc for dc, mask in zip(per_case, masks) if mask.any()]
+        out["dice"] = {"threshold": t, "per_case": per_case, "mean": float(np.mean(per_case)),
+                       "mean_lesion": float(np.mean(lesion)) if lesion else None}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

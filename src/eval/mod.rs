@@ -1,0 +1,262 @@
+//! Evaluation (ALGORITHM.md §8): AUROC, average precision and F1-max with scikit-learn's conventions, and
+//! the 3D Dice protocol of §8.3.
+//!
+//! Input: scores and binary labels (flat slices), or per-case token grids and full-resolution lesion masks.
+//! Output: the metrics; the Dice protocol also returns its threshold and per-case values.
+//!
+//! Conventions (scikit-learn, checked by `tests/eval.rs` against it): AUROC counts ties as ½ (Mann–Whitney);
+//! AP is `Σ (R_n − R_{n−1}) P_n` over the distinct thresholds, no interpolation; F1-max is the largest
+//! `2PR/(P+R)` over the distinct thresholds (predict positive iff `score ≥ t`), with that threshold.
+//! Metrics that are undefined (one class only) are `None`, never a number that looks like a result.
+//! Traps: scores are compared as f64; NaN scores are refused by the callers (maps never hold NaN).
+
+use ndarray::{Array3, ArrayView3};
+
+/// Scores sorted descending with labels, grouped by distinct score: `(score, positives, negatives)`.
+fn groups(scores: &[f32], labels: &[bool]) -> Vec<(f64, u64, u64)> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut out: Vec<(f64, u64, u64)> = Vec::new();
+    for i in idx {
+        let s = scores[i] as f64;
+        let (p, n) = if labels[i] { (1, 0) } else { (0, 1) };
+        match out.last_mut() {
+            Some(last) if last.0 == s => {
+                last.1 += p;
+                last.2 += n;
+            }
+            _ => out.push((s, p, n)),
+        }
+    }
+    out
+}
+
+/// Area under the ROC curve (ties count ½). `None` unless both classes are present.
+pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    auroc_from_groups(&groups(scores, labels))
+}
+
+/// AUROC from descending `(score, positives, negatives)` groups (also used by the histogram version).
+pub fn auroc_from_groups(groups: &[(f64, u64, u64)]) -> Option<f64> {
+    let pos: u64 = groups.iter().map(|g| g.1).sum();
+    let neg: u64 = groups.iter().map(|g| g.2).sum();
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    // Walking down the scores: every positive outranks the negatives not yet seen.
+    let mut neg_seen = 0u64;
+    let mut area = 0.0f64;
+    for &(_, p, n) in groups {
+        area += p as f64 * (neg - neg_seen - n) as f64 + 0.5 * p as f64 * n as f64;
+        neg_seen += n;
+    }
+    Some(area / (pos as f64 * neg as f64))
+}
+
+/// Average precision (scikit-learn's step-wise definition). `None` without positives.
+pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let g = groups(scores, labels);
+    let pos: u64 = g.iter().map(|x| x.1).sum();
+    if pos == 0 {
+        return None;
+    }
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0u64, 0u64, 0.0, 0.0);
+    for &(_, p, n) in &g {
+        tp += p;
+        fp += n;
+        let recall = tp as f64 / pos as f64;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
+    }
+    Some(ap)
+}
+
+/// F1-max and its threshold (positive iff `score ≥ threshold`). `None` without positives.
+pub fn f1_max(scores: &[f32], labels: &[bool]) -> Option<(f64, f64)> {
+    f1_max_from_groups(&groups(scores, labels))
+}
+
+/// F1-max from descending `(score, positives, negatives)` groups.
+pub fn f1_max_from_groups(groups: &[(f64, u64, u64)]) -> Option<(f64, f64)> {
+    let pos: u64 = groups.iter().map(|x| x.1).sum();
+    if pos == 0 {
+        return None;
+    }
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let mut best: Option<(f64, f64)> = None;
+    for &(s, p, n) in groups {
+        tp += p;
+        fp += n;
+        let f1 = 2.0 * tp as f64 / (2 * tp + fp + (pos - tp)) as f64;
+        if best.is_none_or(|(b, _)| f1 > b) {
+            best = Some((f1, s));
+        }
+    }
+    best
+}
+
+/// Dice of a prediction against a mask, with the empty convention of §8.3: 1 when both are empty.
+pub fn dice(pred: impl Iterator<Item = bool>, truth: impl Iterator<Item = bool>) -> f64 {
+    let (mut inter, mut p, mut t) = (0u64, 0u64, 0u64);
+    for (a, b) in pred.zip(truth) {
+        inter += (a && b) as u64;
+        p += a as u64;
+        t += b as u64;
+    }
+    if p + t == 0 {
+        1.0
+    } else {
+        2.0 * inter as f64 / (p + t) as f64
+    }
+}
+
+/// Token ground truth: a token is positive if any voxel of its `patch³` cube is (max-pool, §8.3 step 1).
+pub fn pool_labels(mask: ArrayView3<bool>, patch: usize) -> Array3<bool> {
+    let (z, y, x) = mask.dim();
+    let mut out = Array3::from_elem((z / patch, y / patch, x / patch), false);
+    for ((k, j, i), &v) in mask.indexed_iter() {
+        if v {
+            if let Some(o) = out.get_mut((k / patch, j / patch, i / patch)) {
+                *o = true;
+            }
+        }
+    }
+    out
+}
+
+/// Trilinear upsampling with align-corners semantics: output voxel `o` samples input coordinate
+/// `o·(g−1)/(s−1)` on each axis (ALGORITHM.md §7.2).
+pub fn upsample_trilinear(grid: ArrayView3<f32>, size: [usize; 3]) -> Array3<f32> {
+    let g = grid.dim();
+    let g = [g.0, g.1, g.2];
+    let coord = |o: usize, axis: usize| -> (usize, usize, f32) {
+        if g[axis] == 1 || size[axis] == 1 {
+            return (0, 0, 0.0);
+        }
+        let c = o as f64 * (g[axis] - 1) as f64 / (size[axis] - 1) as f64;
+        // On a grid point the weight is exactly 0, so the corners reproduce the token values exactly.
+        let lo = (c.floor() as usize).min(g[axis] - 1);
+        (lo, (lo + 1).min(g[axis] - 1), (c - lo as f64) as f32)
+    };
+    let cz: Vec<_> = (0..size[0]).map(|o| coord(o, 0)).collect();
+    let cy: Vec<_> = (0..size[1]).map(|o| coord(o, 1)).collect();
+    let cx: Vec<_> = (0..size[2]).map(|o| coord(o, 2)).collect();
+    Array3::from_shape_fn((size[0], size[1], size[2]), |(k, j, i)| {
+        let ((z0, z1, fz), (y0, y1, fy), (x0, x1, fx)) = (cz[k], cy[j], cx[i]);
+        let lerp = |a: f32, b: f32, f: f32| a + (b - a) * f;
+        let plane = |z: usize| {
+            lerp(
+                lerp(grid[[z, y0, x0]], grid[[z, y0, x1]], fx),
+                lerp(grid[[z, y1, x0]], grid[[z, y1, x1]], fx),
+                fy,
+            )
+        };
+        lerp(plane(z0), plane(z1), fz)
+    })
+}
+
+/// Result of the §8.3 Dice protocol.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiceProtocol {
+    /// The token-grid F1-max threshold `t*` (None when no token is positive).
+    pub threshold: Option<f64>,
+    /// The token-grid F1-max.
+    pub token_f1_max: Option<f64>,
+    /// Dice of every case, in input order.
+    pub per_case: Vec<f64>,
+    /// Mean over all cases (healthy included).
+    pub mean: f64,
+    /// Mean over the cases with a lesion (None without any).
+    pub mean_lesion: Option<f64>,
+}
+
+/// The Dice protocol of §8.3 on cubes: token grids `[G, G, G]` and lesion masks `[S, S, S]`, `S = patch·G`.
+/// `t*` is the F1-max threshold over all tokens of all cases; the trilinear (align-corners) upsampled maps
+/// are binarised at `≥ t*` and compared with the full-resolution masks.
+pub fn dice_protocol(
+    token_maps: &[Array3<f32>],
+    masks: &[Array3<bool>],
+    patch: usize,
+) -> DiceProtocol {
+    let mut scores = Vec::new();
+    let mut labels = Vec::new();
+    for (map, mask) in token_maps.iter().zip(masks) {
+        scores.extend(map.iter().copied());
+        labels.extend(pool_labels(mask.view(), patch).iter().copied());
+    }
+    let best = f1_max(&scores, &labels);
+    let threshold = best.map(|b| b.1);
+    let per_case: Vec<f64> = token_maps
+        .iter()
+        .zip(masks)
+        .map(|(map, mask)| {
+            let d = mask.dim();
+            let up = upsample_trilinear(map.view(), [d.0, d.1, d.2]);
+            match threshold {
+                Some(t) => dice(up.iter().map(|&v| v as f64 >= t), mask.iter().copied()),
+                // No positive token anywhere: nothing is predicted.
+                None => dice(up.iter().map(|_| false), mask.iter().copied()),
+            }
+        })
+        .collect();
+    let lesion: Vec<f64> = per_case
+        .iter()
+        .zip(masks)
+        .filter(|(_, m)| m.iter().any(|&v| v))
+        .map(|(&d, _)| d)
+        .collect();
+    DiceProtocol {
+        threshold,
+        token_f1_max: best.map(|b| b.0),
+        mean: per_case.iter().sum::<f64>() / per_case.len().max(1) as f64,
+        mean_lesion: (!lesion.is_empty()).then(|| lesion.iter().sum::<f64>() / lesion.len() as f64),
+        per_case,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_values() {
+        // scores 0.9(+) 0.8(-) 0.8(+) 0.1(-): pairs (+,-): (0.9,0.8)=1 (0.9,0.1)=1 (0.8,0.8)=½ (0.8,0.1)=1
+        let s = [0.9, 0.8, 0.8, 0.1];
+        let l = [true, false, true, false];
+        assert_eq!(auroc(&s, &l), Some(3.5 / 4.0));
+        // thresholds 0.9: P=1 R=½; 0.8: P=2/3 R=1 → AP = ½·1 + ½·2/3
+        assert!((average_precision(&s, &l).unwrap() - (0.5 + 1.0 / 3.0)).abs() < 1e-12);
+        // F1 at 0.9: 2/3; at 0.8: 0.8 → best 0.8 at 0.8
+        let (f1, t) = f1_max(&s, &l).unwrap();
+        assert!((f1 - 0.8).abs() < 1e-12 && (t - 0.8f32 as f64).abs() < 1e-12);
+        assert_eq!(auroc(&s, &[false; 4]), None);
+        assert_eq!(f1_max(&s, &[false; 4]), None);
+    }
+
+    #[test]
+    fn dice_convention_and_upsampling() {
+        assert_eq!(
+            dice([false, false].into_iter(), [false, false].into_iter()),
+            1.0
+        );
+        assert_eq!(
+            dice([true, false].into_iter(), [false, false].into_iter()),
+            0.0
+        );
+        assert_eq!(
+            dice([true, true].into_iter(), [true, false].into_iter()),
+            2.0 / 3.0
+        );
+        let g = Array3::from_shape_fn((2, 2, 2), |(z, y, x)| (4 * z + 2 * y + x) as f32);
+        let up = upsample_trilinear(g.view(), [3, 3, 3]);
+        // align corners: the corners are the input values, the centre their mean.
+        assert_eq!(up[[0, 0, 0]], 0.0);
+        assert_eq!(up[[2, 2, 2]], 7.0);
+        assert_eq!(up[[1, 1, 1]], 3.5);
+        let mask = Array3::from_shape_fn((4, 4, 4), |(z, y, x)| z == 3 && y == 0 && x == 2);
+        let pooled = pool_labels(mask.view(), 2);
+        assert_eq!(pooled.iter().filter(|&&v| v).count(), 1);
+        assert!(pooled[[1, 0, 1]]);
+    }
+}

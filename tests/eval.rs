@@ -1,0 +1,123 @@
+//! Metrics against scikit-learn and an independent numpy/scipy Dice protocol (scripts/ref_metrics.py):
+//! ties, a single class, an empty lesion mask and healthy cases included.
+
+mod common;
+
+use common::{run_script, s};
+use mri_ad::eval::{auroc, average_precision, dice_protocol, f1_max};
+use ndarray::Array3;
+use ndarray_npy::NpzWriter;
+use rand::{Rng, SeedableRng};
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!((a - b).abs() <= 1e-6, "{what}: ours {a}, reference {b}");
+}
+
+#[test]
+fn metrics_agree_with_scikit_learn_and_numpy() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let mut sets: Vec<(String, Vec<f32>, Vec<bool>)> = Vec::new();
+    // Continuous scores; heavy ties (scores quantised to 5 levels); perfect separation; one class only.
+    let n = 400;
+    let labels: Vec<bool> = (0..n).map(|_| rng.random::<f32>() < 0.3).collect();
+    let cont: Vec<f32> = labels
+        .iter()
+        .map(|&l| rng.random::<f32>() + if l { 0.4 } else { 0.0 })
+        .collect();
+    let ties: Vec<f32> = cont.iter().map(|v| (v * 4.0).floor() / 4.0).collect();
+    let perfect: Vec<f32> = labels.iter().map(|&l| if l { 2.0 } else { 1.0 }).collect();
+    sets.push(("continuous".into(), cont.clone(), labels.clone()));
+    sets.push(("ties".into(), ties, labels.clone()));
+    sets.push(("perfect".into(), perfect, labels.clone()));
+    sets.push(("negatives_only".into(), cont.clone(), vec![false; n]));
+    sets.push(("positives_only".into(), cont, vec![true; n]));
+
+    // Dice protocol: 4 cases on a 4³ token grid (56³ voxels): two with lesions, one healthy, one whose
+    // lesion the map misses.
+    let g = 4;
+    let size = 14 * g;
+    let mut maps = Vec::new();
+    let mut masks = Vec::new();
+    for case in 0..4 {
+        let centre = [20 + 5 * case, 28, 30 - 3 * case];
+        let mask = Array3::from_shape_fn((size, size, size), |(z, y, x)| {
+            let d2 = [z, y, x]
+                .iter()
+                .zip(centre)
+                .map(|(&a, c)| (a as f64 - c as f64).powi(2))
+                .sum::<f64>();
+            case != 2 && d2 < 81.0
+        });
+        let lesion_tokens = mri_ad::eval::pool_labels(mask.view(), 14);
+        let map = Array3::from_shape_fn((g, g, g), |(z, y, x)| {
+            let hot = case != 3 && lesion_tokens[[z, y, x]];
+            rng.random::<f32>() * 0.5 + if hot { 1.0 } else { 0.0 }
+        });
+        maps.push(map);
+        masks.push(mask);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.npz");
+    {
+        let mut npz = NpzWriter::new(std::fs::File::create(&path).unwrap());
+        for (name, sc, lb) in &sets {
+            npz.add_array(format!("scores_{name}"), &ndarray::Array1::from(sc.clone()))
+                .unwrap();
+            npz.add_array(format!("labels_{name}"), &ndarray::Array1::from(lb.clone()))
+                .unwrap();
+        }
+        for (i, (m, k)) in maps.iter().zip(&masks).enumerate() {
+            npz.add_array(format!("tokens_{i}"), m).unwrap();
+            npz.add_array(format!("mask_{i}"), k).unwrap();
+        }
+        npz.finish().unwrap();
+    }
+    let out = run_script("ref_metrics.py", &[s(&path)]);
+    let reference: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+
+    for (name, sc, lb) in &sets {
+        let r = &reference["sets"][name];
+        match (auroc(sc, lb), r["auroc"].as_f64()) {
+            (Some(a), Some(b)) => close(a, b, &format!("{name} AUROC")),
+            (a, b) => assert!(a.is_none() && b.is_none(), "{name} AUROC: {a:?} vs {b:?}"),
+        }
+        match (average_precision(sc, lb), r["ap"].as_f64()) {
+            (Some(a), Some(b)) => close(a, b, &format!("{name} AP")),
+            (a, b) => assert!(a.is_none() && b.is_none(), "{name} AP: {a:?} vs {b:?}"),
+        }
+        match (f1_max(sc, lb), r["f1max"].as_array()) {
+            (Some((f, t)), Some(b)) => {
+                close(f, b[0].as_f64().unwrap(), &format!("{name} F1-max"));
+                close(t, b[1].as_f64().unwrap(), &format!("{name} F1 threshold"));
+            }
+            (a, b) => assert!(a.is_none() && b.is_none(), "{name} F1: {a:?} vs {b:?}"),
+        }
+    }
+    let ours = dice_protocol(&maps, &masks, 14);
+    let r = &reference["dice"];
+    close(
+        ours.threshold.unwrap(),
+        r["threshold"].as_f64().unwrap(),
+        "t*",
+    );
+    for (i, d) in ours.per_case.iter().enumerate() {
+        close(
+            *d,
+            r["per_case"][i].as_f64().unwrap(),
+            &format!("Dice case {i}"),
+        );
+    }
+    close(ours.mean, r["mean"].as_f64().unwrap(), "mean Dice");
+    close(
+        ours.mean_lesion.unwrap(),
+        r["mean_lesion"].as_f64().unwrap(),
+        "lesion Dice",
+    );
+    // The healthy case predicted empty gets 1 by convention; the missed lesion 0: the protocol is exercised.
+    println!(
+        "Dice per case {:?}, t* = {:?}",
+        ours.per_case, ours.threshold
+    );
+    assert!(ours.per_case.iter().any(|&d| d > 0.3 && d < 1.0));
+}

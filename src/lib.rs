@@ -29,6 +29,7 @@ pub mod eval;
 pub mod extract;
 pub mod io;
 pub mod knn;
+pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod score;

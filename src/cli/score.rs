@@ -1,33 +1,80 @@
-//! `mri-ad score`: score a batch. In this version the batch comes as precomputed token files
-//! (`--tokens DIR`); the volume front end (`--healthy/--query`) is added by the pipeline.
+//! `mri-ad score`: score a batch of volumes (`--healthy/--query [--labels]`, the whole job of
+//! [`crate::pipeline`]) or of precomputed token files (`--tokens DIR`).
 //!
-//! Precedence of settings: the spec's defaults, then `--config FILE` (TOML, keys = flag names without
-//! the leading dashes), then the flags given on the command line. The effective values are written to
-//! `config.toml` and `summary.json` in the output folder.
+//! Precedence of the scoring settings: the spec's defaults, then `--config FILE` (TOML, keys = the scoring
+//! flag names without the leading dashes), then the flags given on the command line. The effective values
+//! are written to `config.toml` and `summary.json` in the output folder. The backbone and preprocessing
+//! flags (--model, --size, --layers, ...) are flags only.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
+use crate::extract::{ExtractConfig, Shard};
 use crate::io::{atomic, outdir, tokens};
+use crate::pipeline::{self, PipelineConfig};
 use crate::progress::Progress;
-use crate::report::{self, ScoreRow};
 use crate::score::codegraph::communities::OutlierRule;
 use crate::score::msm::Distance;
 use crate::score::{score_batch, Method, RefineMode, ScoreConfig};
+use crate::tokens::TokenizerConfig;
+use crate::volume::PreprocessConfig;
 use crate::{Error, Result};
 
 /// Arguments of `mri-ad score`.
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
-    /// Folder of precomputed token files `<case>.tokens.npz` (tokens f32 [L,M,D], valid bool [M],
-    /// grid i64 [3]); every file is one case of the batch. Tokens are used exactly as stored.
+    /// Folder of healthy volumes (NIfTI; e.g. IXI T2), scored in the same batch as --query. Optional: without
+    /// it the query folder is one unlabeled batch.
     #[arg(long, value_name = "DIR")]
-    pub tokens: PathBuf,
-    /// Output folder (created; must be empty unless --force).
+    pub healthy: Option<PathBuf>,
+    /// Folder of query volumes (NIfTI; e.g. BraTS t2w). Every case of both folders is scored against all
+    /// the others.
+    #[arg(long, value_name = "DIR")]
+    pub query: Option<PathBuf>,
+    /// Folder of lesion label maps for the query cases (any label > 0 is lesion), paired by case id as
+    /// data-manifest/ describes; enables the evaluation and the binary masks.
+    #[arg(long, value_name = "DIR")]
+    pub labels: Option<PathBuf>,
+    /// Instead of volumes: a folder of precomputed token files `<case>.tokens.npz` (tokens f32 [L,M,D],
+    /// valid bool [M], grid i64 [3]), used exactly as stored.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["healthy", "query", "labels"])]
+    pub tokens: Option<PathBuf>,
+    /// Output folder (created; a non-empty folder that is not an mri-ad run folder needs --force).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// The ONNX model (contract in onnx/README.md).
+    #[arg(long, default_value = "onnx/dinov2_vits14.onnx")]
+    pub model: PathBuf,
+    /// The ONNX Runtime shared library (libonnxruntime.so.*); default: the ORT_DYLIB_PATH environment variable.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// auto: CUDA if it really registers, else CPU with a notice; cuda: fail (exit 2) when it cannot run.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    pub device: String,
+    /// Slices per backbone call.
+    #[arg(long, default_value_t = 14)]
+    pub batch: usize,
+    /// Backbone blocks whose tokens are used (1-based).
+    #[arg(long, value_delimiter = ',', default_value = "6,9,12")]
+    pub layers: Vec<usize>,
+    /// Projection dimension d' per axis (tokens have 3·d' features).
+    #[arg(long, default_value_t = 128)]
+    pub proj_dim: usize,
+    /// Cube edge S (a multiple of 14): volumes are resized to S³, tokens form a (S/14)³ grid.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// A token is void when more than this fraction of its 14³ cube is outside the brain.
+    #[arg(long, default_value_t = 0.5)]
+    pub void_threshold: f64,
+    /// Margin in voxels around the brain's bounding box before resizing.
+    #[arg(long, default_value_t = 2)]
+    pub margin: usize,
+    /// Nyúl landmarks to use (JSON written by a run as nyul.json, or by extract --save-nyul); by default
+    /// they are learned from the healthy volumes (all volumes without --healthy).
+    #[arg(long, value_name = "FILE")]
+    pub nyul: Option<PathBuf>,
     /// TOML file with any of the settings below (keys are the flag names, e.g. `tukey-k = 3.0`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -204,16 +251,74 @@ impl ScoreArgs {
     }
 }
 
-/// Runs `mri-ad score --tokens`.
+/// Runs `mri-ad score`: on volumes (`--query`) or on token files (`--tokens`).
 pub fn run(args: ScoreArgs) -> Result<()> {
     let config = args.to_config()?;
+    match (&args.tokens, &args.query) {
+        (Some(dir), None) => run_tokens(&args, dir, config),
+        (None, Some(_)) => run_volumes(&args, config),
+        _ => Err(Error::bad_argument(
+            "--query",
+            "give the volumes (--query DIR, optionally --healthy DIR and --labels DIR) or token files \
+             (--tokens DIR)",
+        )),
+    }
+}
+
+fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
+    let progress = !args.common.no_progress && !args.common.quiet;
+    let extract = ExtractConfig {
+        out: args.out.join("tokens"),
+        shard: Shard::ALL,
+        model: args.model.clone(),
+        ort_lib: args.ort_lib.clone(),
+        device: args
+            .device
+            .parse()
+            .map_err(|e: String| Error::bad_argument("--device", e))?,
+        threads: config.threads,
+        layers: args.layers.clone(),
+        proj_dim: args.proj_dim,
+        seed: config.seed,
+        size: args.size,
+        tokenizer: TokenizerConfig {
+            batch: args.batch,
+            void_threshold: args.void_threshold,
+            record_batches: false,
+        },
+        force: false,
+        progress,
+        quiet: args.common.quiet,
+        save_projection: None,
+    };
+    extract.validate()?;
+    let cfg = PipelineConfig {
+        healthy: args.healthy.clone(),
+        query: args.query.clone().expect("checked by run"),
+        labels: args.labels.clone(),
+        out: args.out.clone(),
+        nyul: args.nyul.clone(),
+        preprocess: PreprocessConfig {
+            size: args.size,
+            margin: args.margin,
+        },
+        extract,
+        score: config,
+        force: args.common.force,
+        quiet: args.common.quiet,
+        progress,
+    };
+    pipeline::run(&cfg)
+}
+
+fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
     let started = Instant::now();
     let t = Instant::now();
-    let files = tokens::read_batch(&args.tokens)?;
+    let files = tokens::read_batch(dir)?;
     let read_seconds = t.elapsed().as_secs_f64();
     if files.len() < 3 {
         return Err(Error::BadBatch {
-            path: args.tokens.clone(),
+            path: dir.to_path_buf(),
             problem: format!(
                 "{} token file(s): mutual scoring needs at least 3 cases (each is scored against the others)",
                 files.len()
@@ -227,21 +332,17 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         }
     };
     let first = &files[0].set;
-    say(format!(
-        "scoring {} cases ({} views, {} positions on a {:?} grid, D = {}) with {:?}",
-        files.len(),
-        first.n_views(),
-        first.n_positions(),
-        first.grid,
-        first.dim(),
-        config.method
-    ));
     let (n_views, n_positions, grid, dim) = (
         first.n_views(),
         first.n_positions(),
         first.grid,
         first.dim(),
     );
+    say(format!(
+        "scoring {} cases ({n_views} views, {n_positions} positions on a {grid:?} grid, D = {dim}) with {:?}",
+        files.len(),
+        config.method
+    ));
     let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
     let groups: Vec<String> = files
         .iter()
@@ -254,36 +355,11 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     drop(sets);
 
     let t = Instant::now();
-    report::write_token_scores(&args.out, &names, &result.token_scores)?;
-    let community = result
-        .graph
-        .as_ref()
-        .map(|g| report::community_of_case(g, names.len()))
-        .unwrap_or_else(|| vec![None; names.len()]);
-    let rows: Vec<ScoreRow> = names
-        .iter()
-        .zip(&groups)
-        .zip(&result.token_scores)
-        .zip(&community)
-        .map(|(((name, group), s), &c)| ScoreRow {
-            case: name.clone(),
-            group: group.clone(),
-            score: s.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-            label: None,
-            community: c,
-        })
-        .collect();
-    report::write_scores_csv(&args.out.join("scores.csv"), &rows)?;
-    if let Some(g) = &result.graph {
-        atomic::write_json(
-            &args.out.join("graph.json"),
-            &report::graph_json(g, &names, &result.excluded, &result.subsets),
-        )?;
-    }
-    let config_toml = toml::to_string(&config).map_err(|e| Error::Resource(e.to_string()))?;
-    atomic::write_bytes(&args.out.join("config.toml"), config_toml.as_bytes())?;
+    let labels = vec![None; names.len()];
+    let scoring = pipeline::write_scoring_outputs(
+        &args.out, &names, &groups, &labels, &result, &config, dim,
+    )?;
     let write_seconds = t.elapsed().as_secs_f64();
-
     let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
     let mut timings = vec![json!({"stage": "read tokens", "seconds": read_seconds})];
     timings.extend(
@@ -293,36 +369,21 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             .map(|t| json!({"stage": t.stage, "seconds": t.seconds})),
     );
     timings.push(json!({"stage": "write outputs", "seconds": write_seconds}));
-    let summary = json!({
+    let mut summary = json!({
         "mri_ad_version": env!("CARGO_PKG_VERSION"),
         "command": "score --tokens",
-        "tokens": args.tokens,
+        "tokens": dir,
         "cases": names.len(),
         "views": n_views,
         "positions": n_positions,
         "grid": grid,
         "dim": dim,
-        "config": config,
-        "seed": config.seed,
-        "msm_k": if result.subsets.len() == 1 { json!(result.k) } else { json!(result.subsets.iter().map(|p| p.k).collect::<Vec<_>>()) },
-        "parts": result.subsets.iter().map(|p| p.cases.iter().map(|&i| names[i].clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
-        "void_tokens": {
-            "in_search": config.keep_void,
-            "active_tokens": result.active_tokens,
-            "total_tokens": result.total_tokens,
-        },
-        "excluded_tokens": excluded_total,
-        "excluded_fraction": excluded_total as f64 / result.total_tokens as f64,
-        "outlier_communities": result.graph.as_ref().map(|g| g.communities.iter().filter(|c| c.outlier).count()),
-        "distance_kernel": {
-            "token_pairs_compared": result.pairs_compared,
-            "seconds": result.kernel_seconds,
-            "gflops": 2.0 * dim as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
-        },
-        "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
         "timings": timings,
         "total_seconds": started.elapsed().as_secs_f64(),
     });
+    if let (Some(s), Value::Object(extra)) = (summary.as_object_mut(), scoring) {
+        s.extend(extra);
+    }
     atomic::write_json(&args.out.join("summary.json"), &summary)?;
     say(format!(
         "done in {:.1} s: {} cases, {} tokens excluded; wrote {}",

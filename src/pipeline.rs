@@ -71,18 +71,23 @@ pub fn prepare_run_folder(out: &Path, force: bool) -> Result<()> {
 }
 
 fn discover_cases(cfg: &PipelineConfig) -> Result<Vec<BatchCase>> {
+    find_cases(cfg.healthy.as_deref(), &cfg.query, cfg.labels.as_deref())
+}
+
+fn find_cases(
+    healthy: Option<&Path>,
+    query: &Path,
+    labels_dir: Option<&Path>,
+) -> Result<Vec<BatchCase>> {
     let generic = discover::manifest("generic")?;
     let mut cases: Vec<BatchCase> = Vec::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let groups = [
-        ("healthy", cfg.healthy.as_ref()),
-        ("query", Some(&cfg.query)),
-    ];
+    let groups = [("healthy", healthy), ("query", Some(query))];
     for (group, dir) in groups {
         let Some(dir) = dir else { continue };
         let mut found = discover::discover(dir, None)?;
         let mut labels = BTreeMap::new();
-        if let (Some(ldir), "query") = (&cfg.labels, group) {
+        if let (Some(ldir), "query") = (labels_dir, group) {
             let manifest = discover::manifest(&found.layout)?;
             let (paired, missing) =
                 discover::pair(ldir, &found.cases, &manifest.labels, &generic.labels)?;
@@ -130,7 +135,7 @@ fn discover_cases(cfg: &PipelineConfig) -> Result<Vec<BatchCase>> {
     }
     if cases.len() < 3 {
         return Err(Error::BadBatch {
-            path: cfg.query.clone(),
+            path: query.to_path_buf(),
             problem: format!(
                 "{} volume(s) in --healthy and --query together: mutual scoring needs at least 3",
                 cases.len()
@@ -231,7 +236,15 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
 
     // Maps back to each input's grid, and the evaluation.
     let t = Instant::now();
-    let evaluation = maps_and_metrics(cfg, &preprocessor, &cases, &result, grid, &progress)?;
+    let job = MapsJob {
+        out: &cfg.out,
+        size: cfg.preprocess.size,
+        grid,
+        with_labels: cfg.labels.is_some(),
+        write: true,
+    };
+    let evaluation =
+        maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)?;
     stage(&mut timings, "maps and evaluation", t);
 
     let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
@@ -254,6 +267,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         "query": cfg.query,
         "labels": cfg.labels,
         "cases": names.len(),
+        "inputs": cases.iter().map(|c| json!({"case": c.input.id, "group": c.group, "image": c.input.path, "label": c.label})).collect::<Vec<_>>(),
+        "margin": cfg.preprocess.margin,
         "preprocessing": source_preprocessing(&source),
         "backbone": {
             "model": cfg.extract.model,
@@ -292,27 +307,38 @@ struct Evaluation {
     masks_note: Value,
 }
 
+/// What [`maps_and_metrics`] works on.
+struct MapsJob<'a> {
+    out: &'a Path,
+    size: usize,
+    grid: [usize; 3],
+    with_labels: bool,
+    /// Write the maps and masks (false: metrics only, for `eval`).
+    write: bool,
+}
+
 /// Writes the anomaly maps on each input's grid and, with labels, computes the metrics of §8.3 and writes
 /// the binary masks at the token-grid F1-max threshold.
 fn maps_and_metrics(
-    cfg: &PipelineConfig,
+    job: &MapsJob,
     preprocessor: &Preprocessor,
     cases: &[BatchCase],
-    result: &ScoreResult,
-    grid: [usize; 3],
+    scores: &[Vec<f32>],
     progress: &Progress,
 ) -> Result<Evaluation> {
-    let maps_dir = outdir::subdir(&cfg.out, "maps")?;
-    let size = cfg.preprocess.size;
+    let (size, grid) = (job.size, job.grid);
     let patch = size / grid[0];
     let token_grid = |a: usize| {
-        Array3::from_shape_vec((grid[0], grid[1], grid[2]), result.token_scores[a].clone())
+        Array3::from_shape_vec((grid[0], grid[1], grid[2]), scores[a].clone())
             .expect("token scores have M = grid entries")
     };
-    let with_labels = cfg.labels.is_some();
+    let maps_dir = if job.write {
+        Some(outdir::subdir(job.out, "maps")?)
+    } else {
+        None
+    };
     // Pass 1: maps; with labels, cube-space lesion masks → token labels and the voxel histogram.
-    let (lo, hi) = result
-        .token_scores
+    let (lo, hi) = scores
         .iter()
         .flatten()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
@@ -322,28 +348,33 @@ fn maps_and_metrics(
     let mut token_scores = Vec::new();
     let mut token_labels = Vec::new();
     let mut case_labels = vec![None; cases.len()];
-    let bar = progress.bar(cases.len() as u64, "maps");
+    let bar = progress.bar(
+        cases.len() as u64,
+        if job.write { "maps" } else { "evaluation" },
+    );
     for (a, c) in cases.iter().enumerate() {
         let volume = nifti::read_volume(&c.input.path)?;
         let prepared = preprocessor.prepare(&volume, None)?;
         let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size]);
-        let native = prepared.transform.map_to_native(&up, 0.0)?;
-        nifti::write_map_like(
-            &maps_dir.join(format!("{}_anomaly.nii.gz", c.input.id)),
-            &volume,
-            &native,
-        )?;
-        if with_labels {
+        if let Some(dir) = &maps_dir {
+            let native = prepared.transform.map_to_native(&up, 0.0)?;
+            nifti::write_map_like(
+                &dir.join(format!("{}_anomaly.nii.gz", c.input.id)),
+                &volume,
+                &native,
+            )?;
+        }
+        if job.with_labels {
             let mask = lesion_cube(c, &prepared.transform)?;
             case_labels[a] = Some(mask.iter().any(|&v| v) as u8);
             histogram.add(up.iter().copied(), mask.iter().copied());
-            token_scores.extend(result.token_scores[a].iter().copied());
+            token_scores.extend(scores[a].iter().copied());
             token_labels.extend(eval::pool_labels(mask.view(), patch).iter().copied());
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if !with_labels {
+    if !job.with_labels {
         return Ok(Evaluation {
             case_labels,
             metrics: Value::Null,
@@ -352,15 +383,18 @@ fn maps_and_metrics(
         });
     }
     // Patient level.
-    let patient_scores: Vec<f32> = result
-        .token_scores
+    let patient_scores: Vec<f32> = scores
         .iter()
         .map(|s| s.iter().copied().fold(f32::NEG_INFINITY, f32::max))
         .collect();
     let patient_labels: Vec<bool> = case_labels.iter().map(|l| *l == Some(1)).collect();
     let threshold = eval::f1_max(&token_scores, &token_labels);
     // Pass 2: Dice at t* and the binary masks on each input's grid.
-    let masks_dir = outdir::subdir(&cfg.out, "masks")?;
+    let masks_dir = if job.write {
+        Some(outdir::subdir(job.out, "masks")?)
+    } else {
+        None
+    };
     let mut dice = Vec::with_capacity(cases.len());
     for (a, c) in cases.iter().enumerate() {
         let volume = nifti::read_volume(&c.input.path)?;
@@ -370,14 +404,16 @@ fn maps_and_metrics(
         let t = threshold.map(|b| b.1);
         let predicted = up.mapv(|v| t.is_some_and(|t| v as f64 >= t));
         dice.push(eval::dice(predicted.iter().copied(), mask.iter().copied()));
-        let native = prepared
-            .transform
-            .mask_to_native(&predicted.mapv(|v| v as u8))?;
-        nifti::write_mask_like(
-            &masks_dir.join(format!("{}_mask.nii.gz", c.input.id)),
-            &volume,
-            &native,
-        )?;
+        if let Some(dir) = &masks_dir {
+            let native = prepared
+                .transform
+                .mask_to_native(&predicted.mapv(|v| v as u8))?;
+            nifti::write_mask_like(
+                &dir.join(format!("{}_mask.nii.gz", c.input.id)),
+                &volume,
+                &native,
+            )?;
+        }
     }
     let lesion_dice: Vec<f64> = dice
         .iter()
@@ -479,4 +515,55 @@ pub fn write_scoring_outputs(
         },
         "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
     }))
+}
+
+/// `mri-ad eval`: recomputes the metrics of a finished run (token scores and inputs as recorded in its
+/// summary.json) against the label maps of `labels`; writes `<run>/eval.json` and returns it.
+pub fn evaluate_run(run: &Path, labels: &Path, progress: &Progress) -> Result<Value> {
+    let summary_path = run.join("summary.json");
+    let text = std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
+    let summary: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_input(&summary_path, format!("not a run summary: {e}")))?;
+    let bad = |what: &str| {
+        Error::bad_input(
+            &summary_path,
+            format!("{what} missing: not a run folder of `mri-ad score --query`"),
+        )
+    };
+    let query = summary["query"].as_str().ok_or_else(|| bad("`query`"))?;
+    let healthy = summary["healthy"].as_str().map(PathBuf::from);
+    let size = summary["backbone"]["size"]
+        .as_u64()
+        .ok_or_else(|| bad("`backbone.size`"))? as usize;
+    let margin = summary["margin"].as_u64().ok_or_else(|| bad("`margin`"))? as usize;
+    let cases = find_cases(healthy.as_deref(), Path::new(query), Some(labels))?;
+    let mut scores = Vec::with_capacity(cases.len());
+    for c in &cases {
+        let path = run.join("token_scores").join(format!("{}.npy", c.input.id));
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let s: ndarray::Array1<f32> = ndarray_npy::ReadNpyExt::read_npy(file).map_err(|e| {
+            Error::bad_input(&path, format!("not a float32 token-score vector: {e}"))
+        })?;
+        scores.push(s.to_vec());
+    }
+    let m = scores[0].len();
+    let g = (m as f64).cbrt().round() as usize;
+    if g * g * g != m || scores.iter().any(|s| s.len() != m) || size % g != 0 {
+        return Err(Error::bad_input(
+            run.join("token_scores"),
+            format!("token scores of {m} entries do not form a cube grid for size {size}"),
+        ));
+    }
+    let preprocessor = Preprocessor::new(PreprocessConfig { size, margin })?;
+    let job = MapsJob {
+        out: run,
+        size,
+        grid: [g, g, g],
+        with_labels: true,
+        write: false,
+    };
+    let evaluation = maps_and_metrics(&job, &preprocessor, &cases, &scores, progress)?;
+    let doc = json!({"run": run, "labels": labels, "metrics": evaluation.metrics});
+    atomic::write_json(&run.join("eval.json"), &doc)?;
+    Ok(doc)
 }

@@ -140,6 +140,19 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert_eq!(summary["backbone"]["computed"], 7);
     let before = std::fs::read(out.join("scores.csv")).unwrap();
 
+    // `eval` recomputes the same metrics from the finished run.
+    ok(&run_mri_ad(&[
+        "eval",
+        "--run",
+        s(&out),
+        "--labels",
+        s(&labels),
+        "--quiet",
+    ]));
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(again["metrics"], summary["metrics"]);
+
     // The same command again resumes: no token is recomputed, the results are identical.
     ok(&run_mri_ad(&args));
     let summary: serde_json::Value =

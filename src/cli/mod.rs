@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::Result;
 
 pub mod check;
+pub mod eval;
 pub mod extract;
 pub mod score;
 
@@ -34,6 +35,8 @@ pub enum Command {
     /// Write token files only: every volume of --input tokenized with the backbone (ALGORITHM.md §3.2) into
     /// --out as <case>.tokens.npz + <case>.tokens.json; up-to-date token files are reused.
     Extract(Box<extract::ExtractArgs>),
+    /// Recompute the metrics of a finished `score` run against lesion label maps (writes eval.json).
+    Eval(eval::EvalArgs),
 }
 
 /// Flags shared by every subcommand that shows progress or writes an output folder.
@@ -56,5 +59,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => score::run(*args),
         Command::Check(args) => check::run(args),
         Command::Extract(args) => extract::run(*args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -124,6 +124,31 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         }
         assert!(out.join(format!("token_scores/{id}.npy")).exists());
     }
+    // Every written map and mask opens in SimpleITK with its input's size, spacing, origin and direction.
+    let code = format!(
+        "import SimpleITK as sitk, numpy as np, glob, os\n\
+         n = 0\n\
+         for d in [{h:?}, {q:?}]:\n\
+         \x20   for f in sorted(glob.glob(os.path.join(d, '*.nii.gz'))):\n\
+         \x20       case = os.path.basename(f)[:-7]\n\
+         \x20       a = sitk.ReadImage(f)\n\
+         \x20       for o in [os.path.join({o:?}, 'maps', case + '_anomaly.nii.gz'), os.path.join({o:?}, 'masks', case + '_mask.nii.gz')]:\n\
+         \x20           b = sitk.ReadImage(o)\n\
+         \x20           assert a.GetSize() == b.GetSize(), o\n\
+         \x20           for x, y in [(a.GetSpacing(), b.GetSpacing()), (a.GetOrigin(), b.GetOrigin()), (a.GetDirection(), b.GetDirection())]:\n\
+         \x20               assert np.allclose(x, y, atol=1e-4), (o, x, y)\n\
+         \x20           n += 1\n\
+         print(n)\n",
+        h = s(&healthy),
+        q = s(&query),
+        o = s(&out)
+    );
+    assert_eq!(
+        run_python(&["-c", &code]).trim(),
+        "14",
+        "maps and masks checked in SimpleITK"
+    );
+
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let m = &summary["metrics"];
@@ -172,4 +197,107 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("q9") && err.contains("label"), "{err}");
     assert!(!out2.exists(), "{err}");
+}
+
+/// A run killed during extraction, rerun with the same arguments, resumes from the token cache and gives
+/// the same results as an uninterrupted run.
+#[test]
+fn an_interrupted_run_resumes_with_identical_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let query = dir.path().join("q");
+    std::fs::create_dir_all(&query).unwrap();
+    for i in 0..6 {
+        write_volume(
+            &query.join(format!("v{i}.nii.gz")),
+            &volume(30 + i, i % 2 == 0).0,
+            &AFFINE,
+        )
+        .unwrap();
+    }
+    let model = tiny_model(0);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "score",
+            "--query",
+            s(&query),
+            "--out",
+            s(out),
+            "--model",
+            s(&model),
+            "--size",
+            "112",
+            "--layers",
+            "2,4",
+            "--proj-dim",
+            "16",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let full = dir.path().join("full");
+    let full_args = args(&full);
+    ok(&run_mri_ad(
+        &full_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+
+    let cut = dir.path().join("cut");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mri-ad"))
+        .args(args(&cut))
+        .env("ORT_DYLIB_PATH", ort_lib())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tokens = cut.join("tokens");
+    // Complete cases: a token file and its sidecar (the sidecar is written second).
+    let count = || {
+        std::fs::read_dir(&tokens)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".tokens.json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while count() == 0 && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = count();
+    assert!(
+        (1..6).contains(&done),
+        "the kill must land during extraction ({done} of 6 token files)"
+    );
+    assert!(!cut.join("scores.csv").exists());
+
+    let log = ok(&run_mri_ad(
+        &args(&cut).iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    // The complete cases are reused (a case killed between its token file and its sidecar is recomputed).
+    assert!(
+        log.contains(&format!("{} computed, {done} reused", 6 - done)),
+        "{log}"
+    );
+    for file in ["scores.csv", "graph.json"] {
+        assert_eq!(
+            std::fs::read(cut.join(file)).unwrap(),
+            std::fs::read(full.join(file)).unwrap(),
+            "{file} differs from the uninterrupted run"
+        );
+    }
+    for i in 0..6 {
+        let f = format!("maps/v{i}_anomaly.nii.gz");
+        assert_eq!(
+            std::fs::read(cut.join(&f)).unwrap(),
+            std::fs::read(full.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
 }

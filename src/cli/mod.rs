@@ -53,6 +53,92 @@ pub struct CommonArgs {
     pub force: bool,
 }
 
+/// Backbone, tokenizer and preprocessing flags shared by `extract` and `score` on volumes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackboneArgs {
+    /// The ONNX model (contract in onnx/README.md).
+    #[arg(long, default_value = "onnx/dinov2_vits14.onnx")]
+    pub model: std::path::PathBuf,
+    /// The ONNX Runtime shared library (libonnxruntime.so.*, from the onnxruntime or onnxruntime-gpu wheel);
+    /// default: the ORT_DYLIB_PATH environment variable.
+    #[arg(long)]
+    pub ort_lib: Option<std::path::PathBuf>,
+    /// auto: CUDA if the CUDA execution provider really registers, else CPU with a notice; cuda: fail
+    /// (exit 2) with the provider's error when it cannot run; cpu.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    pub device: String,
+    /// Slices per backbone call (default 14 = one pooling group).
+    #[arg(long, default_value_t = 14)]
+    pub batch: usize,
+    /// Backbone blocks to use, 1-based (the model must export `layer_<k>` for each).
+    #[arg(long, value_delimiter = ',', default_value = "6,9,12")]
+    pub layers: Vec<usize>,
+    /// Random projection dimension d' (fused token width 3d').
+    #[arg(long, default_value_t = 128)]
+    pub proj_dim: usize,
+    /// Cube edge S (multiple of 14): volumes are resized to S³, the tokens form a (S/14)³ grid.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// A token is void (excluded from graph links) when more than this fraction of its 14³ voxels is background.
+    #[arg(long, default_value_t = 0.5)]
+    pub void_threshold: f64,
+    /// Margin in voxels around the brain's bounding box before resizing to the cube.
+    #[arg(long, default_value_t = 2)]
+    pub margin: usize,
+    /// Nyúl landmarks to use (JSON written by a score run as nyul.json or by extract --save-nyul); by
+    /// default they are learned from the volumes (the healthy ones in `score`).
+    #[arg(long, value_name = "FILE")]
+    pub nyul: Option<std::path::PathBuf>,
+}
+
+impl BackboneArgs {
+    /// The extraction configuration for these flags (validated).
+    pub fn extract_config(
+        &self,
+        out: std::path::PathBuf,
+        shard: crate::extract::Shard,
+        threads: usize,
+        seed: u64,
+        common: &CommonArgs,
+    ) -> Result<crate::extract::ExtractConfig> {
+        let device = self
+            .device
+            .parse()
+            .map_err(|e: String| crate::Error::bad_argument("--device", e))?;
+        let cfg = crate::extract::ExtractConfig {
+            out,
+            shard,
+            model: self.model.clone(),
+            ort_lib: self.ort_lib.clone(),
+            device,
+            threads,
+            layers: self.layers.clone(),
+            proj_dim: self.proj_dim,
+            seed,
+            size: self.size,
+            tokenizer: crate::tokens::TokenizerConfig {
+                batch: self.batch,
+                void_threshold: self.void_threshold,
+                record_batches: false,
+            },
+            force: common.force,
+            progress: !common.no_progress && !common.quiet,
+            quiet: common.quiet,
+            save_projection: None,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The preprocessing configuration for these flags.
+    pub fn preprocess(&self) -> crate::volume::PreprocessConfig {
+        crate::volume::PreprocessConfig {
+            size: self.size,
+            margin: self.margin,
+        }
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -60,5 +146,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Extract(args) => extract::run(*args),
         Command::Eval(args) => eval::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

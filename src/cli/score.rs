@@ -11,15 +11,13 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::extract::{ExtractConfig, Shard};
+use crate::extract::Shard;
 use crate::io::{atomic, outdir, tokens};
 use crate::pipeline::{self, PipelineConfig};
 use crate::progress::Progress;
 use crate::score::codegraph::communities::OutlierRule;
 use crate::score::msm::Distance;
 use crate::score::{score_batch, Method, RefineMode, ScoreConfig};
-use crate::tokens::TokenizerConfig;
-use crate::volume::PreprocessConfig;
 use crate::{Error, Result};
 
 /// Arguments of `mri-ad score`.
@@ -44,37 +42,8 @@ pub struct ScoreArgs {
     /// Output folder (created; a non-empty folder that is not an mri-ad run folder needs --force).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// The ONNX model (contract in onnx/README.md).
-    #[arg(long, default_value = "onnx/dinov2_vits14.onnx")]
-    pub model: PathBuf,
-    /// The ONNX Runtime shared library (libonnxruntime.so.*); default: the ORT_DYLIB_PATH environment variable.
-    #[arg(long)]
-    pub ort_lib: Option<PathBuf>,
-    /// auto: CUDA if it really registers, else CPU with a notice; cuda: fail (exit 2) when it cannot run.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
-    pub device: String,
-    /// Slices per backbone call.
-    #[arg(long, default_value_t = 14)]
-    pub batch: usize,
-    /// Backbone blocks whose tokens are used (1-based).
-    #[arg(long, value_delimiter = ',', default_value = "6,9,12")]
-    pub layers: Vec<usize>,
-    /// Projection dimension d' per axis (tokens have 3·d' features).
-    #[arg(long, default_value_t = 128)]
-    pub proj_dim: usize,
-    /// Cube edge S (a multiple of 14): volumes are resized to S³, tokens form a (S/14)³ grid.
-    #[arg(long, default_value_t = 224)]
-    pub size: usize,
-    /// A token is void when more than this fraction of its 14³ cube is outside the brain.
-    #[arg(long, default_value_t = 0.5)]
-    pub void_threshold: f64,
-    /// Margin in voxels around the brain's bounding box before resizing.
-    #[arg(long, default_value_t = 2)]
-    pub margin: usize,
-    /// Nyúl landmarks to use (JSON written by a run as nyul.json, or by extract --save-nyul); by default
-    /// they are learned from the healthy volumes (all volumes without --healthy).
-    #[arg(long, value_name = "FILE")]
-    pub nyul: Option<PathBuf>,
+    #[command(flatten)]
+    pub backbone: super::BackboneArgs,
     /// TOML file with any of the settings below (keys are the flag names, e.g. `tukey-k = 3.0`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -266,47 +235,28 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 }
 
 fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
-    let progress = !args.common.no_progress && !args.common.quiet;
-    let extract = ExtractConfig {
-        out: args.out.join("tokens"),
-        shard: Shard::ALL,
-        model: args.model.clone(),
-        ort_lib: args.ort_lib.clone(),
-        device: args
-            .device
-            .parse()
-            .map_err(|e: String| Error::bad_argument("--device", e))?,
-        threads: config.threads,
-        layers: args.layers.clone(),
-        proj_dim: args.proj_dim,
-        seed: config.seed,
-        size: args.size,
-        tokenizer: TokenizerConfig {
-            batch: args.batch,
-            void_threshold: args.void_threshold,
-            record_batches: false,
+    let extract = args.backbone.extract_config(
+        args.out.join("tokens"),
+        Shard::ALL,
+        config.threads,
+        config.seed,
+        &super::CommonArgs {
+            force: false,
+            ..args.common.clone()
         },
-        force: false,
-        progress,
-        quiet: args.common.quiet,
-        save_projection: None,
-    };
-    extract.validate()?;
+    )?;
     let cfg = PipelineConfig {
         healthy: args.healthy.clone(),
         query: args.query.clone().expect("checked by run"),
         labels: args.labels.clone(),
         out: args.out.clone(),
-        nyul: args.nyul.clone(),
-        preprocess: PreprocessConfig {
-            size: args.size,
-            margin: args.margin,
-        },
+        nyul: args.backbone.nyul.clone(),
+        preprocess: args.backbone.preprocess(),
         extract,
         score: config,
         force: args.common.force,
         quiet: args.common.quiet,
-        progress,
+        progress: !args.common.no_progress && !args.common.quiet,
     };
     pipeline::run(&cfg)
 }

@@ -182,6 +182,8 @@ pub struct ExtractSummary {
     pub background_reused: usize,
     /// The provider that ran, when the model was loaded.
     pub provider: Option<String>,
+    /// SHA-256 of the model file (part of every token file's cache key).
+    pub model_sha256: String,
     pub seconds: f64,
     pub per_case: Vec<CaseReport>,
 }
@@ -314,6 +316,7 @@ pub fn run_with(
     };
     let mut summary = ExtractSummary {
         cases: cases.len(),
+        model_sha256: model_sha256.to_string(),
         ..Default::default()
     };
     let mut backbone: Option<Tokenizer> = None;

@@ -28,8 +28,9 @@ use crate::io::{atomic, discover, nifti, outdir, tokens};
 use crate::progress::Progress;
 use crate::report::{self, ScoreRow};
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
+use crate::volume::crop::CropBox;
 use crate::volume::nyul::NyulModel;
-use crate::volume::{PreprocessConfig, Preprocessor};
+use crate::volume::{CropMode, PreprocessConfig, Preprocessor};
 use crate::{eval, Error, Result, TokenSet};
 
 /// Marker file of a run folder.
@@ -161,9 +162,18 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
 
     let t = Instant::now();
     let cases = discover_cases(cfg)?;
-    let preprocessor = Preprocessor::new(cfg.preprocess.clone())?;
-    prepare_run_folder(&cfg.out, cfg.force)?;
+    let mut preprocessor = Preprocessor::new(cfg.preprocess.clone())?;
     stage(&mut timings, "discovery", t);
+    // The batch crop box reads every volume once: a volume that cannot be read or lies on another grid
+    // stops the run before its folder exists.
+    if cfg.preprocess.crop == CropMode::Batch {
+        let t = Instant::now();
+        let paths: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
+        let crop = preprocessor.union_box(&paths, &progress)?;
+        preprocessor = preprocessor.with_batch_box(crop);
+        stage(&mut timings, "crop box", t);
+    }
+    prepare_run_folder(&cfg.out, cfg.force)?;
     say(format!(
         "{} cases: {} healthy, {} query{}",
         cases.len(),
@@ -214,9 +224,9 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     };
     let source = NiftiCubes::from_cases(
         cases.iter().map(|c| c.input.clone()).collect(),
-        cfg.preprocess.clone(),
+        preprocessor.clone(),
         nyul,
-    )?;
+    );
     let extracted = crate::extract::run(&extract_cfg, &source)?;
     stage(&mut timings, "tokens", t);
 
@@ -269,9 +279,13 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         "cases": names.len(),
         "inputs": cases.iter().map(|c| json!({"case": c.input.id, "group": c.group, "image": c.input.path, "label": c.label})).collect::<Vec<_>>(),
         "margin": cfg.preprocess.margin,
+        "crop": {"mode": cfg.preprocess.crop, "batch_box": preprocessor.batch_box},
         "preprocessing": source_preprocessing(&source),
         "backbone": {
             "model": cfg.extract.model,
+            "model_sha256": extracted.model_sha256,
+            "ort_lib": cfg.extract.ort_lib.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from)),
+            "device": cfg.extract.device.to_string(),
             "layers": cfg.extract.layers,
             "proj_dim": cfg.extract.proj_dim,
             "seed": cfg.extract.seed,
@@ -348,6 +362,9 @@ fn maps_and_metrics(
     let mut token_scores = Vec::new();
     let mut token_labels = Vec::new();
     let mut case_labels = vec![None; cases.len()];
+    // Lesion cases: whether the hottest voxel of the upsampled map (the first maximum in raster order) lies
+    // in the lesion.
+    let mut hottest_in_lesion: Vec<(String, bool)> = Vec::new();
     let bar = progress.bar(
         cases.len() as u64,
         if job.write { "maps" } else { "evaluation" },
@@ -367,6 +384,13 @@ fn maps_and_metrics(
         if job.with_labels {
             let mask = lesion_cube(c, &prepared.transform)?;
             case_labels[a] = Some(mask.iter().any(|&v| v) as u8);
+            if case_labels[a] == Some(1) {
+                let hottest = hottest_voxel(&up);
+                hottest_in_lesion.push((
+                    c.input.id.clone(),
+                    mask.as_slice().expect("standard layout")[hottest],
+                ));
+            }
             histogram.add(up.iter().copied(), mask.iter().copied());
             token_scores.extend(scores[a].iter().copied());
             token_labels.extend(eval::pool_labels(mask.view(), patch).iter().copied());
@@ -437,12 +461,27 @@ fn maps_and_metrics(
         "dice_mean": dice.iter().sum::<f64>() / dice.len() as f64,
         "dice_mean_lesion_cases": (!lesion_dice.is_empty()).then(|| lesion_dice.iter().sum::<f64>() / lesion_dice.len() as f64),
         "dice_per_case": per_case,
+        "hottest_voxel_in_lesion_fraction": (!hottest_in_lesion.is_empty()).then(|| {
+            hottest_in_lesion.iter().filter(|h| h.1).count() as f64 / hottest_in_lesion.len() as f64
+        }),
+        "hottest_voxel_in_lesion": hottest_in_lesion.iter().map(|(c, h)| (c.clone(), json!(h))).collect::<serde_json::Map<String, Value>>(),
     });
     Ok(Evaluation {
         case_labels,
         metrics,
         masks_note: json!("threshold: the token-grid F1-max threshold t* (dice_threshold), applied to the upsampled maps"),
     })
+}
+
+/// Raster index of the first maximum of a map.
+fn hottest_voxel(map: &Array3<f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in map.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
 }
 
 /// The lesion mask of a case in the cube space (any label > 0); healthy cases have none.
@@ -554,7 +593,23 @@ pub fn evaluate_run(run: &Path, labels: &Path, progress: &Progress) -> Result<Va
             format!("token scores of {m} entries do not form a cube grid for size {size}"),
         ));
     }
-    let preprocessor = Preprocessor::new(PreprocessConfig { size, margin })?;
+    // The crop as the run recorded it (runs from before `crop` existed cropped each volume on its own).
+    let crop_mode = match summary["crop"]["mode"].as_str() {
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| Error::bad_input(&summary_path, e))?,
+        None => CropMode::Volume,
+    };
+    let mut preprocessor = Preprocessor::new(PreprocessConfig {
+        size,
+        margin,
+        crop: crop_mode,
+    })?;
+    if crop_mode == CropMode::Batch {
+        let crop: CropBox = serde_json::from_value(summary["crop"]["batch_box"].clone())
+            .map_err(|e| bad(&format!("`crop.batch_box` ({e})")))?;
+        preprocessor = preprocessor.with_batch_box(crop);
+    }
     let job = MapsJob {
         out: run,
         size,

@@ -11,7 +11,7 @@
 mod common;
 
 use mri_ad::io::nifti::{self, apply_affine};
-use mri_ad::volume::{PreprocessConfig, Preprocessor};
+use mri_ad::volume::{CropMode, PreprocessConfig, Preprocessor};
 use ndarray::Array3;
 
 const SIZE: usize = 28;
@@ -35,6 +35,7 @@ fn maps_land_on_the_input_grid_and_world_positions() {
     let pre = Preprocessor::new(PreprocessConfig {
         size: SIZE,
         margin: 2,
+        crop: CropMode::Volume,
     })
     .unwrap();
     for case in cases(dir) {
@@ -79,6 +80,7 @@ fn round_trip_restores_the_native_grid_exactly() {
     let pre = Preprocessor::new(PreprocessConfig {
         size: 56,
         margin: 2,
+        crop: CropMode::Volume,
     })
     .unwrap();
     for case in cases(dir) {

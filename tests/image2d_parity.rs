@@ -180,13 +180,27 @@ fn lnamd_and_bilinear_match_numpy() {
     }
     println!("LNAMD + bilinear: max difference {worst:.2e}");
 
-    // Speed at the real size: M = 1369, C = 1024, r = 5.
+    // Speed at the real size: M = 1369, C = 1024 (printed; the parity above is the check).
     let big = Array2::from_shape_fn((1369, 1024), |_| normal(&mut rng));
+    for r in [1, 3, 5] {
+        let t = Instant::now();
+        let z = lnamd(big.view(), (37, 37), r).unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        println!("LNAMD 1369×1024 r={r}: {ms:.1} ms");
+        assert_eq!(z.dim(), (1369, 1024));
+    }
     let t = Instant::now();
-    let z = lnamd(big.view(), (37, 37), 5).unwrap();
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    println!("LNAMD 1369×1024 r=5: {ms:.1} ms");
-    assert_eq!(z.dim(), (1369, 1024));
+    let ln = mri_ad::tokens::lnamd::layer_norm_map(big.view());
+    println!(
+        "  of which layer norm: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = Instant::now();
+    box_mean(ln.view(), (37, 37), 5).unwrap();
+    println!(
+        "  of which box mean r=5: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 #[test]

@@ -69,16 +69,23 @@ fn check(m: usize, grid: (usize, usize), r: usize) -> Result<()> {
 pub fn box_mean(x: ArrayView2<f32>, grid: (usize, usize), r: usize) -> Result<Array2<f32>> {
     let (m, c) = x.dim();
     check(m, grid, r)?;
+    if r == 1 {
+        // One term with divisor 1: the identity, exactly.
+        return Ok(x.to_owned());
+    }
     let (h, w) = grid;
     let half = r / 2;
+    let x = x.as_standard_layout();
+    // A standard-layout array is always one contiguous slice.
+    let xs = x.as_slice().expect("standard layout is contiguous");
     // Row pass: sum over the columns j−half..=j+half that lie inside the grid (zero padding elsewhere).
     let mut rows = vec![0.0f64; m * c];
     for i in 0..h {
         for j in 0..w {
             let acc = &mut rows[(i * w + j) * c..(i * w + j + 1) * c];
             for jj in j.saturating_sub(half)..(j + half + 1).min(w) {
-                let src = x.row(i * w + jj);
-                for (a, &v) in acc.iter_mut().zip(src.iter()) {
+                let src = &xs[(i * w + jj) * c..(i * w + jj + 1) * c];
+                for (a, &v) in acc.iter_mut().zip(src) {
                     *a += v as f64;
                 }
             }

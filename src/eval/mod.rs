@@ -1,5 +1,6 @@
 //! Evaluation (ALGORITHM.md §8): AUROC, average precision and F1-max with scikit-learn's conventions, and
-//! the 3D Dice protocol of §8.3.
+//! the 3D Dice protocol of §8.3; the 2D pieces: bilinear align-corners upsampling (§7.1), RsCIN ([`rscin`]),
+//! AUPRO ([`aupro`]) and the label-free GMM threshold of §9 ([`gmm`]).
 //!
 //! Input: scores and binary labels (flat slices), or per-case token grids and full-resolution lesion masks.
 //! Output: the metrics; the Dice protocol also returns its threshold and per-case values.
@@ -10,7 +11,11 @@
 //! Metrics that are undefined (one class only) are `None`, never a number that looks like a result.
 //! Traps: scores are compared as f64; NaN scores are refused by the callers (maps never hold NaN).
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
+
+pub mod aupro;
+pub mod gmm;
+pub mod rscin;
 
 /// Scores sorted descending with labels, grouped by distinct score: `(score, positives, negatives)`.
 fn groups(scores: &[f32], labels: &[bool]) -> Vec<(f64, u64, u64)> {
@@ -153,6 +158,36 @@ pub fn upsample_trilinear(grid: ArrayView3<f32>, size: [usize; 3]) -> Array3<f32
             )
         };
         lerp(plane(z0), plane(z1), fz)
+    })
+}
+
+/// Bilinear upsampling with align-corners semantics (ALGORITHM.md §7.1 step 1): output pixel `o` samples
+/// input coordinate `o·(g−1)/(s−1)` on each axis, so the four corners reproduce the grid's corners exactly.
+/// `grid` is `[gh, gw]`, `size` is `(sh, sw)`. An axis with one grid cell or one output pixel samples
+/// coordinate 0 (the formula's `0/0`), i.e. that axis is constant; an empty grid gives an all-zero output.
+pub fn upsample_bilinear(grid: ArrayView2<f32>, size: (usize, usize)) -> Array2<f32> {
+    let (gh, gw) = grid.dim();
+    if gh == 0 || gw == 0 {
+        return Array2::zeros(size);
+    }
+    let coord = |o: usize, g: usize, s: usize| -> (usize, usize, f32) {
+        if g == 1 || s == 1 {
+            return (0, 0, 0.0);
+        }
+        let c = o as f64 * (g - 1) as f64 / (s - 1) as f64;
+        let lo = (c.floor() as usize).min(g - 1);
+        (lo, (lo + 1).min(g - 1), (c - lo as f64) as f32)
+    };
+    let cy: Vec<_> = (0..size.0).map(|o| coord(o, gh, size.0)).collect();
+    let cx: Vec<_> = (0..size.1).map(|o| coord(o, gw, size.1)).collect();
+    Array2::from_shape_fn(size, |(j, i)| {
+        let ((y0, y1, fy), (x0, x1, fx)) = (cy[j], cx[i]);
+        let lerp = |a: f32, b: f32, f: f32| a + (b - a) * f;
+        lerp(
+            lerp(grid[[y0, x0]], grid[[y0, x1]], fx),
+            lerp(grid[[y1, x0]], grid[[y1, x1]], fx),
+            fy,
+        )
     })
 }
 
@@ -327,6 +362,18 @@ mod tests {
         assert_eq!(up[[0, 0, 0]], 0.0);
         assert_eq!(up[[2, 2, 2]], 7.0);
         assert_eq!(up[[1, 1, 1]], 3.5);
+        let g2 = Array2::from_shape_vec((2, 3), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let up2 = upsample_bilinear(g2.view(), (3, 5));
+        // corners exact; row 1 is the mean of the two rows; column 1 samples x = 0.5.
+        assert_eq!(up2[[0, 0]], 0.0);
+        assert_eq!(up2[[2, 4]], 5.0);
+        assert_eq!(up2[[1, 2]], 2.5);
+        assert_eq!(up2[[0, 1]], 0.5);
+        assert_eq!(upsample_bilinear(g2.view(), (1, 1))[[0, 0]], 0.0);
+        let one = Array2::from_elem((1, 1), 7.0f32);
+        assert!(upsample_bilinear(one.view(), (4, 3))
+            .iter()
+            .all(|&v| v == 7.0));
         let mask = Array3::from_shape_fn((4, 4, 4), |(z, y, x)| z == 3 && y == 0 && x == 2);
         let pooled = pool_labels(mask.view(), 2);
         assert_eq!(pooled.iter().filter(|&&v| v).count(), 1);

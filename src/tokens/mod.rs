@@ -34,6 +34,7 @@ use crate::{Error, Result, TokenSet};
 
 pub mod axes;
 pub mod fusion;
+pub mod lnamd;
 pub mod pooling;
 pub mod projection;
 pub mod void;

@@ -365,6 +365,13 @@ fn maps_and_metrics(
     // Lesion cases: whether the hottest voxel of the upsampled map (the first maximum in raster order) lies
     // in the lesion.
     let mut hottest_in_lesion: Vec<(String, bool)> = Vec::new();
+    // Without labels: the label-free masks of §9, one GMM threshold per volume.
+    let gmm_masks_dir = if job.write && !job.with_labels {
+        Some(outdir::subdir(job.out, "masks")?)
+    } else {
+        None
+    };
+    let mut gmm_per_case = serde_json::Map::new();
     let bar = progress.bar(
         cases.len() as u64,
         if job.write { "maps" } else { "evaluation" },
@@ -380,6 +387,22 @@ fn maps_and_metrics(
                 &volume,
                 &native,
             )?;
+        }
+        if let Some(dir) = &gmm_masks_dir {
+            let fit = gmm_mask_threshold(&up, &prepared.mask, &c.input.path)?;
+            let predicted = ndarray::Zip::from(&up)
+                .and(&prepared.mask)
+                .map_collect(|&v, &brain| (brain && v as f64 > fit.tau) as u8);
+            let native = prepared.transform.mask_to_native(&predicted)?;
+            nifti::write_mask_like(
+                &dir.join(format!("{}_mask.nii.gz", c.input.id)),
+                &volume,
+                &native,
+            )?;
+            gmm_per_case.insert(
+                c.input.id.clone(),
+                serde_json::to_value(&fit).expect("serialisable"),
+            );
         }
         if job.with_labels {
             let mask = lesion_cube(c, &prepared.transform)?;
@@ -402,8 +425,16 @@ fn maps_and_metrics(
         return Ok(Evaluation {
             case_labels,
             metrics: Value::Null,
-            masks_note: json!("not written: binary masks need --labels (the token-grid F1-max threshold); \
-                               the label-free GMM threshold of ALGORITHM.md §9 is not implemented yet"),
+            masks_note: if job.write {
+                json!({
+                    "threshold": "label-free: per volume, the GMM threshold of ALGORITHM.md §9 (q_tr 0.95, alpha_tail 0.01) \
+                                  fitted on the brain voxels of the upsampled S³ map (at most 2^18 of them, an even stride); \
+                                  mask = brain voxel with value > tau",
+                    "per_case": gmm_per_case,
+                })
+            } else {
+                Value::Null
+            },
         });
     }
     // Patient level.
@@ -471,6 +502,30 @@ fn maps_and_metrics(
         metrics,
         masks_note: json!("threshold: the token-grid F1-max threshold t* (dice_threshold), applied to the upsampled maps"),
     })
+}
+
+/// The §9 threshold of one volume's upsampled map, fitted on its brain voxels (an even stride keeps at most
+/// 2^18 of them: the EM runs 100 iterations at most, and a few hundred thousand values pin the two
+/// Gaussians down).
+fn gmm_mask_threshold(
+    up: &Array3<f32>,
+    brain: &Array3<bool>,
+    path: &Path,
+) -> Result<eval::gmm::GmmThreshold> {
+    let values: Vec<f32> = up
+        .iter()
+        .zip(brain.iter())
+        .filter(|(_, &b)| b)
+        .map(|(&v, _)| v)
+        .collect();
+    let stride = values.len().div_ceil(1 << 18).max(1);
+    let sample: Vec<f32> = values.iter().step_by(stride).copied().collect();
+    eval::gmm::gmm_threshold(
+        &sample,
+        eval::gmm::DEFAULT_Q_TR,
+        eval::gmm::DEFAULT_ALPHA_TAIL,
+    )
+    .map_err(|e| Error::bad_input(path, format!("the label-free mask threshold failed: {e}")))
 }
 
 /// Raster index of the first maximum of a map.

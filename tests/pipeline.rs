@@ -13,6 +13,12 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn read_npy_f32(path: &Path) -> Vec<f32> {
+    let file = std::fs::File::open(path).unwrap();
+    let a: ndarray::Array1<f32> = ndarray_npy::ReadNpyExt::read_npy(file).unwrap();
+    a.to_vec()
+}
+
 const AFFINE: Affine = [
     [-1.3, 0.0, 0.0, 90.0],
     [0.0, -1.1, 0.0, 110.0],
@@ -188,6 +194,34 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     let again: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(again["metrics"], summary["metrics"]);
+
+    // Without --labels the masks come from the label-free GMM threshold (ALGORITHM.md §9), one per volume.
+    let out3 = dir.path().join("run3");
+    let unlabeled: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--labels" && *a != s(&labels))
+        .map(|a| if a == s(&out) { s(&out3) } else { a })
+        .collect();
+    ok(&run_mri_ad(&unlabeled));
+    let free: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out3.join("summary.json")).unwrap()).unwrap();
+    let per_case = free["masks"]["per_case"]
+        .as_object()
+        .expect("GMM thresholds per case");
+    assert_eq!(per_case.len(), 7, "{}", free["masks"]);
+    for (case, fit) in per_case {
+        let tau = fit["tau"].as_f64().unwrap();
+        let token_scores = read_npy_f32(&out3.join(format!("token_scores/{case}.npy")));
+        let max = token_scores.iter().copied().fold(f32::MIN, f32::max) as f64;
+        assert!(
+            tau.is_finite() && tau < max,
+            "{case}: tau {tau}, max score {max}"
+        );
+        let mask = read_volume(&out3.join(format!("masks/{case}_mask.nii.gz"))).unwrap();
+        let on = mask.data.iter().filter(|&&v| v > 0.0).count();
+        assert!(on > 0 && on < mask.data.len() / 2, "{case}: {on} voxels on");
+    }
 
     // The same command again resumes: no token is recomputed, the results are identical.
     ok(&run_mri_ad(&args));

@@ -280,6 +280,13 @@ fn same_seed_gives_identical_outputs_whatever_the_thread_count() {
             read(&runs[0].join("scores.csv")),
             read(&other.join("scores.csv"))
         );
+        for plot in ["histogram.png", "scaling.png", "graph.png"] {
+            assert_eq!(
+                read(&runs[0].join("plots").join(plot)),
+                read(&other.join("plots").join(plot)),
+                "{plot} differs"
+            );
+        }
     }
 }
 

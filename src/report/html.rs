@@ -91,7 +91,10 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
         escape(command),
         escape(summary["mri_ad_version"].as_str().unwrap_or("?")),
         rows.len(),
-        number(&summary["total_seconds"])
+        summary["total_seconds"]
+            .as_f64()
+            .map(|t| format!("{t:.1}"))
+            .unwrap_or_else(|| "?".into())
     );
     // Metrics (volumes with labels).
     let metrics = &summary["metrics"];

@@ -9,6 +9,7 @@ at rank i is the mean over the layers (undefined if any layer's is); the curve i
 split into "flagged" (the positions listed under "excluded" in graph.json, when there is one) and "normal"
 (every other valid token). Checks the counts exactly and the means to --tol; also checks that the fitted
 slope printed by mri-ad equals an OLS fit of the reference curve over the same ranks. Exits 1 on a mismatch.
+Compares runs without --divide (a divided run's curve is the sum of its parts' curves, each with its own N).
 """
 import argparse
 import glob

@@ -328,6 +328,19 @@ fn histogram_panel(
             .label(format!("{name} (n = {})", values.len()))
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
     }
+    if groups.is_empty() {
+        let (w, h) = chart.plotting_area().dim_in_pixel();
+        chart
+            .plotting_area()
+            .strip_coord_spec()
+            .draw(&Text::new(
+                "no values",
+                (w as i32 / 2 - 30, h as i32 / 2),
+                font(16),
+            ))
+            .map_err(s)?;
+        return Ok(());
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -459,6 +472,19 @@ pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
                 .legend(|(x, y)| {
                     PathElement::new([(x, y), (x + 18, y)], RGBColor(90, 90, 90).stroke_width(2))
                 });
+        }
+        if normal.is_empty() && flagged.is_empty() {
+            let (_, h) = chart.plotting_area().dim_in_pixel();
+            chart
+                .plotting_area()
+                .strip_coord_spec()
+                .draw(&Text::new(
+                    "no rank has a defined growth rate (all distances zero or too few cases)",
+                    (20, h as i32 / 2),
+                    font(16),
+                ))
+                .map_err(s)?;
+            return Ok(());
         }
         for (label, points, colour) in [
             (

@@ -14,8 +14,8 @@
 //! and opacity 0.35 to 0.8 as the value goes from the threshold to `top`. Contour: green, one pixel wide
 //! on the magnified image. A white cross marks the hottest voxel.
 //!
-//! Traps: the hottest voxel is the first maximum in raster order (NaN values are ignored); a map that is
-//! constant gives its first voxel. Mismatched shapes are an error, not a panic.
+//! Traps: the hottest voxel is, among the tied maxima, the one nearest to their centroid (see [`hottest`]);
+//! a constant map gives its centre. Mismatched shapes are an error, not a panic.
 
 use std::path::Path;
 
@@ -61,14 +61,38 @@ pub fn overlay_range(token_scores: &[Vec<f32>]) -> (f32, f32) {
     (v[idx], top)
 }
 
-/// The first maximum of the map in raster order, `(z, y, x)`.
+/// The hottest voxel `(z, y, x)`: among the voxels holding the maximum (trilinear upsampling makes ties:
+/// 2×2×2 around a token centre of an even patch, whole plateaus along the cube's border), the one nearest
+/// to their centroid, the first in raster order on equal distance. NaN values are ignored.
 pub fn hottest(map: ArrayView3<f32>) -> (usize, usize, usize) {
-    let mut best = (0, 0, 0);
-    let mut value = f32::NEG_INFINITY;
-    for (idx, &v) in map.indexed_iter() {
-        if v > value {
-            value = v;
-            best = idx;
+    let value = map
+        .iter()
+        .copied()
+        .filter(|v| !v.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let tied: Vec<(usize, usize, usize)> = map
+        .indexed_iter()
+        .filter(|(_, &v)| v == value)
+        .map(|(i, _)| i)
+        .collect();
+    if tied.is_empty() {
+        return (0, 0, 0);
+    }
+    let n = tied.len() as f64;
+    let c = tied.iter().fold([0.0f64; 3], |a, &(z, y, x)| {
+        [
+            a[0] + z as f64 / n,
+            a[1] + y as f64 / n,
+            a[2] + x as f64 / n,
+        ]
+    });
+    let d2 = |&(z, y, x): &(usize, usize, usize)| {
+        (z as f64 - c[0]).powi(2) + (y as f64 - c[1]).powi(2) + (x as f64 - c[2]).powi(2)
+    };
+    let mut best = tied[0];
+    for t in &tied[1..] {
+        if d2(t) < d2(&best) {
+            best = *t;
         }
     }
     best
@@ -350,6 +374,12 @@ mod tests {
         });
         let label = map.mapv(|v| v > 0.3);
         assert_eq!(hottest(map.view()), hot);
+        // Ties: a plateau picks its centre, a constant map the cube's centre, NaN is ignored.
+        let mut plateau = Array3::<f32>::zeros((9, 9, 9));
+        plateau.slice_mut(ndarray::s![0..3, 2..7, 4..9]).fill(2.0);
+        plateau[[8, 8, 8]] = f32::NAN;
+        assert_eq!(hottest(plateau.view()), (1, 4, 6));
+        assert_eq!(hottest(Array3::<f32>::zeros((5, 5, 5)).view()), (2, 2, 2));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.png");
         let q = QcImage {

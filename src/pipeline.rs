@@ -12,6 +12,8 @@
 //! * A run folder is marked with `.mri-ad-run`; running again into it (same or other settings) reuses the
 //!   token files whose cache key matches and replaces the rest of the outputs, so an interrupted run resumes.
 //!   A non-empty folder without the marker needs `--force`.
+//! * Plots (`plots/`, `index.html`; `--no-plots` skips `plots/`) are drawn by [`crate::report`]: the QC
+//!   montages in the maps pass, where each case's cube and upsampled map already exist.
 //! * Memory: volumes are read one at a time; the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps
 //!   (exact to about 1e-6), so no full-resolution map of the batch is held.
 
@@ -26,7 +28,7 @@ use crate::extract::ExtractConfig;
 use crate::io::cubes::{CaseInput, NiftiCubes};
 use crate::io::{atomic, discover, nifti, outdir, tokens};
 use crate::progress::Progress;
-use crate::report::{self, ScoreRow};
+use crate::report;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
 use crate::volume::crop::CropBox;
 use crate::volume::nyul::NyulModel;
@@ -52,6 +54,8 @@ pub struct PipelineConfig {
     pub force: bool,
     pub quiet: bool,
     pub progress: bool,
+    /// Draw `plots/` (false: `--no-plots`); `index.html` is written either way.
+    pub plots: bool,
 }
 
 /// One case of the batch.
@@ -252,10 +256,20 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         grid,
         with_labels: cfg.labels.is_some(),
         write: true,
+        qc: if cfg.plots {
+            Some(outdir::subdir(&cfg.out, "plots/qc")?)
+        } else {
+            None
+        },
     };
     let evaluation =
         maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)?;
     stage(&mut timings, "maps and evaluation", t);
+    if cfg.plots {
+        timings.push(
+            json!({"stage": "plots: QC montages (inside maps)", "seconds": evaluation.qc_seconds}),
+        );
+    }
 
     let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
     let groups: Vec<String> = cases.iter().map(|c| c.group.to_string()).collect();
@@ -270,6 +284,14 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         dim,
     )?;
     stage(&mut timings, "write outputs", t);
+    let rows = report::score_rows(&names, &groups, &evaluation.case_labels, &result);
+    let t = Instant::now();
+    let plots = if cfg.plots {
+        report::write_batch_plots(&cfg.out, &rows, &result)?
+    } else {
+        Vec::new()
+    };
+    stage(&mut timings, "plots: batch", t);
     let summary = json!({
         "mri_ad_version": env!("CARGO_PKG_VERSION"),
         "command": "score --healthy/--query",
@@ -302,8 +324,15 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         "total_seconds": started.elapsed().as_secs_f64(),
     });
     atomic::write_json(&cfg.out.join("summary.json"), &summary)?;
+    let links = report::html::IndexLinks {
+        plots,
+        qc: cfg.plots,
+        maps: true,
+        masks: cfg.labels.is_some(),
+    };
+    report::html::write_index(&cfg.out, &rows, &summary, &links)?;
     say(format!(
-        "done in {:.1} s; wrote {} (scores.csv, maps/, summary.json)",
+        "done in {:.1} s; wrote {} (scores.csv, maps/, summary.json, index.html)",
         started.elapsed().as_secs_f64(),
         cfg.out.display()
     ));
@@ -319,6 +348,8 @@ struct Evaluation {
     case_labels: Vec<Option<u8>>,
     metrics: Value,
     masks_note: Value,
+    /// Seconds spent drawing the QC montages.
+    qc_seconds: f64,
 }
 
 /// What [`maps_and_metrics`] works on.
@@ -329,6 +360,8 @@ struct MapsJob<'a> {
     with_labels: bool,
     /// Write the maps and masks (false: metrics only, for `eval`).
     write: bool,
+    /// Draw the QC montages into this folder.
+    qc: Option<PathBuf>,
 }
 
 /// Writes the anomaly maps on each input's grid and, with labels, computes the metrics of §8.3 and writes
@@ -372,6 +405,8 @@ fn maps_and_metrics(
         None
     };
     let mut gmm_per_case = serde_json::Map::new();
+    let overlay = report::plots::qc::overlay_range(scores);
+    let mut qc_seconds = 0.0;
     let bar = progress.bar(
         cases.len() as u64,
         if job.write { "maps" } else { "evaluation" },
@@ -404,8 +439,26 @@ fn maps_and_metrics(
                 serde_json::to_value(&fit).expect("serialisable"),
             );
         }
-        if job.with_labels {
-            let mask = lesion_cube(c, &prepared.transform)?;
+        let mask = if job.with_labels {
+            Some(lesion_cube(c, &prepared.transform)?)
+        } else {
+            None
+        };
+        if let Some(dir) = &job.qc {
+            let t = Instant::now();
+            let image = report::plots::QcImage {
+                case: &c.input.id,
+                cube: prepared.cube.view(),
+                map: up.view(),
+                label: mask.as_ref().map(|m| m.view()),
+                threshold: overlay.0,
+                top: overlay.1,
+                score: scores[a].iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            };
+            report::plots::qc_montage(&dir.join(format!("{}.png", c.input.id)), &image)?;
+            qc_seconds += t.elapsed().as_secs_f64();
+        }
+        if let Some(mask) = mask {
             case_labels[a] = Some(mask.iter().any(|&v| v) as u8);
             if case_labels[a] == Some(1) {
                 let hottest = hottest_voxel(&up);
@@ -435,6 +488,7 @@ fn maps_and_metrics(
             } else {
                 Value::Null
             },
+            qc_seconds,
         });
     }
     // Patient level.
@@ -501,6 +555,7 @@ fn maps_and_metrics(
         case_labels,
         metrics,
         masks_note: json!("threshold: the token-grid F1-max threshold t* (dice_threshold), applied to the upsampled maps"),
+        qc_seconds,
     })
 }
 
@@ -562,23 +617,7 @@ pub fn write_scoring_outputs(
     dim: usize,
 ) -> Result<Value> {
     report::write_token_scores(out, names, &result.token_scores)?;
-    let community = result
-        .graph
-        .as_ref()
-        .map(|g| report::community_of_case(g, names.len()))
-        .unwrap_or_else(|| vec![None; names.len()]);
-    let rows: Vec<ScoreRow> = (0..names.len())
-        .map(|a| ScoreRow {
-            case: names[a].clone(),
-            group: groups[a].clone(),
-            score: result.token_scores[a]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max),
-            label: labels[a],
-            community: community[a],
-        })
-        .collect();
+    let rows = report::score_rows(names, groups, labels, result);
     report::write_scores_csv(&out.join("scores.csv"), &rows)?;
     if let Some(g) = &result.graph {
         atomic::write_json(
@@ -608,6 +647,7 @@ pub fn write_scoring_outputs(
             "gflops": 2.0 * dim as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
         },
         "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
+        "similarity_scaling": result.scaling.to_json(),
     }))
 }
 
@@ -671,6 +711,7 @@ pub fn evaluate_run(run: &Path, labels: &Path, progress: &Progress) -> Result<Va
         grid: [g, g, g],
         with_labels: true,
         write: false,
+        qc: None,
     };
     let evaluation = maps_and_metrics(&job, &preprocessor, &cases, &scores, progress)?;
     let doc = json!({"run": run, "labels": labels, "metrics": evaluation.metrics});

@@ -19,6 +19,57 @@ fn read_npy_f32(path: &Path) -> Vec<f32> {
     a.to_vec()
 }
 
+/// Decodes a PNG and returns (width, height, RGB bytes); panics with the file name when it does not decode.
+fn png_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// The plots and the index page of a volume run: every file decodes, has a plausible size and is not blank,
+/// and the page names every case and links its QC montage and map.
+fn check_plots(out: &Path, ids: &[&str], with_labels: bool) {
+    let mut files = vec!["histogram.png", "scaling.png", "graph.png"];
+    if with_labels {
+        files.push("roc.png");
+    }
+    let mut pngs: Vec<std::path::PathBuf> =
+        files.iter().map(|f| out.join("plots").join(f)).collect();
+    pngs.extend(ids.iter().map(|id| out.join(format!("plots/qc/{id}.png"))));
+    for p in &pngs {
+        let (w, h, px) = png_rgb(p);
+        assert!(w >= 300 && h >= 200, "{}: {w}×{h}", p.display());
+        let distinct: std::collections::BTreeSet<&[u8]> = px.chunks(3).collect();
+        assert!(
+            distinct.len() > 20,
+            "{}: {} colours",
+            p.display(),
+            distinct.len()
+        );
+    }
+    assert_eq!(out.join("plots/roc.png").exists(), with_labels);
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for id in ids {
+        assert!(
+            page.contains(&format!("<td>{id}</td>")),
+            "{id} in index.html"
+        );
+        assert!(page.contains(&format!("plots/qc/{id}.png")));
+        assert!(page.contains(&format!("maps/{id}_anomaly.nii.gz")));
+    }
+    for f in &files {
+        assert!(
+            page.contains(&format!("src=\"plots/{f}\"")),
+            "{f} in index.html"
+        );
+    }
+}
+
 const AFFINE: Affine = [
     [-1.3, 0.0, 0.0, 90.0],
     [0.0, -1.1, 0.0, 110.0],
@@ -180,6 +231,17 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         summary["backbone"]["model_sha256"].as_str().map(str::len),
         Some(64)
     );
+    let ids = ["h0", "h1", "h2", "h3", "q0", "q1", "q2"];
+    check_plots(&out, &ids, true);
+    // No label contour (green) on the healthy cases' montages. (Whether a lesion case shows one depends on
+    // the slices through its hottest voxel meeting the lesion, which the tiny random ViT does not ensure
+    // here; the contour itself is checked in report::plots::qc's unit test.)
+    for id in &ids[..4] {
+        let (_, _, px) = png_rgb(&out.join(format!("plots/qc/{id}.png")));
+        assert!(!px.chunks(3).any(|p| p == [0, 230, 0]), "{id}");
+    }
+    let scaling = &summary["scoring"]["similarity_scaling"];
+    assert_eq!(scaling["ranks"].as_array().unwrap().len(), 5, "{scaling}");
     let before = std::fs::read(out.join("scores.csv")).unwrap();
 
     // `eval` recomputes the same metrics from the finished run.
@@ -230,6 +292,7 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert_eq!(summary["backbone"]["computed"], 0);
     assert_eq!(summary["backbone"]["reused"], 7);
     assert_eq!(std::fs::read(out.join("scores.csv")).unwrap(), before);
+    check_plots(&out, &ids, true);
 
     // A query case without its label is refused before anything is computed.
     write_volume(&query.join("q9.nii.gz"), &volume(19, true).0, &AFFINE).unwrap();
@@ -301,6 +364,7 @@ fn an_interrupted_run_resumes_with_identical_results() {
     ok(&run_mri_ad(
         &full_args.iter().map(String::as_str).collect::<Vec<_>>(),
     ));
+    check_plots(&full, &["v0", "v1", "v2", "v3", "v4", "v5"], false);
 
     let cut = dir.path().join("cut");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mri-ad"))
@@ -333,9 +397,18 @@ fn an_interrupted_run_resumes_with_identical_results() {
     );
     assert!(!cut.join("scores.csv").exists());
 
+    let mut resume = args(&cut);
+    resume.push("--no-plots".into());
     let log = ok(&run_mri_ad(
-        &args(&cut).iter().map(String::as_str).collect::<Vec<_>>(),
+        &resume.iter().map(String::as_str).collect::<Vec<_>>(),
     ));
+    // --no-plots: no plots/, and index.html links none.
+    assert!(!cut.join("plots").exists());
+    let page = std::fs::read_to_string(cut.join("index.html")).unwrap();
+    assert!(
+        page.contains("<td>v3</td>") && !page.contains("plots/"),
+        "{page}"
+    );
     // The complete cases are reused (a case killed between its token file and its sidecar is recomputed).
     assert!(
         log.contains(&format!("{} computed, {done} reused", 6 - done)),

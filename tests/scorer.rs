@@ -280,6 +280,13 @@ fn same_seed_gives_identical_outputs_whatever_the_thread_count() {
             read(&runs[0].join("scores.csv")),
             read(&other.join("scores.csv"))
         );
+        for plot in ["histogram.png", "scaling.png", "graph.png"] {
+            assert_eq!(
+                read(&runs[0].join("plots").join(plot)),
+                read(&other.join("plots").join(plot)),
+                "{plot} differs"
+            );
+        }
     }
 }
 
@@ -456,4 +463,98 @@ fn output_folder_and_config_problems_exit_2() {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["config"]["method"], "musc");
     assert_eq!(summary["config"]["alpha-musc"], 0.6);
+}
+
+/// The similarity-scaling curve of summary.json against the numpy reference (both methods), the
+/// neighbour-burnout spike of the planted recurring anomaly at rank (its cases − 1), and the plots and page
+/// of a token run.
+#[test]
+fn similarity_scaling_matches_numpy_and_shows_the_burnout_spike() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = dir.path().join("planted");
+    make_tokens(
+        &planted,
+        &[
+            "--kind", "planted", "--n", "30", "--grid", "5", "5", "5", "--seed", "3",
+        ],
+    );
+    let (cg, musc) = (dir.path().join("cg"), dir.path().join("musc"));
+    score(&planted, &cg, &[]);
+    score(&planted, &musc, &["--method", "musc"]);
+    for run in [&cg, &musc] {
+        println!(
+            "{}",
+            run_script(
+                "ref_scaling.py",
+                &["--tokens", s(&planted), "--run", s(run)]
+            )
+        );
+    }
+    // The reference notices a wrong τ (squared distances double it).
+    let o = std::process::Command::new(common::python())
+        .arg(common::root().join("scripts/ref_scaling.py"))
+        .args(["--tokens", s(&planted), "--run", s(&cg), "--squared"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the reference must notice doubled τ");
+
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let truth = read(&planted.join("truth.json"));
+    let planted_cases = truth["planted_cases"].as_array().unwrap().len();
+    let curve = &read(&cg.join("summary.json"))["similarity_scaling"];
+    let mean = |key: &str| -> Vec<f64> {
+        curve[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let (normal, flagged) = (mean("mean_tau_normal"), mean("mean_tau_flagged"));
+    assert_eq!(normal.len(), 28);
+    // Normal tokens: decreasing over the first half, a log–log slope between −1.5 and −0.3.
+    let slope = curve["fit_normal"]["slope"].as_f64().unwrap();
+    assert!((-1.5..=-0.3).contains(&slope), "slope {slope}: {curve}");
+    assert!(normal[0] > 2.0 * normal[13], "{normal:?}");
+    // Flagged tokens: the spike sits at the burnout rank planted − 1 and towers over the normal curve.
+    let argmax = flagged
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i + 1)
+        .expect("flagged tokens exist");
+    assert_eq!(argmax, planted_cases - 1, "{flagged:?}");
+    assert!(flagged[argmax - 1] > 10.0 * normal[argmax - 1]);
+    // MuSc flags nothing.
+    let musc_curve = &read(&musc.join("summary.json"))["similarity_scaling"];
+    assert!(musc_curve["count_flagged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c == 0));
+
+    // A token run writes the batch plots (no ROC without labels, no QC without volumes) and the page.
+    for f in ["histogram.png", "scaling.png", "graph.png"] {
+        let bytes = std::fs::read(cg.join("plots").join(f)).unwrap();
+        let info = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .info()
+            .clone();
+        assert!(info.width >= 600, "{f}");
+    }
+    assert!(!cg.join("plots/roc.png").exists() && !cg.join("plots/qc").exists());
+    assert!(!musc.join("plots/graph.png").exists());
+    let page = std::fs::read_to_string(cg.join("index.html")).unwrap();
+    for name in truth["cases"].as_array().unwrap() {
+        assert!(page.contains(&format!("<td>{}</td>", name.as_str().unwrap())));
+    }
+    assert!(!page.contains("maps/") && page.contains("plots/scaling.png"));
+    // --no-plots: none.
+    let bare = dir.path().join("bare");
+    score(&planted, &bare, &["--no-plots"]);
+    assert!(!bare.join("plots").exists() && bare.join("index.html").exists());
 }

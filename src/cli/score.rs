@@ -122,6 +122,10 @@ pub struct ScoreArgs {
     /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192].
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<usize>,
+    /// Skip the PNG plots of plots/ (ROC, histograms, similarity scaling, volume graph, one QC montage per
+    /// case); index.html is still written, without them.
+    #[arg(long)]
+    pub no_plots: bool,
     #[command(flatten)]
     pub common: super::CommonArgs,
 }
@@ -257,6 +261,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
         force: args.common.force,
         quiet: args.common.quiet,
         progress: !args.common.no_progress && !args.common.quiet,
+        plots: !args.no_plots,
     };
     pipeline::run(&cfg)
 }
@@ -310,6 +315,14 @@ fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
         &args.out, &names, &groups, &labels, &result, &config, dim,
     )?;
     let write_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let rows = crate::report::score_rows(&names, &groups, &labels, &result);
+    let plots = if args.no_plots {
+        Vec::new()
+    } else {
+        crate::report::write_batch_plots(&args.out, &rows, &result)?
+    };
+    let plot_seconds = t.elapsed().as_secs_f64();
     let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
     let mut timings = vec![json!({"stage": "read tokens", "seconds": read_seconds})];
     timings.extend(
@@ -319,6 +332,7 @@ fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
             .map(|t| json!({"stage": t.stage, "seconds": t.seconds})),
     );
     timings.push(json!({"stage": "write outputs", "seconds": write_seconds}));
+    timings.push(json!({"stage": "plots: batch", "seconds": plot_seconds}));
     let mut summary = json!({
         "mri_ad_version": env!("CARGO_PKG_VERSION"),
         "command": "score --tokens",
@@ -335,6 +349,11 @@ fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
         s.extend(extra);
     }
     atomic::write_json(&args.out.join("summary.json"), &summary)?;
+    let links = crate::report::html::IndexLinks {
+        plots,
+        ..Default::default()
+    };
+    crate::report::html::write_index(&args.out, &rows, &summary, &links)?;
     say(format!(
         "done in {:.1} s: {} cases, {} tokens excluded; wrote {}",
         started.elapsed().as_secs_f64(),

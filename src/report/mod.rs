@@ -1,5 +1,6 @@
 //! Writers of the run folder (DESIGN.md "Run folder"): `scores.csv`, `token_scores/<case>.npy`,
-//! `graph.json`, `summary.json`, `config.toml`.
+//! `graph.json`, `summary.json`, `config.toml`, the plots of `plots/` ([`plots`], [`write_batch_plots`])
+//! and `index.html` ([`html`]).
 //!
 //! Every file is written atomically (temporary name, then rename). Traps: case names go into CSV quoted
 //! when they contain a comma, a quote or a newline; indices in `graph.json` refer to the `cases` array.
@@ -11,8 +12,11 @@ use serde_json::{json, Value};
 
 use crate::io::{atomic, outdir};
 use crate::score::codegraph::GraphReport;
-use crate::score::Subset;
+use crate::score::{ScoreResult, Subset};
 use crate::Result;
+
+pub mod html;
+pub mod plots;
 
 /// One row of `scores.csv`.
 #[derive(Debug, Clone)]
@@ -22,6 +26,116 @@ pub struct ScoreRow {
     pub score: f32,
     pub label: Option<u8>,
     pub community: Option<usize>,
+}
+
+/// The rows of `scores.csv`: the patient score is the case's maximum token score.
+pub fn score_rows(
+    names: &[String],
+    groups: &[String],
+    labels: &[Option<u8>],
+    result: &ScoreResult,
+) -> Vec<ScoreRow> {
+    let community = result
+        .graph
+        .as_ref()
+        .map(|g| community_of_case(g, names.len()))
+        .unwrap_or_else(|| vec![None; names.len()]);
+    (0..names.len())
+        .map(|a| ScoreRow {
+            case: names[a].clone(),
+            group: groups[a].clone(),
+            score: result.token_scores[a]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max),
+            label: labels[a],
+            community: community[a],
+        })
+        .collect()
+}
+
+/// The histogram group of a row: its group, with the lesion label when known (`query · lesion`).
+fn plot_group(r: &ScoreRow) -> String {
+    match (r.label, r.group.as_str()) {
+        (Some(1), g) => format!("{g} · lesion"),
+        (Some(0), g) if g != "healthy" => format!("{g} · no lesion"),
+        (_, g) => g.to_string(),
+    }
+}
+
+/// Writes the batch plots into `<out>/plots/`: `roc.png` (when some case has a label), `histogram.png`,
+/// `scaling.png`, `graph.png` (CoDeGraph). Returns `(relative path, caption)` of each file written, for
+/// the index page. Void tokens (score exactly 0) are left out of the token histogram.
+pub fn write_batch_plots(
+    out: &Path,
+    rows: &[ScoreRow],
+    result: &ScoreResult,
+) -> Result<Vec<(String, String)>> {
+    let dir = outdir::subdir(out, "plots")?;
+    let mut written = Vec::new();
+    if rows.iter().any(|r| r.label.is_some()) {
+        let scores: Vec<f32> = rows.iter().map(|r| r.score).collect();
+        let labels: Vec<bool> = rows.iter().map(|r| r.label == Some(1)).collect();
+        plots::roc_curve(&dir.join("roc.png"), &scores, &labels)?;
+        written.push(("plots/roc.png".into(), "patient-level ROC".into()));
+    }
+    // Groups in order of first appearance.
+    let mut names: Vec<String> = Vec::new();
+    for r in rows {
+        let g = plot_group(r);
+        if !names.contains(&g) {
+            names.push(g);
+        }
+    }
+    let mut patients: Vec<(String, Vec<f32>)> =
+        names.iter().map(|n| (n.clone(), Vec::new())).collect();
+    let mut tokens = patients.clone();
+    for (r, t) in rows.iter().zip(&result.token_scores) {
+        let gi = names
+            .iter()
+            .position(|n| *n == plot_group(r))
+            .expect("listed");
+        patients[gi].1.push(r.score);
+        tokens[gi].1.extend(t.iter().copied().filter(|&v| v != 0.0));
+    }
+    plots::score_histograms(&dir.join("histogram.png"), &patients, &tokens)?;
+    written.push((
+        "plots/histogram.png".into(),
+        "score histograms per group".into(),
+    ));
+    plots::similarity_scaling(&dir.join("scaling.png"), &result.scaling)?;
+    written.push((
+        "plots/scaling.png".into(),
+        "similarity scaling: mean growth rate vs rank (log-log)".into(),
+    ));
+    if let Some(g) = &result.graph {
+        let plot = plots::GraphPlot {
+            names: rows.iter().map(|r| r.case.clone()).collect(),
+            groups: rows.iter().map(|r| r.group.clone()).collect(),
+            edges: g.edges.clone(),
+            communities: g
+                .communities
+                .iter()
+                .map(|c| (c.members.clone(), c.outlier))
+                .collect(),
+            note: format!(
+                "resolution γ = {}, links selected {} of {} candidates, coverage {:.2}, r_ref = {}",
+                g.resolution
+                    .map(|r| format!("{r:.4}"))
+                    .unwrap_or_else(|| "none".into()),
+                g.links_selected,
+                g.link_candidates,
+                g.coverage,
+                g.r_ref
+            ),
+        };
+        plots::volume_graph(&dir.join("graph.png"), &plot)?;
+        written.push((
+            "plots/graph.png".into(),
+            "volume graph and communities".into(),
+        ));
+    }
+    Ok(written)
 }
 
 fn csv_field(s: &str) -> String {

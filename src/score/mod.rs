@@ -8,9 +8,13 @@
 //! tokens of the batch) because Algorithm 2 needs the distances to *every* other case (removing a
 //! community of `c` cases needs ranks up to `k + c`, which can exceed `r_ref`). The GEMM scratch is sized
 //! from what remains of `memory_budget`. An estimate above the budget is refused before any work.
+//!
+//! The similarity-scaling curve ([`scaling`]) is taken from the first-pass tables at no extra distance
+//! work; its per-token buffer (`rows × (N−2) × 4` bytes) is counted in the estimate.
 
 pub mod codegraph;
 pub mod msm;
+pub mod scaling;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,7 @@ use self::codegraph::filter::{FilterParams, RowIndex};
 use self::codegraph::leiden::Leiden;
 use self::codegraph::{GraphParams, GraphReport};
 use self::msm::Distance;
+use self::scaling::{ScalingCurve, TauBuffer};
 use crate::knn::{DistTable, KnnPlan, PackedView};
 use crate::progress::Progress;
 use crate::{Error, Result, TokenSet};
@@ -230,6 +235,8 @@ pub struct ScoreResult {
     pub pairs_compared: f64,
     /// Seconds in the distance kernel alone.
     pub kernel_seconds: f64,
+    /// Mean similarity growth rate per rank, normal vs CoDeGraph-excluded tokens ([`scaling`]).
+    pub scaling: ScalingCurve,
 }
 
 /// One part of a batch scored on its own (subset division).
@@ -316,7 +323,12 @@ fn merge_parts(n: usize, parts: Vec<Vec<usize>>, results: Vec<ScoreResult>) -> S
     let mut subsets = Vec::new();
     let mut graph: Option<GraphReport> = None;
     let (mut active, mut total, mut memory, mut pairs, mut kernel) = (0, 0, 0, 0.0, 0.0);
+    let mut scaling: Option<ScalingCurve> = None;
     for (pi, (part, r)) in parts.into_iter().zip(results).enumerate() {
+        match &mut scaling {
+            Some(c) => c.merge(&r.scaling),
+            None => scaling = Some(r.scaling.clone()),
+        }
         for (local, &a) in part.iter().enumerate() {
             token_scores[a] = r.token_scores[local].clone();
             excluded[a] = r.excluded[local].clone();
@@ -387,6 +399,7 @@ fn merge_parts(n: usize, parts: Vec<Vec<usize>>, results: Vec<ScoreResult>) -> S
         memory_estimate: memory,
         pairs_compared: pairs,
         kernel_seconds: kernel,
+        scaling: scaling.expect("at least one part"),
     }
 }
 
@@ -429,7 +442,11 @@ fn score_batch_inner(
     // Memory: kept tables + one working table + packed tokens of kept views + one working view + scratch.
     let table_bytes = rows_total * n * 8;
     let view_bytes = rows_total * (dim + 2) * 4;
-    let fixed = (graph_views.len() + 1) * (table_bytes + view_bytes);
+    // The τ buffer of the scaling curve: with CoDeGraph it lives in the working-table slot during the graph
+    // stage and in a dropped graph table afterwards; MuSc has no such slot to spare.
+    let tau_bytes = TauBuffer::bytes(rows_total, n);
+    let fixed = (graph_views.len() + 1) * (table_bytes + view_bytes)
+        + if graph_views.is_empty() { tau_bytes } else { 0 };
     let budget = config.memory_budget * 1024 * 1024;
     if fixed >= budget {
         return Err(Error::Resource(format!(
@@ -469,6 +486,14 @@ fn score_batch_inner(
         (view, table)
     };
 
+    let mut taus = TauBuffer::new(rows_total, n);
+    let mut tau_seconds = 0.0;
+    let mut add_taus = |taus: &mut TauBuffer, table: &DistTable| {
+        let t = std::time::Instant::now();
+        taus.add_table(table, config.distance);
+        tau_seconds += t.elapsed().as_secs_f64();
+    };
+
     let k = msm::top_k(config.alpha(), n);
     let mut row_sum = vec![0f64; rows_total];
     let mut add_scores = |table: &DistTable, timings: &mut Vec<Timing>, v: usize| {
@@ -493,6 +518,7 @@ fn score_batch_inner(
         let mut tables = Vec::new();
         for &v in &graph_views {
             let (view, table) = compute_view(v, &mut timings);
+            add_taus(&mut taus, &table);
             views.push(view);
             tables.push(table);
         }
@@ -556,6 +582,7 @@ fn score_batch_inner(
     let any_excluded = excluded.iter().any(|e| e.iter().any(|&x| x));
     for v in (0..n_views).filter(|v| !graph_views.contains(v)) {
         let (view, mut table) = compute_view(v, &mut timings);
+        add_taus(&mut taus, &table);
         if any_excluded {
             table.refine(&view, &excluded, recompute);
         }
@@ -564,6 +591,20 @@ fn score_batch_inner(
     }
     bar.finish_and_clear();
     let layout = layout.expect("at least one view was scored");
+    let t = std::time::Instant::now();
+    let rows = row_index(&layout, sets);
+    let scaling = taus.finish(
+        |r| rows.eligible[r],
+        |r| excluded[rows.collection[r] as usize][rows.position[r] as usize],
+        match config.method {
+            Method::Codegraph => "codegraph-excluded",
+            Method::Musc => "none (MuSc excludes nothing)",
+        },
+    );
+    timings.push(Timing {
+        stage: "similarity scaling curve".into(),
+        seconds: tau_seconds + t.elapsed().as_secs_f64(),
+    });
 
     let mut token_scores = vec![vec![0f32; m]; n];
     let mut row = 0;
@@ -593,6 +634,7 @@ fn score_batch_inner(
         memory_estimate,
         pairs_compared,
         kernel_seconds,
+        scaling,
     })
 }
 

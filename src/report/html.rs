@@ -1,0 +1,287 @@
+//! `index.html` of a run folder: one self-contained page (inline CSS, no script, no external asset) that
+//! shows the metrics, the plots of `plots/` and the score table, with relative links to each case's QC
+//! montage, anomaly map, mask and token scores.
+//!
+//! Input: the rows of `scores.csv`, the `summary.json` document as written, and which files this run wrote
+//! ([`IndexLinks`]); nothing is read from disk, so a plot left over from an earlier run is never shown.
+//! Output: `<run>/index.html`, written atomically.
+//!
+//! Traps: case names are escaped for HTML and percent-encoded in links; the table is sorted by score
+//! (highest first, ties by name) so the page is deterministic.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::ScoreRow;
+use crate::io::atomic;
+use crate::Result;
+
+/// Which files of the run folder the page may link.
+#[derive(Debug, Clone, Default)]
+pub struct IndexLinks {
+    /// Batch plots, paths relative to the run folder (e.g. `plots/roc.png`), with a caption each.
+    pub plots: Vec<(String, String)>,
+    /// `plots/qc/<case>.png` was written for every case.
+    pub qc: bool,
+    /// `maps/<case>_anomaly.nii.gz` exists for every case.
+    pub maps: bool,
+    /// `masks/<case>_mask.nii.gz` exists for every case.
+    pub masks: bool,
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a path segment (everything but unreserved characters).
+pub fn url_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn number(v: &Value) -> String {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.4}"),
+            _ => n.to_string(),
+        },
+        Value::Null => "–".into(),
+        Value::String(s) => escape(s),
+        other => escape(&other.to_string()),
+    }
+}
+
+/// The page as a string.
+pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> String {
+    let mut h = String::new();
+    let command = summary["command"].as_str().unwrap_or("score");
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>mri-ad run: {} cases</title>\n\
+         <style>\nbody{{font-family:sans-serif;margin:1.5em;color:#222}}\ntable{{border-collapse:collapse;margin:0.5em 0}}\n\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\nth{{background:#eee}}\ntd.num{{text-align:right;font-variant-numeric:tabular-nums}}\n\
+         tr.lesion{{background:#fff1f0}}\nimg.plot{{max-width:100%;border:1px solid #ddd;margin:4px}}\nfigure{{display:inline-block;margin:6px;vertical-align:top}}\n\
+         figcaption{{font-size:90%;color:#555}}\n</style>\n</head>\n<body>\n",
+        rows.len()
+    );
+    let _ = writeln!(
+        h,
+        "<h1>mri-ad run</h1>\n<p><code>mri-ad {}</code>, version {}, {} cases, total {} s.</p>",
+        escape(command),
+        escape(summary["mri_ad_version"].as_str().unwrap_or("?")),
+        rows.len(),
+        summary["total_seconds"]
+            .as_f64()
+            .map(|t| format!("{t:.1}"))
+            .unwrap_or_else(|| "?".into())
+    );
+    // Metrics (volumes with labels).
+    let metrics = &summary["metrics"];
+    if metrics.is_object() {
+        h.push_str("<h2>Metrics</h2>\n<table>\n");
+        for (key, label) in [
+            ("patient_auroc", "patient AUROC"),
+            ("patient_f1_max", "patient F1-max"),
+            ("voxel_auroc", "voxel AUROC"),
+            ("token_f1_max", "token F1-max"),
+            ("dice_threshold", "Dice threshold t*"),
+            ("dice_mean", "mean Dice (all cases)"),
+            ("dice_mean_lesion_cases", "mean Dice (lesion cases)"),
+        ] {
+            let _ = writeln!(
+                h,
+                "<tr><th>{label}</th><td class=\"num\">{}</td></tr>",
+                number(&metrics[key])
+            );
+        }
+        let _ = writeln!(
+            h,
+            "</table>\n<p>Space: {}</p>",
+            escape(metrics["space"].as_str().unwrap_or(""))
+        );
+    } else {
+        h.push_str("<p>No metrics: the run had no lesion labels.</p>\n");
+    }
+    // Scoring facts.
+    let scoring = if summary["scoring"].is_object() {
+        &summary["scoring"]
+    } else {
+        summary
+    };
+    let method = scoring["config"]["method"].as_str().unwrap_or("?");
+    let _ = writeln!(
+        h,
+        "<p>Method <b>{}</b>; tokens excluded by CoDeGraph: {}; outlier communities: {}.</p>",
+        escape(method),
+        number(&scoring["excluded_tokens"]),
+        number(&scoring["outlier_communities"])
+    );
+    // Plots.
+    if !links.plots.is_empty() {
+        h.push_str("<h2>Plots</h2>\n<div>\n");
+        for (file, caption) in &links.plots {
+            let _ = writeln!(
+                h,
+                "<figure><a href=\"{f}\"><img class=\"plot\" src=\"{f}\" alt=\"{c}\" style=\"max-width:560px\"></a><figcaption>{c}</figcaption></figure>",
+                f = escape(file),
+                c = escape(caption)
+            );
+        }
+        h.push_str("</div>\n");
+    }
+    // Table.
+    let mut order: Vec<&ScoreRow> = rows.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.case.cmp(&b.case)));
+    let dice = &summary["metrics"]["dice_per_case"];
+    h.push_str("<h2>Cases by score</h2>\n<table>\n<tr><th>#</th><th>case</th><th>group</th><th>score</th><th>label</th><th>community</th>");
+    if dice.is_object() {
+        h.push_str("<th>Dice</th>");
+    }
+    h.push_str("<th>files</th></tr>\n");
+    for (rank, r) in order.iter().enumerate() {
+        let seg = url_segment(&r.case);
+        let mut files = Vec::new();
+        if links.qc {
+            files.push(format!("<a href=\"plots/qc/{seg}.png\">QC</a>"));
+        }
+        if links.maps {
+            files.push(format!("<a href=\"maps/{seg}_anomaly.nii.gz\">map</a>"));
+        }
+        if links.masks {
+            files.push(format!("<a href=\"masks/{seg}_mask.nii.gz\">mask</a>"));
+        }
+        files.push(format!("<a href=\"token_scores/{seg}.npy\">tokens</a>"));
+        let _ = write!(
+            h,
+            "<tr{}><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{:.4}</td><td>{}</td><td class=\"num\">{}</td>",
+            if r.label == Some(1) { " class=\"lesion\"" } else { "" },
+            rank + 1,
+            escape(&r.case),
+            escape(&r.group),
+            r.score,
+            r.label.map(|l| l.to_string()).unwrap_or_default(),
+            r.community.map(|c| c.to_string()).unwrap_or_default()
+        );
+        if dice.is_object() {
+            let _ = write!(h, "<td class=\"num\">{}</td>", number(&dice[&r.case]));
+        }
+        let _ = writeln!(h, "<td>{}</td></tr>", files.join(" · "));
+    }
+    h.push_str("</table>\n");
+    if links.qc {
+        h.push_str("<h2>QC montages (by score)</h2>\n<div>\n");
+        for r in &order {
+            let seg = url_segment(&r.case);
+            let _ = writeln!(
+                h,
+                "<figure><a href=\"plots/qc/{seg}.png\"><img class=\"plot\" loading=\"lazy\" src=\"plots/qc/{seg}.png\" alt=\"{c}\" style=\"max-width:480px\"></a><figcaption>{c} ({:.4})</figcaption></figure>",
+                r.score,
+                c = escape(&r.case)
+            );
+        }
+        h.push_str("</div>\n");
+    }
+    h.push_str("<p>Files: <a href=\"scores.csv\">scores.csv</a> · <a href=\"summary.json\">summary.json</a>");
+    if summary["scoring"]["outlier_communities"].is_number()
+        || summary["outlier_communities"].is_number()
+    {
+        h.push_str(" · <a href=\"graph.json\">graph.json</a>");
+    }
+    h.push_str("</p>\n</body>\n</html>\n");
+    h
+}
+
+/// Writes `<out>/index.html` atomically.
+pub fn write_index(
+    out: &Path,
+    rows: &[ScoreRow],
+    summary: &Value,
+    links: &IndexLinks,
+) -> Result<()> {
+    atomic::write_bytes(
+        &out.join("index.html"),
+        render_index(rows, summary, links).as_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(case: &str, score: f32, label: Option<u8>) -> ScoreRow {
+        ScoreRow {
+            case: case.into(),
+            group: "query".into(),
+            score,
+            label,
+            community: Some(1),
+        }
+    }
+
+    #[test]
+    fn page_lists_every_case_sorted_escaped_and_links_only_what_exists() {
+        let rows = vec![
+            row("a<b>", 0.1, Some(0)),
+            row("c d", 0.9, Some(1)),
+            row("e", 0.5, None),
+        ];
+        let summary = json!({
+            "command": "score --healthy/--query",
+            "metrics": {"patient_auroc": 0.75, "dice_per_case": {"c d": 0.5}},
+            "scoring": {"config": {"method": "codegraph"}, "excluded_tokens": 3, "outlier_communities": 1},
+        });
+        let links = IndexLinks {
+            plots: vec![("plots/roc.png".into(), "ROC".into())],
+            qc: true,
+            maps: true,
+            masks: false,
+        };
+        let page = render_index(&rows, &summary, &links);
+        assert!(page.contains("a&lt;b&gt;") && !page.contains("a<b>"));
+        assert!(page.contains("plots/qc/c%20d.png") && page.contains("maps/c%20d_anomaly.nii.gz"));
+        assert!(!page.contains("_mask.nii.gz"));
+        assert!(page.contains("0.7500") && page.contains("src=\"plots/roc.png\""));
+        // Sorted by score: c d, e, a<b>.
+        let (p1, p2, p3) = (
+            page.find("<td>c d</td>").unwrap(),
+            page.find("<td>e</td>").unwrap(),
+            page.find("<td>a&lt;b&gt;</td>").unwrap(),
+        );
+        assert!(p1 < p2 && p2 < p3);
+        assert!(
+            !page.contains("http://") && !page.contains("https://") && !page.contains("<script")
+        );
+        // Tokens-only run: no metrics, no QC.
+        let page = render_index(
+            &rows,
+            &json!({"command": "score --tokens"}),
+            &IndexLinks::default(),
+        );
+        assert!(page.contains("no lesion labels") && !page.contains("plots/qc"));
+        for r in &rows {
+            assert!(page.contains(&format!("<td>{}</td>", escape(&r.case))));
+        }
+    }
+}

@@ -30,6 +30,7 @@ pub mod extract;
 pub mod io;
 pub mod knn;
 pub mod pipeline;
+pub mod pipeline2d;
 pub mod progress;
 pub mod report;
 pub mod score;

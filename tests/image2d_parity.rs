@@ -22,6 +22,8 @@ type Rng8 = rand_chacha::ChaCha8Rng;
 type LnamdCase = (&'static str, (usize, usize), usize, usize, &'static str);
 /// (name, grid, output size)
 type BilinearCase = (&'static str, (usize, usize), (usize, usize));
+/// (name, maps, masks)
+type AuproCase<'a> = (&'static str, &'a [Array2<f32>], &'a [Array2<bool>]);
 
 /// Largest difference, relative where the reference is larger than 1 in magnitude.
 fn max_diff<'a>(
@@ -265,4 +267,160 @@ fn rscin_matches_numpy() {
         }
     }
     println!("RsCIN: max difference {worst:.2e}");
+}
+
+/// A ground-truth shape painted into a mask.
+enum Shape {
+    Disk(f64, f64, f64),
+    Rect(usize, usize, usize, usize),
+    Pixel(usize, usize),
+}
+
+fn paint(size: (usize, usize), shapes: &[Shape]) -> Array2<bool> {
+    Array2::from_shape_fn(size, |(i, j)| {
+        shapes.iter().any(|sh| match *sh {
+            Shape::Disk(cy, cx, r) => (i as f64 - cy).powi(2) + (j as f64 - cx).powi(2) <= r * r,
+            Shape::Rect(y0, y1, x0, x1) => (y0..y1).contains(&i) && (x0..x1).contains(&j),
+            Shape::Pixel(y, x) => (i, j) == (y, x),
+        })
+    })
+}
+
+#[test]
+fn aupro_matches_numpy() {
+    use mri_ad::eval::aupro::{aupro, label_regions_8};
+    use Shape::*;
+    let mut rng = Rng8::seed_from_u64(13);
+    // Several images of different sizes: blobs, a single pixel, a diagonal pair (one region only with
+    // 8-connectivity), a region in the corner, an elongated region touching the border, a healthy image.
+    let masks = vec![
+        paint(
+            (40, 50),
+            &[
+                Disk(10.0, 12.0, 4.0),
+                Disk(28.0, 35.0, 6.0),
+                Pixel(3, 40),
+                Pixel(20, 44),
+                Pixel(21, 45),
+            ],
+        ),
+        paint((40, 50), &[Rect(0, 5, 0, 7), Rect(15, 18, 30, 50)]),
+        paint((32, 36), &[]),
+        paint((45, 30), &[Disk(22.0, 15.0, 9.0), Pixel(44, 0)]),
+    ];
+    // Maps: textured background plus a raise of different strength per image inside the masks, so PRO
+    // varies with the threshold and regions are partly found.
+    let maps: Vec<Array2<f32>> = masks
+        .iter()
+        .enumerate()
+        .map(|(n, mask)| {
+            Array2::from_shape_fn(mask.dim(), |(i, j)| {
+                let texture = 0.3 * ((i as f32 * 0.4 + n as f32).sin() * (j as f32 * 0.3).cos());
+                let raise = if mask[[i, j]] {
+                    0.1 + 0.1 * n as f32
+                } else {
+                    0.0
+                };
+                texture + raise + 0.5 * rng.random::<f32>()
+            })
+        })
+        .collect();
+    let quantised: Vec<Array2<f32>> = maps
+        .iter()
+        .map(|m| m.mapv(|v| (v * 4.0).round() / 4.0))
+        .collect();
+    let constant: Vec<Array2<f32>> = masks
+        .iter()
+        .map(|m| Array2::from_elem(m.dim(), 0.25))
+        .collect();
+    let perfect: Vec<Array2<f32>> = masks
+        .iter()
+        .map(|m| {
+            m.mapv(|v| {
+                if v {
+                    2.0 + rng.random::<f32>()
+                } else {
+                    rng.random::<f32>()
+                }
+            })
+        })
+        .collect();
+    let healthy: Vec<Array2<bool>> = masks
+        .iter()
+        .map(|m| Array2::from_elem(m.dim(), false))
+        .collect();
+    let cases: [AuproCase; 5] = [
+        ("noisy", &maps, &masks),
+        ("ties", &quantised, &masks),
+        ("constant", &constant, &masks),
+        ("perfect", &perfect, &masks),
+        ("noregion", &maps, &healthy),
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("aupro_in.npz");
+    let output = dir.path().join("aupro_out.npz");
+    {
+        let mut npz = NpzWriter::new(std::fs::File::create(&input).unwrap());
+        for (name, mp, mk) in &cases {
+            for (i, (m, k)) in mp.iter().zip(mk.iter()).enumerate() {
+                npz.add_array(format!("map__{name}__{i}"), m).unwrap();
+                npz.add_array(format!("mask__{name}__{i}"), k).unwrap();
+            }
+        }
+        npz.finish().unwrap();
+    }
+    run_script("ref_aupro.py", &[s(&input), s(&output)]);
+    let reference = read_npz(&output);
+
+    // Region labels: identical to scipy.ndimage.label with a 3×3 structure.
+    let mut regions = 0;
+    for (i, mask) in masks.iter().enumerate() {
+        let (labels, n) = label_regions_8(mask.view());
+        let r = &reference[&format!("labels__noisy__{i}")];
+        assert!(
+            labels.iter().zip(r.iter()).all(|(&a, &b)| a as f64 == b),
+            "image {i}: labels differ from scipy"
+        );
+        assert_eq!(n as f64, r.iter().copied().fold(0.0, f64::max));
+        regions += n;
+    }
+    assert_eq!(
+        regions,
+        8, // 4 (two disks, a pixel, the diagonal pair) + 2 + 0 + 2
+        "the diagonal pair must be one region"
+    );
+
+    let mut worst = 0.0f64;
+    for (name, mp, mk) in &cases {
+        let views: Vec<_> = mp.iter().map(|m| m.view()).collect();
+        let mviews: Vec<_> = mk.iter().map(|m| m.view()).collect();
+        let ours = aupro(&views, &mviews).unwrap();
+        let r = reference[&format!("aupro_{name}")][0];
+        let r03 = reference[&format!("aupro03_{name}")][0];
+        println!("AUPRO {name}: ours {ours:?}, numpy {r}, numpy with /0.3 {r03}");
+        match ours {
+            Some(a) => {
+                assert!((a - r).abs() <= 1e-9, "{name}: AUPRO {a} vs {r}");
+                worst = worst.max((a - r).abs());
+            }
+            None => assert!(r.is_nan(), "{name}: ours None, numpy {r}"),
+        }
+        match *name {
+            "noisy" | "ties" => {
+                let a = ours.unwrap();
+                assert!(
+                    a > 0.05 && a < 0.95,
+                    "{name}: AUPRO {a} does not exercise the curve"
+                );
+                assert!(
+                    (a - r03).abs() > 1e-3,
+                    "{name}: rescaling not distinguishable from /0.3"
+                );
+            }
+            "perfect" => assert!((ours.unwrap() - 1.0).abs() < 1e-12),
+            _ => assert!(ours.is_none(), "{name} must be undefined"),
+        }
+    }
+    println!("AUPRO: max difference {worst:.2e}");
 }

@@ -13,6 +13,7 @@
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
+pub mod aupro;
 pub mod pixel;
 pub mod rscin;
 

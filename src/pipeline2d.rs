@@ -197,9 +197,8 @@ pub fn run(cfg: &Score2dConfig) -> Result<Run2d> {
             ),
         ));
     }
-    // Discovery and the output check before loading the model: bad input fails fast.
-    let dataset = images::discover(&cfg.images, cfg.masks.as_deref())?;
-    check_output(&cfg.out, cfg.force)?;
+    // Discovery and every check before loading the model: bad input fails fast.
+    let inputs = prepare(cfg)?;
     let sha = hash::sha256_file(&cfg.model)?;
     let mut embedder = OrtEmbedder::load(&OrtConfig {
         model: cfg.model.clone(),
@@ -214,7 +213,53 @@ pub fn run(cfg: &Score2dConfig) -> Result<Run2d> {
         }
         eprintln!("device: {} (--device {})", embedder.provider(), cfg.device);
     }
-    run_with(cfg, dataset, &mut embedder, &sha)
+    run_with(cfg, inputs, &mut embedder, &sha)
+}
+
+/// The checked inputs of a run: what [`prepare`] returns and [`run_with`] works on.
+pub struct Inputs {
+    dataset: Dataset,
+    checked: Vec<Vec<Checked>>,
+    seconds: f64,
+}
+
+impl Inputs {
+    /// The discovered dataset.
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+}
+
+/// Discovers the images and checks everything that can be checked without the model: the output folder,
+/// at least 3 images per class, RsCIN windows within the batch, every image header, every mask (readable,
+/// of its image's size).
+pub fn prepare(cfg: &Score2dConfig) -> Result<Inputs> {
+    let t = Instant::now();
+    cfg.validate()?;
+    let dataset = images::discover(&cfg.images, cfg.masks.as_deref())?;
+    check_output(&cfg.out, cfg.force)?;
+    let checked = dataset
+        .classes
+        .iter()
+        .map(check_class)
+        .collect::<Result<_>>()?;
+    for class in &dataset.classes {
+        let n = class.cases.len();
+        if let Some(&k) = cfg.rscin_windows.iter().find(|&&k| k > n) {
+            return Err(Error::bad_argument(
+                "--rscin-windows",
+                format!(
+                    "window {k} is larger than the batch of {n} images of {}",
+                    class.root.display()
+                ),
+            ));
+        }
+    }
+    Ok(Inputs {
+        dataset,
+        checked,
+        seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// A non-empty output folder needs `force` (checked without creating anything).
@@ -343,13 +388,16 @@ fn embed_class(
 /// Runs `score2d` on a discovered dataset with any backbone (tests use the fake one).
 pub fn run_with(
     cfg: &Score2dConfig,
-    dataset: Dataset,
+    inputs: Inputs,
     embedder: &mut dyn Embedder,
     model_sha256: &str,
 ) -> Result<Run2d> {
     let started = Instant::now();
-    cfg.validate()?;
-    check_output(&cfg.out, cfg.force)?;
+    let Inputs {
+        dataset,
+        checked,
+        seconds: check_seconds,
+    } = inputs;
     if embedder.layers() != cfg.layers.as_slice() {
         return Err(Error::bad_argument(
             "--layers",
@@ -368,15 +416,6 @@ pub fn run_with(
     let progress = Progress::new(cfg.progress);
     let score_cfg = cfg.effective_score();
     let multi = dataset.classes.len() > 1;
-
-    // Validation of every class before any work.
-    let t = Instant::now();
-    let checked: Vec<Vec<Checked>> = dataset
-        .classes
-        .iter()
-        .map(check_class)
-        .collect::<Result<_>>()?;
-    let check_seconds = t.elapsed().as_secs_f64();
 
     let mut pending = Vec::new();
     for (class, checked) in dataset.classes.iter().zip(&checked) {
@@ -629,10 +668,7 @@ fn evaluate_class(
             };
             let map_views: Vec<ArrayView2<f32>> = maps.iter().map(|m| m.view()).collect();
             let mask_views: Vec<ArrayView2<bool>> = masks.iter().map(|m| m.view()).collect();
-            let aupro: Option<f64> = {
-                let _ = (&map_views, &mask_views);
-                None
-            }; // AUPRO_PENDING
+            let aupro = eval::aupro::aupro(&map_views, &mask_views)?;
             json!({
                 "images": truth.len(),
                 "anomalous_images": truth.iter().filter(|&&t| t).count(),

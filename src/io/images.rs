@@ -89,20 +89,30 @@ impl Image {
     }
 }
 
-fn decode(path: &Path) -> Result<image::DynamicImage> {
+/// A reader whose format is recognised from the content (an error naming the file otherwise).
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
     let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(Error::bad_input(
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::Tiff) => {
+            Ok(reader)
+        }
+        _ => Err(Error::bad_input(
             path,
-            "not a PNG, JPEG or TIFF image (unrecognised content)",
-        ));
+            "not a valid PNG, JPEG or TIFF file (unrecognised content)",
+        )),
     }
-    reader
-        .decode()
-        .map_err(|e| Error::bad_input(path, format!("cannot decode the image: {e}")))
+}
+
+fn decode(path: &Path) -> Result<image::DynamicImage> {
+    reader(path)?.decode().map_err(|e| {
+        Error::bad_input(
+            path,
+            format!("cannot decode the image (not a valid PNG, JPEG or TIFF file?): {e}"),
+        )
+    })
 }
 
 fn grey_from<T: Copy>(
@@ -203,13 +213,12 @@ pub fn read_image(path: &Path) -> Result<Image> {
 
 /// Only the size `(height, width)` of an image file, without decoding its pixels.
 pub fn image_size(path: &Path) -> Result<(usize, usize)> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| Error::bad_input(path, format!("cannot read the image header: {e}")))?;
+    let (w, h) = reader(path)?.into_dimensions().map_err(|e| {
+        Error::bad_input(
+            path,
+            format!("cannot read the image header (not a valid PNG, JPEG or TIFF file?): {e}"),
+        )
+    })?;
     Ok((h as usize, w as usize))
 }
 

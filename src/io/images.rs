@@ -1,6 +1,6 @@
 //! 2D images for `mri-ad score2d`: decoding, resizing, masks and dataset discovery.
 //!
-//! * Input: PNG (8- and 16-bit, grey, grey+alpha, RGB, RGBA, palette), JPEG (grey, RGB, CMYK), TIFF (8-
+//! * Input: PNG (8- and 16-bit, grey, grey+alpha, RGB, RGBA, palette), JPEG (grey, RGB), TIFF (8-
 //!   and 16-bit, and 32-bit float with values in `[0, 1]`). The format is recognised from the file's
 //!   content, not its extension.
 //! * Output: [`Image`]: grey `[H, W]` or RGB `[3, H, W]` f32 in `[0, 1]` (integer samples divided by their

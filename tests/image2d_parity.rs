@@ -180,13 +180,27 @@ fn lnamd_and_bilinear_match_numpy() {
     }
     println!("LNAMD + bilinear: max difference {worst:.2e}");
 
-    // Speed at the real size: M = 1369, C = 1024, r = 5.
+    // Speed at the real size: M = 1369, C = 1024 (printed; the parity above is the check).
     let big = Array2::from_shape_fn((1369, 1024), |_| normal(&mut rng));
+    for r in [1, 3, 5] {
+        let t = Instant::now();
+        let z = lnamd(big.view(), (37, 37), r).unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        println!("LNAMD 1369×1024 r={r}: {ms:.1} ms");
+        assert_eq!(z.dim(), (1369, 1024));
+    }
     let t = Instant::now();
-    let z = lnamd(big.view(), (37, 37), 5).unwrap();
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    println!("LNAMD 1369×1024 r=5: {ms:.1} ms");
-    assert_eq!(z.dim(), (1369, 1024));
+    let ln = mri_ad::tokens::lnamd::layer_norm_map(big.view());
+    println!(
+        "  of which layer norm: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = Instant::now();
+    box_mean(ln.view(), (37, 37), 5).unwrap();
+    println!(
+        "  of which box mean r=5: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 #[test]
@@ -423,4 +437,116 @@ fn aupro_matches_numpy() {
         }
     }
     println!("AUPRO: max difference {worst:.2e}");
+}
+
+#[test]
+fn gmm_threshold_matches_numpy() {
+    use mri_ad::eval::gmm::{gmm_threshold, DEFAULT_ALPHA_TAIL, DEFAULT_Q_TR};
+    let mut rng = Rng8::seed_from_u64(34);
+    let mut gauss = |n: usize, mu: f32, sd: f32| -> Vec<f32> {
+        (0..n).map(|_| mu + sd * normal(&mut rng)).collect()
+    };
+    let two: Vec<f32> = [
+        gauss(3000, 1.0, 0.3),
+        gauss(2000, 3.0, 0.5),
+        gauss(100, 10.0, 1.0),
+    ]
+    .concat();
+    let one = gauss(5000, 2.0, 0.7);
+    let ties: Vec<f32> = [gauss(800, 0.0, 1.0), gauss(400, 2.5, 0.6)]
+        .concat()
+        .iter()
+        .map(|v| (v * 4.0).round() / 4.0)
+        .collect();
+    let small = gauss(7, 0.0, 1.0);
+    // A realistic per-image map: a 37×37 score grid with a hot blob, upsampled to 259×259.
+    let noise = gauss(37 * 37, 0.0, 0.04);
+    let grid = Array2::from_shape_fn((37, 37), |(i, j)| {
+        let blob = if (i as f32 - 25.0).powi(2) + (j as f32 - 10.0).powi(2) < 16.0 {
+            0.3
+        } else {
+            0.0
+        };
+        0.35 + noise[i * 37 + j] + blob
+    });
+    let map: Vec<f32> = upsample_bilinear(grid.view(), (259, 259))
+        .iter()
+        .copied()
+        .collect();
+    let cases: Vec<(&str, Vec<f32>, f64, f64)> = vec![
+        ("two", two, DEFAULT_Q_TR, DEFAULT_ALPHA_TAIL),
+        ("one", one.clone(), 1.0, DEFAULT_ALPHA_TAIL),
+        ("one_truncated", one, DEFAULT_Q_TR, DEFAULT_ALPHA_TAIL),
+        ("ties", ties, 0.9, 0.05),
+        ("constant", vec![0.5; 100], DEFAULT_Q_TR, DEFAULT_ALPHA_TAIL),
+        ("small", small, 0.8, 0.2),
+        ("single", vec![1.25], DEFAULT_Q_TR, DEFAULT_ALPHA_TAIL),
+        ("map", map, DEFAULT_Q_TR, DEFAULT_ALPHA_TAIL),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("gmm_in.npz");
+    let output = dir.path().join("gmm_out.npz");
+    let mut ours = BTreeMap::new();
+    {
+        let mut npz = NpzWriter::new(std::fs::File::create(&input).unwrap());
+        for (name, values, q, a) in &cases {
+            npz.add_array(format!("values_{name}"), &Array1::from(values.clone()))
+                .unwrap();
+            npz.add_array(format!("params_{name}"), &Array1::from(vec![*q, *a]))
+                .unwrap();
+            let t = Instant::now();
+            let g = gmm_threshold(values, *q, *a).unwrap();
+            println!(
+                "GMM {name}: {} values, {:.1} ms",
+                values.len(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            ours.insert(name.to_string(), g);
+        }
+        npz.finish().unwrap();
+    }
+    run_script("ref_gmm.py", &[s(&input), s(&output)]);
+    let reference = read_npz(&output);
+    let mut worst = 0.0f64;
+    let mut chosen = Vec::new();
+    for (name, ..) in &cases {
+        let g = &ours[*name];
+        let r = |k: &str| {
+            reference[&format!("{k}_{name}")]
+                .iter()
+                .copied()
+                .collect::<Vec<f64>>()
+        };
+        assert_eq!(
+            g.components as f64,
+            r("components")[0],
+            "{name}: K differs: {g:?}"
+        );
+        let diffs = [
+            ("tau", max_diff([g.tau], &r("tau"))),
+            ("means", max_diff(g.means.clone(), &r("means"))),
+            ("stds", max_diff(g.stds.clone(), &r("stds"))),
+            ("weights", max_diff(g.weights.clone(), &r("weights"))),
+            ("bic", max_diff(g.bic, &r("bic"))),
+            ("truncation", max_diff([g.truncation], &r("truncation"))),
+        ];
+        println!(
+            "GMM {name}: K = {}, τ = {:.6}, diffs {diffs:?}",
+            g.components, g.tau
+        );
+        for (what, d) in diffs {
+            assert!(d <= 1e-6, "{name}: {what} differs by {d}: {g:?}");
+            worst = worst.max(d);
+        }
+        chosen.push(g.components);
+    }
+    // Both model choices are exercised, and the two-cluster case finds its clusters.
+    assert!(chosen.contains(&1) && chosen.contains(&2), "{chosen:?}");
+    let two = &ours["two"];
+    assert_eq!(two.components, 2);
+    assert!(
+        (two.means[0] - 1.0).abs() < 0.1 && (two.means[1] - 3.0).abs() < 0.2,
+        "{two:?}"
+    );
+    println!("GMM: max difference {worst:.2e}");
 }

@@ -14,6 +14,7 @@
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 pub mod aupro;
+pub mod gmm;
 pub mod pixel;
 pub mod rscin;
 

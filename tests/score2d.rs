@@ -489,3 +489,42 @@ fn bad_inputs_exit_2_naming_the_file_and_leave_nothing() {
     assert!(stderr(&o).contains("--force"));
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
 }
+
+#[test]
+fn a_model_without_cls_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    make("plain", &data);
+    let model = dir.path().join("nocls.onnx");
+    let code = format!(
+        "import onnx; m = onnx.load('{}'); keep = [o for o in m.graph.output if o.name != 'cls']; \
+         del m.graph.output[:]; m.graph.output.extend(keep); onnx.save(m, '{}')",
+        s(&tiny_model(0)),
+        s(&model)
+    );
+    run_python(&["-c", &code]);
+    let out = dir.path().join("run");
+    let o = run_mri_ad(&[
+        "score2d",
+        "--images",
+        s(&data.join("images")),
+        "--out",
+        s(&out),
+        "--model",
+        s(&model),
+        "--device",
+        "cpu",
+        "--size",
+        SIZE,
+        "--layers",
+        "1,2,3,4",
+        "--no-progress",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("nocls.onnx") && err.contains("no `cls` output"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Everything from `knn` on is dimension-agnostic: a 3D volume is a token set on a (16, 16, 16) grid, a 2D
-//! image one on a (1, 37, 37) grid.
+//! image one on a (1, 37, 37) grid. [`pipeline`] composes the stages for volumes (`mri-ad score`),
+//! [`pipeline2d`] for images (`mri-ad score2d`: DINOv2 tokens of four blocks, LNAMD views, RsCIN image
+//! scores; `docs/score2d.md`).
 //!
 // Index loops read more clearly than iterator chains in the numeric kernels.
 #![allow(clippy::needless_range_loop)]
@@ -30,6 +32,7 @@ pub mod extract;
 pub mod io;
 pub mod knn;
 pub mod pipeline;
+pub mod pipeline2d;
 pub mod progress;
 pub mod report;
 pub mod score;

@@ -4,9 +4,10 @@
 //! nonlinear function (seeded) of order-free statistics of its own 14×14×3 pixels: the channel means, the
 //! mean square, the minimum, the maximum and the mean absolute deviation. So the features depend only on the
 //! patch's content and not on its position or pixel order: transposing an image transposes its token grid
-//! and nothing else, which lets tests check axis handling exactly. Each layer has its own weights.
+//! and nothing else, which lets tests check axis handling exactly. Each layer has its own weights. The
+//! global embedding (`cls`) is the mean of the last layer's patch tokens.
 
-use ndarray::{s, Array2, Array4, ArrayView4};
+use ndarray::{s, Array2, Array4, ArrayView4, Axis};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -102,6 +103,12 @@ impl Embedder for FakeEmbedder {
         self.images_embedded += b;
         self.calls += 1;
         Ok(out)
+    }
+    fn embed_with_cls(&mut self, px: ArrayView4<f32>) -> Result<(Array4<f32>, Array2<f32>)> {
+        let out = self.embed(px)?;
+        let last = out.index_axis(Axis(0), out.dim().0 - 1);
+        let cls = last.mean_axis(Axis(1)).expect("at least one patch");
+        Ok((out, cls))
     }
 }
 

@@ -7,6 +7,11 @@
 //! * Output: per selected block, the patch tokens of every image, `[L, B, N, C]` with `N = (H/14)·(W/14)` in
 //!   row-major patch order (patch row `i`, column `j` at `n = i·(W/14) + j`), CLS dropped, final LayerNorm
 //!   applied (by the model).
+//! * Global embedding (for RsCIN, 2D only): [`Embedder::embed_with_cls`] also returns the model's `cls`
+//!   output `[B, C]` (final LayerNorm of the last block's CLS token, not L2-normalised). The 3D path never
+//!   asks for it, so its cost (all blocks up to the last one) is paid only by the 2D path.
+//! * Colour images: [`fill_rgb`] normalises an RGB image `[3, H, W]` per channel; grey images are replicated
+//!   into the 3 channels by [`fill_one`].
 //! * Implementations: [`ort::OrtEmbedder`] (ONNX Runtime, CPU or CUDA) and [`fake::FakeEmbedder`] (a
 //!   deterministic patch-local function for tests that need no ONNX Runtime).
 //!
@@ -14,7 +19,7 @@
 //! may be any size, so callers choose the batch; features are f32 and an ONNX Runtime run is deterministic
 //! for a given batch on a given machine, but a different batch composition may change the last bits.
 
-use ndarray::{Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut3, Axis};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut3, Axis};
 
 use crate::Result;
 
@@ -36,6 +41,12 @@ pub trait Embedder {
     fn dim(&self) -> usize;
     /// Runs a batch `pixel_values` `[B, 3, H, W]` (already normalised) and returns `[L, B, N, C]`.
     fn embed(&mut self, pixel_values: ArrayView4<f32>) -> Result<Array4<f32>>;
+    /// Like [`Embedder::embed`], and also the global embedding of every image, `cls` `[B, C]` (the final
+    /// LayerNorm of the last block's CLS token). A model without a `cls` output is an error naming it.
+    fn embed_with_cls(
+        &mut self,
+        pixel_values: ArrayView4<f32>,
+    ) -> Result<(Array4<f32>, Array2<f32>)>;
     /// The execution provider that runs the model (e.g. `CPUExecutionProvider`), for reports.
     fn provider(&self) -> &str;
 }
@@ -64,6 +75,19 @@ pub fn fill_one(grey: ArrayView2<f32>, mut dst: ArrayViewMut3<f32>) {
     }
 }
 
+/// Writes one RGB image `[3, H, W]` (values in `[0, 1]`) normalised per channel into `dst` `[3, H, W]`:
+/// `dst[c] = (rgb[c] − mean[c]) / std[c]`.
+pub fn fill_rgb(rgb: ArrayView3<f32>, mut dst: ArrayViewMut3<f32>) {
+    for (c, (src, mut chan)) in rgb
+        .axis_iter(Axis(0))
+        .zip(dst.axis_iter_mut(Axis(0)))
+        .enumerate()
+    {
+        let (m, s) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
+        chan.zip_mut_with(&src, |d, &g| *d = (g - m) / s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +108,20 @@ mod tests {
         // zero (background) maps to −mean/std, not to zero
         let zero = grey_to_pixel_values(Array3::zeros((1, 14, 14)).view());
         assert!((zero[[0, 0, 0, 0]] + 0.485 / 0.229).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rgb_is_normalised_channel_by_channel() {
+        let rgb = Array3::from_shape_fn((3, 14, 14), |(c, h, w)| (c * 7 + h + w) as f32 / 40.0);
+        let mut out = Array3::<f32>::zeros((3, 14, 14));
+        fill_rgb(rgb.view(), out.view_mut());
+        for c in 0..3 {
+            let expect = (rgb[[c, 2, 9]] - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            assert!((out[[c, 2, 9]] - expect).abs() < 1e-6);
+        }
+        // the channels are not mixed: channel 2 differs from what grey replication would give
+        assert!(
+            (out[[2, 0, 0]] - (rgb[[0, 0, 0]] - IMAGENET_MEAN[2]) / IMAGENET_STD[2]).abs() > 0.1
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! The ONNX Runtime embedder: runs a model that follows the contract of `onnx/README.md`.
 //!
 //! * Input: `pixel_values` f32 `[B, 3, H, W]` (normalised by the caller).
-//! * Output: `layer_<k>` f32 `[B, (H/14)(W/14), C]` for each selected block `k`, gathered into `[L, B, N, C]`.
+//! * Output: `layer_<k>` f32 `[B, (H/14)(W/14), C]` for each selected block `k`, gathered into `[L, B, N, C]`;
+//!   with [`Embedder::embed_with_cls`] also `cls` f32 `[B, C]` (requested only then: a second set of run
+//!   options asks for it, so the 3D path that never needs it does not run the blocks after its last layer).
 //!
 //! The shared library is loaded at run time (`ort` with `load-dynamic`) from `--ort-lib` or `ORT_DYLIB_PATH`;
 //! it comes from the `onnxruntime` (CPU) or `onnxruntime-gpu` (CUDA) wheel on PyPI. Nothing is downloaded.
@@ -18,7 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use ndarray::{Array4, ArrayView4, Axis};
+use ndarray::{Array2, Array4, ArrayView4, Axis};
 use ort::environment::Environment;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::TensorRef;
@@ -176,6 +178,8 @@ pub struct OrtEmbedder {
     provider: &'static str,
     notice: Option<String>,
     options: RunOptions<HasSelectedOutputs>,
+    /// Run options that also request `cls` (None when the model has no `cls` output).
+    options_cls: Option<RunOptions<HasSelectedOutputs>>,
     model: PathBuf,
 }
 
@@ -286,16 +290,27 @@ impl OrtEmbedder {
             }
             outputs.push(name);
         }
-        let mut selector = OutputSelector::no_default();
-        for o in &outputs {
-            selector = selector.with(o.clone());
-        }
-        let options = RunOptions::new()
-            .map_err(|e| Error::Backend {
-                what: "ONNX Runtime".into(),
-                problem: e.to_string(),
-            })?
-            .with_outputs(selector);
+        let run_options = |with_cls: bool| -> Result<RunOptions<HasSelectedOutputs>> {
+            let mut selector = OutputSelector::no_default();
+            for o in &outputs {
+                selector = selector.with(o.clone());
+            }
+            if with_cls {
+                selector = selector.with("cls");
+            }
+            Ok(RunOptions::new()
+                .map_err(|e| Error::Backend {
+                    what: "ONNX Runtime".into(),
+                    problem: e.to_string(),
+                })?
+                .with_outputs(selector))
+        };
+        let options = run_options(false)?;
+        let options_cls = if available.iter().any(|o| o == "cls") {
+            Some(run_options(true)?)
+        } else {
+            None
+        };
         let mut me = OrtEmbedder {
             session,
             layers: cfg.layers.clone(),
@@ -304,11 +319,12 @@ impl OrtEmbedder {
             provider,
             notice,
             options,
+            options_cls,
             model: cfg.model.clone(),
         };
         // probe: one 14x14 image, to check the output shapes and learn C
-        let probe = me.run(Array4::zeros((1, 3, PATCH, PATCH)).view(), true)?;
-        me.dim = probe.dim().3;
+        let probe = me.run(Array4::zeros((1, 3, PATCH, PATCH)).view(), true, false)?;
+        me.dim = probe.0.dim().3;
         Ok(me)
     }
 
@@ -338,7 +354,12 @@ impl OrtEmbedder {
         }
     }
 
-    fn run(&mut self, px: ArrayView4<f32>, probing: bool) -> Result<Array4<f32>> {
+    fn run(
+        &mut self,
+        px: ArrayView4<f32>,
+        probing: bool,
+        with_cls: bool,
+    ) -> Result<(Array4<f32>, Option<Array2<f32>>)> {
         let (b, c, h, w) = px.dim();
         if c != 3 || h % PATCH != 0 || w % PATCH != 0 || h == 0 || w == 0 || b == 0 {
             return Err(Error::bad_argument(
@@ -348,10 +369,21 @@ impl OrtEmbedder {
         }
         let n = (h / PATCH) * (w / PATCH);
         let model = self.model.clone();
+        let options = if with_cls {
+            self.options_cls.as_ref().ok_or_else(|| {
+                Error::bad_input(
+                    &model,
+                    "the model has no `cls` output, which the 2D path needs for RsCIN (model contract of \
+                     onnx/README.md: `cls` f32 [B, C])",
+                )
+            })?
+        } else {
+            &self.options
+        };
         let input = TensorRef::from_array_view(px).map_err(|e| self.backend(e))?;
         let result = self
             .session
-            .run_with_options(ort::inputs!["pixel_values" => input], &self.options);
+            .run_with_options(ort::inputs!["pixel_values" => input], options);
         let out = match result {
             Ok(o) => o,
             Err(e) if probing => {
@@ -404,7 +436,30 @@ impl OrtEmbedder {
                     .expect("checked: 3 dimensions"),
             );
         }
-        Ok(result.expect("at least one layer"))
+        let tokens = result.expect("at least one layer");
+        let cls = if with_cls {
+            let view = out["cls"].try_extract_array::<f32>().map_err(|e| {
+                Error::bad_input(&model, format!("output `cls` is not a float32 tensor: {e}"))
+            })?;
+            let shape = view.shape().to_vec();
+            if shape != [b, tokens.dim().3] {
+                return Err(Error::bad_input(
+                    &model,
+                    format!(
+                        "output `cls` has shape {shape:?}; the model contract requires [B, C] = [{b}, {}]",
+                        tokens.dim().3
+                    ),
+                ));
+            }
+            Some(
+                view.into_dimensionality::<ndarray::Ix2>()
+                    .expect("checked: 2 dimensions")
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        Ok((tokens, cls))
     }
 }
 
@@ -416,7 +471,14 @@ impl Embedder for OrtEmbedder {
         self.dim
     }
     fn embed(&mut self, pixel_values: ArrayView4<f32>) -> Result<Array4<f32>> {
-        self.run(pixel_values, false)
+        Ok(self.run(pixel_values, false, false)?.0)
+    }
+    fn embed_with_cls(
+        &mut self,
+        pixel_values: ArrayView4<f32>,
+    ) -> Result<(Array4<f32>, Array2<f32>)> {
+        let (tokens, cls) = self.run(pixel_values, false, true)?;
+        Ok((tokens, cls.expect("requested")))
     }
     fn provider(&self) -> &str {
         self.provider

@@ -14,6 +14,7 @@ pub mod check;
 pub mod eval;
 pub mod extract;
 pub mod score;
+pub mod score2d;
 
 /// Zero-shot anomaly detection in 3D brain MRI and 2D images (MuSc mutual scoring + CoDeGraph).
 #[derive(Debug, Parser)]
@@ -37,6 +38,10 @@ pub enum Command {
     Extract(Box<extract::ExtractArgs>),
     /// Recompute the metrics of a finished `score` run against lesion label maps (writes eval.json).
     Eval(eval::EvalArgs),
+    /// Score a batch of 2D images (PNG/JPEG/TIFF; plain folder with optional masks, or the MVTec AD layout):
+    /// DINOv2 tokens of four blocks, LNAMD, MuSc or CoDeGraph, RsCIN image scores, maps, overlays and,
+    /// with ground truth, image and pixel metrics (AUROC, AP, F1-max, AUPRO).
+    Score2d(Box<score2d::Score2dArgs>),
 }
 
 /// Flags shared by every subcommand that shows progress or writes an output folder.
@@ -53,9 +58,9 @@ pub struct CommonArgs {
     pub force: bool,
 }
 
-/// Backbone, tokenizer and preprocessing flags shared by `extract` and `score` on volumes.
+/// The model and where it runs: shared by `extract`, `score` and `score2d`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BackboneArgs {
+pub struct RuntimeArgs {
     /// The ONNX model (contract in onnx/README.md).
     #[arg(long, default_value = "onnx/dinov2_vits14.onnx")]
     pub model: std::path::PathBuf,
@@ -67,6 +72,22 @@ pub struct BackboneArgs {
     /// (exit 2) with the provider's error when it cannot run; cpu.
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     pub device: String,
+}
+
+impl RuntimeArgs {
+    /// The parsed `--device`.
+    pub fn device(&self) -> Result<crate::backbone::ort::Device> {
+        self.device
+            .parse()
+            .map_err(|e: String| crate::Error::bad_argument("--device", e))
+    }
+}
+
+/// Backbone, tokenizer and preprocessing flags shared by `extract` and `score` on volumes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackboneArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Slices per backbone call (default 14 = one pooling group).
     #[arg(long, default_value_t = 14)]
     pub batch: usize,
@@ -106,15 +127,12 @@ impl BackboneArgs {
         seed: u64,
         common: &CommonArgs,
     ) -> Result<crate::extract::ExtractConfig> {
-        let device = self
-            .device
-            .parse()
-            .map_err(|e: String| crate::Error::bad_argument("--device", e))?;
+        let device = self.runtime.device()?;
         let cfg = crate::extract::ExtractConfig {
             out,
             shard,
-            model: self.model.clone(),
-            ort_lib: self.ort_lib.clone(),
+            model: self.runtime.model.clone(),
+            ort_lib: self.runtime.ort_lib.clone(),
             device,
             threads,
             layers: self.layers.clone(),
@@ -152,6 +170,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Extract(args) => extract::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Score2d(args) => score2d::run(*args),
     }
 }
 

@@ -44,6 +44,20 @@ pub struct ScoreArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub backbone: super::BackboneArgs,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+    /// Skip the PNG plots of plots/ (ROC, histograms, similarity scaling, volume graph, one QC montage per
+    /// case); index.html is still written, without them.
+    #[arg(long)]
+    pub no_plots: bool,
+    #[command(flatten)]
+    pub common: super::CommonArgs,
+}
+
+/// The scoring flags (ALGORITHM.md §5–§6, §11), shared by `score` and `score2d`: each is an override of
+/// [`ScoreConfig`]'s default or of the `--config` file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoringArgs {
     /// TOML file with any of the settings below (keys are the flag names, e.g. `tukey-k = 3.0`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -122,12 +136,6 @@ pub struct ScoreArgs {
     /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192].
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<usize>,
-    /// Skip the PNG plots of plots/ (ROC, histograms, similarity scaling, volume graph, one QC montage per
-    /// case); index.html is still written, without them.
-    #[arg(long)]
-    pub no_plots: bool,
-    #[command(flatten)]
-    pub common: super::CommonArgs,
 }
 
 /// `--method` values.
@@ -161,7 +169,7 @@ pub fn read_config_file(path: &Path) -> Result<ScoreConfig> {
     toml::from_str(&text).map_err(|e| Error::bad_input(path, format!("invalid --config file: {e}")))
 }
 
-impl ScoreArgs {
+impl ScoringArgs {
     /// Builds the effective configuration (defaults < --config < flags) and validates it.
     pub fn to_config(&self) -> Result<ScoreConfig> {
         let mut c = match &self.config {
@@ -226,7 +234,7 @@ impl ScoreArgs {
 
 /// Runs `mri-ad score`: on volumes (`--query`) or on token files (`--tokens`).
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let config = args.to_config()?;
+    let config = args.scoring.to_config()?;
     match (&args.tokens, &args.query) {
         (Some(dir), None) => run_tokens(&args, dir, config),
         (None, Some(_)) => run_volumes(&args, config),

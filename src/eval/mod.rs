@@ -15,6 +15,7 @@ use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 pub mod aupro;
 pub mod gmm;
+pub mod pixel;
 pub mod rscin;
 
 /// Scores sorted descending with labels, grouped by distinct score: `(score, positives, negatives)`.

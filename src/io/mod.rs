@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod cubes;
 pub mod discover;
 pub mod hash;
+pub mod images;
 pub mod nifti;
 pub mod outdir;
 pub mod tokens;

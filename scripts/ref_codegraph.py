@@ -4,7 +4,8 @@ the search) on token files, compared with an `mri-ad score` (codegraph) run fold
 
 Computed here from the tokens, in float64: the nearest-collection distances of every layer; the
 layer-averaged sorted MSVs up to r_ref = clamp(floor(0.3 N), 2, N-1); the weighted endurance ratios
-(beta 0.2, eps 1e-12); Algorithm 1 (coverage 0.9, batches of 100); the case graph and gamma (25th
+(beta 0.2, eps 1e-12) of the link sources (non-void tokens at least `link-margin` 6-connected steps from
+every void token, the margin read from the run's config.toml; scipy binary erosion); Algorithm 1 (coverage 0.9, batches of 100); the case graph and gamma (25th
 percentile of the edge weights). Community detection is checked separately against leidenalg
 (ref_leiden.py), so the membership is taken from the run's graph.json; from it the densities, the Tukey rule
 (k_T 5, IQR floored at 0.5·Q3, at least 4 non-singleton communities), Algorithm 2 (alpha 0.1, p_dep 95, exact
@@ -26,7 +27,17 @@ def load(folder):
     files = sorted(glob.glob(os.path.join(folder, "*.tokens.npz")))
     names = [os.path.basename(f)[: -len(".tokens.npz")] for f in files]
     data = [np.load(f) for f in files]
-    return names, [d["tokens"].astype(np.float64) for d in data], [d["valid"].astype(bool) for d in data]
+    return names, [d["tokens"].astype(np.float64) for d in data], [d["valid"].astype(bool) for d in data], \
+        [tuple(int(g) for g in d["grid"]) for d in data]
+
+
+def link_sources(valid, grid, margin):
+    """Valid tokens at least `margin` 6-connected steps from every void token (outside the grid is not void)."""
+    if margin == 0:
+        return valid.copy()
+    from scipy.ndimage import binary_erosion, generate_binary_structure
+    v = valid.reshape(grid)
+    return binary_erosion(v, structure=generate_binary_structure(3, 1), iterations=margin, border_value=1).ravel()
 
 
 def tables(tokens, valid, excluded):
@@ -64,8 +75,12 @@ def main():
     ap.add_argument("--tokens", required=True)
     ap.add_argument("--run", required=True)
     a = ap.parse_args()
-    names, tokens, valid = load(a.tokens)
+    names, tokens, valid, grids = load(a.tokens)
     graph = json.load(open(os.path.join(a.run, "graph.json")))
+    import tomllib
+    with open(os.path.join(a.run, "config.toml"), "rb") as fh:
+        margin = tomllib.load(fh).get("link-margin", 0)
+    source = [link_sources(valid[c], grids[c], margin) for c in range(len(names))]
     n, n_layers, m = len(names), tokens[0].shape[0], tokens[0].shape[1]
     fails = []
     none = [np.zeros(m, bool) for _ in range(n)]
@@ -83,7 +98,7 @@ def main():
                 layers.append((row[order], order))
             mbar = np.mean([v for v, _ in layers], axis=0)
             neigh[(ca, p)] = [o for _, o in layers]
-            if not np.isfinite(mbar[-1]) or mbar[-1] <= 0:
+            if not source[ca][p] or not np.isfinite(mbar[-1]) or mbar[-1] <= 0:
                 continue
             for rank in range(r_ref - 1):
                 mi = mbar[rank]

@@ -191,9 +191,9 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
         &["--tokens", s(&planted), "--run", s(&cg)],
     );
     println!("{report}");
-    // ...which notices a run with other settings (the plain Tukey rule flags one more community here).
-    let plain = dir.path().join("plain-tukey");
-    score(&planted, &plain, &["--tukey-iqr-floor", "0"]);
+    // ...which notices a run with other settings (another endurance-ratio weight selects other links).
+    let plain = dir.path().join("other-beta");
+    score(&planted, &plain, &["--beta", "0.5"]);
     let o = std::process::Command::new(common::python())
         .arg(common::root().join("scripts/ref_codegraph.py"))
         .args(["--tokens", s(&planted), "--run", s(&plain)])

@@ -127,6 +127,11 @@ pub struct ScoringArgs {
     /// Views (layer indices of the token files) that feed the graph stage, comma-separated [default: all].
     #[arg(long, value_delimiter = ',')]
     pub graph_views: Option<Vec<usize>>,
+    /// Tokens closer than this many grid steps to a void token create no graph links (surface tokens of
+    /// the brain match by their outline, which mimics a recurring anomaly); 0 = every non-void token
+    /// links, as in the spec [default: 1].
+    #[arg(long)]
+    pub link_margin: Option<usize>,
     /// Seed of every random choice [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -196,6 +201,7 @@ impl ScoringArgs {
             leiden_iterations,
             divide,
             graph_views,
+            link_margin,
             seed,
             threads,
             memory_budget

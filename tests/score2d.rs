@@ -105,9 +105,20 @@ fn plain_folder_with_masks_writes_the_run_folder() {
         "config.toml",
         "graph.json",
         ".mri-ad-run",
+        "index.html",
+        "plots/roc.png",
+        "plots/histogram.png",
+        "plots/scaling.png",
+        "plots/graph.png",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    assert!(png_size(&out.join("plots/histogram.png")).0 >= 300);
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        page.contains("src=\"plots/roc.png\""),
+        "index.html shows the ROC"
+    );
     let rows = read_csv(&out.join("scores.csv"));
     assert_eq!(rows.len(), 8);
     let header = std::fs::read_to_string(out.join("scores.csv")).unwrap();
@@ -366,8 +377,8 @@ fn runs_are_deterministic() {
     let (fa, fb) = (all_files(&a), all_files(&b));
     assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
     for (k, v) in &fa {
-        if k.ends_with("summary.json") {
-            continue; // timings differ
+        if k.ends_with("summary.json") || k.ends_with("index.html") {
+            continue; // both show the wall times, which differ
         }
         assert!(v == &fb[k], "{} differs between runs", k.display());
     }

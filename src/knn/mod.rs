@@ -167,6 +167,18 @@ struct PairResult {
 }
 
 impl DistTable {
+    /// A one-collection table from given rows of distances (unit tests of the stages that read tables).
+    #[cfg(test)]
+    pub(crate) fn from_rows(rows: Vec<Vec<f32>>) -> DistTable {
+        let n = rows[0].len();
+        DistTable {
+            n_collections: n,
+            offsets: vec![0, rows.len()],
+            arg: vec![NO_TOKEN; rows.len() * n],
+            dist: rows.concat(),
+        }
+    }
+
     fn empty(view: &PackedView) -> Self {
         let n = view.n_collections();
         let mut offsets = vec![0usize; n + 1];

@@ -156,13 +156,7 @@ mod tests {
     use super::*;
 
     fn table(rows: Vec<Vec<f32>>) -> DistTable {
-        let n = rows[0].len();
-        DistTable {
-            n_collections: n,
-            offsets: vec![0, rows.len()],
-            arg: vec![crate::knn::NO_TOKEN; rows.len() * n],
-            dist: rows.concat(),
-        }
+        DistTable::from_rows(rows)
     }
 
     #[test]

@@ -28,7 +28,9 @@ print("recurring-lesion cases:", json.load(open("demo/cohort/truth.json"))["recu
 PY
 cat <<MSG
 
-Open demo/run/scores.csv (patients ranked by score, with group, label and community), demo/run/summary.json
+Open demo/run/index.html in a browser: the cases ranked by score, the metrics, the plots (ROC, score
+histograms, similarity scaling, the case graph) and a QC montage per case (demo/run/plots/qc/).
+Also: demo/run/scores.csv (patients ranked by score, with group, label and community), demo/run/summary.json
 (metrics, settings, timings) and demo/run/graph.json (the case graph and the outlier communities). In ITK-SNAP,
 load demo/cohort/query/q00.nii.gz as the main image and demo/run/maps/q00_anomaly.nii.gz (or
 demo/run/masks/q00_mask.nii.gz) as an overlay: they share the input's grid.

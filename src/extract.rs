@@ -257,18 +257,25 @@ pub fn prepare_token_folder(dir: &Path, force: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Checks that the model file exists (the error names `--model` and how to build the default model).
+pub fn check_model_file(model: &Path) -> Result<()> {
+    if model.is_file() {
+        return Ok(());
+    }
+    Err(Error::bad_argument(
+        "--model",
+        format!(
+            "{}: no such file (build the default model with scripts/build_default_model.py; see onnx/README.md; \
+             the default path is relative to the current folder)",
+            model.display()
+        ),
+    ))
+}
+
 /// Runs `extract` with the ONNX Runtime backbone (loaded only if some case needs computing).
 pub fn run(cfg: &ExtractConfig, source: &dyn CubeSource) -> Result<ExtractSummary> {
     cfg.validate()?;
-    if !cfg.model.is_file() {
-        return Err(Error::bad_argument(
-            "--model",
-            format!(
-                "{}: no such file (build the default model with scripts/build_default_model.py; see onnx/README.md)",
-                cfg.model.display()
-            ),
-        ));
-    }
+    check_model_file(&cfg.model)?;
     let model_sha256 = sha256_file(&cfg.model)?;
     let ort_cfg = OrtConfig {
         model: cfg.model.clone(),

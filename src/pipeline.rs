@@ -177,6 +177,12 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         preprocessor = preprocessor.with_batch_box(crop);
         stage(&mut timings, "crop box", t);
     }
+    // What the backbone needs is checked before anything is written: the model always (its hash keys
+    // the token cache), the ONNX Runtime library when no token cache exists yet.
+    crate::extract::check_model_file(&cfg.extract.model)?;
+    if !cfg.out.join("tokens").is_dir() {
+        crate::backbone::ort::resolve_ort_lib(cfg.extract.ort_lib.as_deref())?;
+    }
     prepare_run_folder(&cfg.out, cfg.force)?;
     say(format!(
         "{} cases: {} healthy, {} query{}",

@@ -306,6 +306,35 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert!(err.contains("q9") && err.contains("label"), "{err}");
     assert!(!out2.exists(), "{err}");
 
+    // A missing model is refused before the run folder exists.
+    let mut no_model = bad.clone();
+    let pos = no_model.iter().position(|a| *a == s(&model)).unwrap();
+    no_model[pos] = "/nonexistent/model.onnx";
+    std::fs::remove_file(query.join("q9.nii.gz")).unwrap();
+    let o = run_mri_ad(&no_model);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--model") && err.contains("/nonexistent/model.onnx"),
+        "{err}"
+    );
+    assert!(!out2.exists(), "{err}");
+    write_volume(&query.join("q9.nii.gz"), &volume(19, true).0, &AFFINE).unwrap();
+
+    // A `score --tokens` run folder is a run folder too: the same command again needs no --force.
+    let tok_run = dir.path().join("tokens-run");
+    for _ in 0..2 {
+        ok(&run_mri_ad(&[
+            "score",
+            "--tokens",
+            s(&out.join("tokens")),
+            "--out",
+            s(&tok_run),
+            "--no-progress",
+            "--no-plots",
+        ]));
+    }
+
     // A volume on another grid cannot share the batch crop box: exit 2, naming it and `--crop volume`.
     std::fs::remove_file(query.join("q9.nii.gz")).unwrap();
     let mut other = AFFINE;

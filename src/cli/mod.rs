@@ -29,18 +29,23 @@ pub struct Cli {
 pub enum Command {
     /// Score a batch: every case against all the other cases (leave-one-out), writing scores, maps and
     /// the CoDeGraph graph to --out.
+    #[command(allow_negative_numbers = true)]
     Score(Box<score::ScoreArgs>),
     /// List the cases of the input folders (shapes, spacings, orientations, label pairing) and check them:
-    /// every problem is reported, then the command exits with code 2.
+    /// exit 0 when there is no problem; else every problem is reported and the command exits with code 2.
+    #[command(allow_negative_numbers = true)]
     Check(check::CheckArgs),
     /// Write token files only: every volume of --input tokenized with the backbone (ALGORITHM.md §3.2) into
     /// --out as <case>.tokens.npz + <case>.tokens.json; up-to-date token files are reused.
+    #[command(allow_negative_numbers = true)]
     Extract(Box<extract::ExtractArgs>),
     /// Recompute the metrics of a finished `score` run against lesion label maps (writes eval.json).
+    #[command(allow_negative_numbers = true)]
     Eval(eval::EvalArgs),
     /// Score a batch of 2D images (PNG/JPEG/TIFF; plain folder with optional masks, or the MVTec AD layout):
     /// DINOv2 tokens of four blocks, LNAMD, MuSc or CoDeGraph, RsCIN image scores, maps, overlays and,
     /// with ground truth, image and pixel metrics (AUROC, AP, F1-max, AUPRO).
+    #[command(allow_negative_numbers = true)]
     Score2d(Box<score2d::Score2dArgs>),
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::extract::Shard;
-use crate::io::{atomic, outdir, tokens};
+use crate::io::{atomic, tokens};
 use crate::pipeline::{self, PipelineConfig};
 use crate::progress::Progress;
 use crate::score::codegraph::communities::OutlierRule;
@@ -32,7 +32,9 @@ pub struct ScoreArgs {
     #[arg(long, value_name = "DIR")]
     pub query: Option<PathBuf>,
     /// Folder of lesion label maps for the query cases (any label > 0 is lesion), paired by case id as
-    /// data-manifest/ describes; enables the evaluation and the binary masks.
+    /// data-manifest/ describes; enables the evaluation (patient, voxel and Dice metrics) and sets the
+    /// binary masks at the token-grid F1-max threshold (without labels the masks use the label-free GMM
+    /// threshold of ALGORITHM.md §9).
     #[arg(long, value_name = "DIR")]
     pub labels: Option<PathBuf>,
     /// Instead of volumes: a folder of precomputed token files `<case>.tokens.npz` (tokens f32 [L,M,D],
@@ -58,7 +60,9 @@ pub struct ScoreArgs {
 /// [`ScoreConfig`]'s default or of the `--config` file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScoringArgs {
-    /// TOML file with any of the settings below (keys are the flag names, e.g. `tukey-k = 3.0`).
+    /// TOML file with scoring settings: the keys are the names of the scoring flags below, from --method
+    /// to --memory-budget (e.g. `tukey-k = 3.0`); flags given on the command line win. Backbone, preprocessing
+    /// and output flags are not read from it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Scoring method [default: codegraph].
@@ -124,7 +128,9 @@ pub struct ScoringArgs {
     /// out (score 0), which is about 4× cheaper on brain volumes. They never create graph links.
     #[arg(long)]
     pub keep_void: bool,
-    /// Views (layer indices of the token files) that feed the graph stage, comma-separated [default: all].
+    /// Views that feed the graph stage, comma-separated: layer indices of the token files for `score`
+    /// [default: all]; for `score2d`, view = block index · (number of LNAMD degrees) + degree index
+    /// [default: the r = 1 views, 0,3,6,9].
     #[arg(long, value_delimiter = ',')]
     pub graph_views: Option<Vec<usize>>,
     /// Tokens closer than this many grid steps to a void token create no graph links (surface tokens of
@@ -294,7 +300,7 @@ fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
             ),
         });
     }
-    outdir::prepare(&args.out, args.common.force)?;
+    crate::pipeline::prepare_run_folder(&args.out, args.common.force)?;
     let say = |msg: String| {
         if !args.common.quiet {
             eprintln!("{msg}");

@@ -435,6 +435,25 @@ fn output_folder_and_config_problems_exit_2() {
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"user file");
     assert!(out.join("scores.csv").exists());
 
+    // A view that does not exist is refused before the output folder is created.
+    let fresh = dir.path().join("fresh-out");
+    let o = mri_ad()
+        .args([
+            "score",
+            "--tokens",
+            s(&tokens),
+            "--out",
+            s(&fresh),
+            "--quiet",
+        ])
+        .args(["--graph-views", "99"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--graph-views") && err.contains("99"), "{err}");
+    assert!(!fresh.exists(), "no output folder: {err}");
+
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "tukey-k = 3.0\nno-such-key = 1\n").unwrap();
     let o = run(&["--force", "--config", s(&cfg)]);

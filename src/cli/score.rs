@@ -300,6 +300,7 @@ fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
             ),
         });
     }
+    crate::score::check_graph_views(&config, files[0].set.n_views())?;
     crate::pipeline::prepare_run_folder(&args.out, args.common.force)?;
     let say = |msg: String| {
         if !args.common.quiet {

@@ -273,6 +273,20 @@ pub fn divide_batch(n: usize, parts: usize, seed: u64) -> Vec<Vec<usize>> {
     out
 }
 
+/// Checks that every `--graph-views` index names one of the `n_views` views of the token sets.
+pub fn check_graph_views(config: &ScoreConfig, n_views: usize) -> Result<()> {
+    match config.graph_views.iter().find(|&&g| g >= n_views) {
+        Some(g) => Err(Error::bad_argument(
+            "--graph-views",
+            format!(
+                "view {g} does not exist: the token files have {n_views} views (0..{})",
+                n_views.saturating_sub(1)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Scores a batch. See the module doc for shapes and memory.
 pub fn score_batch(
     sets: &[TokenSet],
@@ -415,17 +429,7 @@ fn score_batch_inner(
 ) -> Result<ScoreResult> {
     let n = sets.len();
     let (n_views, m, dim) = sets[0].tokens.dim();
-    for g in &config.graph_views {
-        if *g >= n_views {
-            return Err(Error::bad_argument(
-                "--graph-views",
-                format!(
-                    "view {g} does not exist: the token files have {n_views} views (0..{})",
-                    n_views - 1
-                ),
-            ));
-        }
-    }
+    check_graph_views(config, n_views)?;
     let active = |a: usize, p: usize| config.keep_void || sets[a].valid[p];
     let active_counts: Vec<usize> = (0..n)
         .map(|a| (0..m).filter(|&p| active(a, p)).count())

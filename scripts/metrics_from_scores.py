@@ -12,16 +12,11 @@ import os
 
 import numpy as np
 from scipy.ndimage import zoom
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import roc_auc_score
+
+from py_pipeline import f1_max
 
 P = 14
-
-
-def f1_max(y, s):
-    p, r, t = precision_recall_curve(y, s)
-    f = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-300), 0)[:-1]
-    i = int(np.argmax(f))
-    return float(f[i]), float(t[i])
 
 
 def main():

@@ -401,8 +401,7 @@ fn maps_and_metrics(
     let mut token_scores = Vec::new();
     let mut token_labels = Vec::new();
     let mut case_labels = vec![None; cases.len()];
-    // Lesion cases: whether the hottest voxel of the upsampled map (the first maximum in raster order) lies
-    // in the lesion.
+    // Lesion cases: whether the hottest voxel of the upsampled map lies in the lesion.
     let mut hottest_in_lesion: Vec<(String, bool)> = Vec::new();
     // Without labels: the label-free masks of §9, one GMM threshold per volume.
     let gmm_masks_dir = if job.write && !job.with_labels {
@@ -467,11 +466,10 @@ fn maps_and_metrics(
         if let Some(mask) = mask {
             case_labels[a] = Some(mask.iter().any(|&v| v) as u8);
             if case_labels[a] == Some(1) {
-                let hottest = hottest_voxel(&up);
-                hottest_in_lesion.push((
-                    c.input.id.clone(),
-                    mask.as_slice().expect("standard layout")[hottest],
-                ));
+                // The same voxel the QC montage marks (ties: the one nearest their centre).
+                let hottest = report::plots::qc::hottest(up.view());
+                hottest_in_lesion
+                    .push((c.input.id.clone(), mask[[hottest.0, hottest.1, hottest.2]]));
             }
             histogram.add(up.iter().copied(), mask.iter().copied());
             token_scores.extend(scores[a].iter().copied());
@@ -587,17 +585,6 @@ fn gmm_mask_threshold(
         eval::gmm::DEFAULT_ALPHA_TAIL,
     )
     .map_err(|e| Error::bad_input(path, format!("the label-free mask threshold failed: {e}")))
-}
-
-/// Raster index of the first maximum of a map.
-fn hottest_voxel(map: &Array3<f32>) -> usize {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, &v) in map.iter().enumerate() {
-        if v > best.1 {
-            best = (i, v);
-        }
-    }
-    best.0
 }
 
 /// The lesion mask of a case in the cube space (any label > 0); healthy cases have none.

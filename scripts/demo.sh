@@ -22,7 +22,8 @@ s = json.load(open("demo/run/summary.json"))
 m = s["metrics"]
 g = json.load(open("demo/run/graph.json"))
 print("\npatient AUROC {patient_auroc:.3f}, patient F1-max {patient_f1_max:.3f}, voxel AUROC {voxel_auroc:.4f}, "
-      "mean Dice {dice_mean:.3f} (lesion cases {dice_mean_lesion_cases:.3f})".format(**m))
+      "mean Dice {dice_mean:.3f} (lesion cases {dice_mean_lesion_cases:.3f}), voxel AP per lesion case "
+      "{voxel_ap_mean_lesion_cases:.3f}, hottest voxel in the lesion {hottest_voxel_in_lesion_fraction:.1f}".format(**m))
 print("outlier communities:", [c["members"] for c in g["communities"] if c["outlier"]])
 print("recurring-lesion cases:", json.load(open("demo/cohort/truth.json"))["recurring"])
 PY

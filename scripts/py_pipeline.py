@@ -23,9 +23,12 @@ Steps, all in one process, everything in memory:
 Usage:
   py_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
                  --layers 6,9,12 --out result.json [--alpha 0.3] [--save-scores DIR]
+                 [--seed 7,8,9 --features-cache DIR]
+  Several projection seeds share one model pass; the JSON then has per-seed results, their mean and sd.
 """
 import argparse
 import glob
+import hashlib
 import json
 import os
 import time
@@ -91,9 +94,11 @@ def l2(x):
     return (x / np.maximum(n, 1e-30)).astype(np.float32)
 
 
-def tokenize(session, cube, layers, proj, zero_feats):
-    s = cube.shape[0]
-    g = s // P
+def pooled_features(session, cube, layers, zero_feats):
+    """Steps 3-6 and 7: per axis and layer the 14-slice means, L2-normalised, in (z, y, x) raster order:
+    float32 [3, len(layers), g³, C]. Everything before the random projection, so several projection
+    draws can share one pass of the model."""
+    g = cube.shape[0] // P
     per_axis = []
     for axis in range(3):
         imgs = np.moveaxis(cube, axis, 0)  # axial [z], coronal [y] -> rows z, cols x, sagittal [x] -> rows z, cols y
@@ -103,14 +108,25 @@ def tokenize(session, cube, layers, proj, zero_feats):
             pooled = [p.transpose(1, 0, 2, 3) for p in pooled]  # (k=y, i=z, j=x) -> (z, y, x)
         elif axis == 2:
             pooled = [p.transpose(1, 2, 0, 3) for p in pooled]  # (k=x, i=z, j=y) -> (z, y, x)
-        per_axis.append([p.reshape(g ** 3, -1) @ proj.T for p in pooled])
+        per_axis.append(np.stack([p.reshape(g ** 3, -1) for p in pooled]))
+    return np.stack(per_axis)
+
+
+def project_and_fuse(pooled, proj):
+    """Steps 8-11: one shared projection for the three axes, concatenation, per-layer map layer norm, L2."""
     tokens = []
-    for l in range(len(layers)):
-        f = np.concatenate([per_axis[a][l] for a in range(3)], axis=1).astype(np.float64)
+    for l in range(pooled.shape[1]):
+        f = np.concatenate([pooled[a, l] @ proj.T for a in range(3)], axis=1).astype(np.float64)
         f = (f - f.mean()) / np.sqrt(f.var() + 1e-5)
         tokens.append(l2(f))
+    return np.stack(tokens)
+
+
+def void_free(cube):
+    """Step 12: a token is valid (not void) when at most half of its 14³ cube is background."""
+    g = cube.shape[0] // P
     brain = (cube > 0).reshape(g, P, g, P, g, P).mean(axis=(1, 3, 5)).reshape(-1)
-    return np.stack(tokens), (1 - brain) <= 0.5
+    return (1 - brain) <= 0.5
 
 
 def musc(tokens, valid, alpha):
@@ -152,13 +168,15 @@ def main():
     ap.add_argument("--layers", default="6,9,12")
     ap.add_argument("--proj-dim", type=int, default=128)
     ap.add_argument("--alpha", type=float, default=0.3)
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", default="7", help="projection seed(s), comma-separated: one model pass serves them all")
+    ap.add_argument("--features-cache", help="folder for the per-volume model features (pre-projection), reused when present")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     ap.add_argument("--save-scores")
     a = ap.parse_args()
     t0 = time.time()
     layers = [int(v) for v in a.layers.split(",")]
+    seeds = [int(v) for v in a.seed.split(",")]
     files = [(case_id(f), "healthy", f, None) for f in sorted(glob.glob(os.path.join(a.healthy, "*.nii*")))]
     for f in sorted(glob.glob(os.path.join(a.query, "*.nii*"))):
         c = case_id(f)
@@ -172,6 +190,7 @@ def main():
     hi = np.max([np.argwhere(v[0] > 0).max(0) + 1 for v in vols], axis=0)
     shape = vols[0][0].shape
     box = [(max(int(l) - 2, 0), min(int(h) + 2, s)) for l, h, s in zip(lo, hi, shape)]
+    a.box_key = "_".join(f"{l}-{h}" for l, h in box)
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = a.threads
@@ -180,30 +199,83 @@ def main():
     zero = np.zeros((1, 3, a.size, a.size), np.float32)
     zero = ((zero[:, :1].repeat(3, 1) - MEAN) / STD).astype(np.float32)
     zero_feats = [r.reshape(g, g, -1) for r in session.run([f"layer_{k}" for k in layers], {"pixel_values": zero})]
-    rng = np.random.default_rng(a.seed)
-    proj = None
-    tokens, valid, cubes_labels = [], [], []
+    feats, valid, cubes_labels = [], [], []
     for (c, group, f, lab), (vol, _) in zip(files, vols):
         cube = to_cube(vol, box, a.size, 1)
         mask = to_cube((vol > 0).astype(np.float32), box, a.size, 0) > 0.5
         p99 = np.percentile(cube[mask], 99)
         cube = np.where(mask, np.clip(cube / p99, 0, 1), 0).astype(np.float32)
-        if proj is None:
-            proj = (rng.standard_normal((a.proj_dim, zero_feats[0].shape[-1])) / np.sqrt(a.proj_dim)).astype(np.float32)
-        tk, vd = tokenize(session, cube, layers, proj, zero_feats)
-        tokens.append(tk)
-        valid.append(vd)
+        feats.append(cached_pooled(a, f, c, lambda: pooled_features(session, cube, layers, zero_feats)))
+        valid.append(void_free(cube))
         if lab is not None:
             lv = canonical(lab)[0]
             cubes_labels.append(to_cube((lv > 0).astype(np.float32), box, a.size, 0) > 0.5)
         else:
             cubes_labels.append(None)
-        print(f"{c}: tokens in {time.time() - t0:.0f} s", flush=True)
+        print(f"{c}: features in {time.time() - t0:.0f} s", flush=True)
     t_tok = time.time() - t0
-    scores, k = musc(tokens, valid, a.alpha)
-    t_score = time.time() - t0 - t_tok
-
     names = [f[0] for f in files]
+    per_seed = {}
+    for seed in seeds:
+        t1 = time.time()
+        rng = np.random.default_rng(seed)
+        proj = (rng.standard_normal((a.proj_dim, feats[0].shape[-1])) / np.sqrt(a.proj_dim)).astype(np.float32)
+        tokens = [project_and_fuse(p, proj) for p in feats]
+        scores, k = musc(tokens, valid, a.alpha)
+        t_score = time.time() - t1
+        res = evaluate(names, scores, cubes_labels, a.size)
+        res.update({"seed": seed, "k": k, "scoring_seconds": t_score})
+        per_seed[seed] = res
+        print(f"seed {seed}: " + json.dumps({m: res[m] for m in METRICS}), flush=True)
+        if a.save_scores:
+            d = a.save_scores if len(seeds) == 1 else os.path.join(a.save_scores, f"seed{seed}")
+            os.makedirs(d, exist_ok=True)
+            for n, sc in zip(names, scores):
+                np.save(os.path.join(d, f"{n}.npy"), sc.astype(np.float32))
+    result = {
+        "implementation": "scripts/py_pipeline.py (numpy/scipy/nibabel/onnxruntime/scikit-learn)",
+        "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "alpha": a.alpha, "cases": len(files),
+        "seconds": {"features": t_tok, "total": time.time() - t0},
+    }
+    if len(seeds) == 1:
+        result.update(per_seed[seeds[0]])
+    else:
+        result["seeds"] = seeds
+        result["mean"] = {m: float(np.mean([per_seed[s][m] for s in seeds])) for m in METRICS}
+        result["sd"] = {m: float(np.std([per_seed[s][m] for s in seeds], ddof=1)) for m in METRICS}
+        result["per_seed"] = {str(s): per_seed[s] for s in seeds}
+    with open(a.out, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k != "per_seed"}, indent=1))
+
+
+METRICS = ["patient_auroc", "patient_f1_max", "voxel_auroc", "dice_mean", "dice_mean_lesion_cases",
+           "hottest_voxel_in_lesion_fraction", "dice_threshold"]
+
+
+def cached_pooled(a, path, case, compute):
+    """The model pass of one volume, read from --features-cache when present. The key holds the input file's
+    SHA-256, the cube size, the layers, the model file's size and the crop box, so a changed input is
+    recomputed."""
+    if not a.features_cache:
+        return compute()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read())
+    key = f"{h.hexdigest()[:16]}-s{a.size}-l{a.layers.replace(',', '_')}-m{os.path.getsize(a.model)}-b{a.box_key}"
+    f = os.path.join(a.features_cache, f"{case}-{key}.npy")
+    if os.path.exists(f):
+        return np.load(f)
+    out = compute()
+    os.makedirs(a.features_cache, exist_ok=True)
+    np.save(f + ".tmp.npy", out)
+    os.replace(f + ".tmp.npy", f)
+    return out
+
+
+def evaluate(names, scores, cubes_labels, size):
+    """§7.2 maps and §8.3 metrics in the cube space."""
+    g = size // P
     patient = np.array([s.max() for s in scores])
     has_lesion = np.array([lab is not None and lab.any() for lab in cubes_labels])
     tok_scores, tok_labels, maps = [], [], []
@@ -216,8 +288,8 @@ def main():
     for i, s in enumerate(scores):
         grid = s.reshape(g, g, g).astype(np.float32)
         # grid_mode=False: output voxel o samples input o·(g−1)/(S−1), i.e. align-corners.
-        up = zoom(grid, a.size / g, order=1, prefilter=False, grid_mode=False)
-        assert up.shape == (a.size,) * 3, up.shape
+        up = zoom(grid, size / g, order=1, prefilter=False, grid_mode=False)
+        assert up.shape == (size,) * 3, up.shape
         lab = cubes_labels[i] if cubes_labels[i] is not None else np.zeros(up.shape, bool)
         b = np.clip(((up.ravel().astype(np.float64) - lo_s) / max(hi_s - lo_s, 1e-300) * bins).astype(np.int64), 0, bins - 1)
         pos_hist += np.bincount(b[lab.ravel()], minlength=bins)
@@ -238,10 +310,7 @@ def main():
     # within a bin count 1/2. scikit-learn on 30·224³ voxels would need > 10 GB.
     neg_below = np.cumsum(neg_hist) - neg_hist
     voxel_auroc = float((pos_hist * (neg_below + 0.5 * neg_hist)).sum() / (pos_hist.sum() * neg_hist.sum()))
-    result = {
-        "implementation": "scripts/py_pipeline.py (numpy/scipy/nibabel/onnxruntime/scikit-learn)",
-        "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "alpha": a.alpha, "k": k,
-        "cases": len(files),
+    return {
         "patient_auroc": float(roc_auc_score(has_lesion, patient)),
         "patient_f1_max": f1_max(has_lesion, patient)[0],
         "voxel_auroc": voxel_auroc,
@@ -251,16 +320,7 @@ def main():
         "hottest_voxel_in_lesion_fraction": float(np.mean(list(hottest.values()))),
         "dice_per_case": dice, "hottest_voxel_in_lesion": hottest,
         "patient_scores": dict(zip(names, map(float, patient))),
-        "seconds": {"tokens": t_tok, "scoring": t_score, "total": time.time() - t0},
     }
-    if a.save_scores:
-        os.makedirs(a.save_scores, exist_ok=True)
-        for n, s in zip(names, scores):
-            np.save(os.path.join(a.save_scores, f"{n}.npy"), s.astype(np.float32))
-    with open(a.out, "w") as fh:
-        json.dump(result, fh, indent=1)
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))
-
 
 if __name__ == "__main__":
     main()

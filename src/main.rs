@@ -5,10 +5,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = mri_ad::cli::Cli::parse();
+    let cli = mri_ad::cli::Cli::parse_recording(std::env::args_os());
     match mri_ad::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

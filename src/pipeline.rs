@@ -56,6 +56,9 @@ pub struct PipelineConfig {
     pub progress: bool,
     /// Draw `plots/` (false: `--no-plots`); `index.html` is written either way.
     pub plots: bool,
+    /// More keys for the run's `config.toml` (the backbone and preprocessing settings, so that the file
+    /// given back as `--config` reproduces the run).
+    pub config_extra: toml::Table,
 }
 
 /// One case of the batch.
@@ -289,6 +292,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         &cfg.score,
         dim,
     )?;
+    write_config_toml(&cfg.out, &cfg.score, &cfg.config_extra)?;
     stage(&mut timings, "write outputs", t);
     let rows = report::score_rows(&names, &groups, &evaluation.case_labels, &result);
     let t = Instant::now();
@@ -403,6 +407,8 @@ fn maps_and_metrics(
     let mut case_labels = vec![None; cases.len()];
     // Lesion cases: whether the hottest voxel of the upsampled map lies in the lesion.
     let mut hottest_in_lesion: Vec<(String, bool)> = Vec::new();
+    // Lesion cases: the voxel AP of the case's own map (threshold-free localisation, no shared threshold).
+    let mut case_ap: Vec<(String, f64)> = Vec::new();
     // Without labels: the label-free masks of §9, one GMM threshold per volume.
     let gmm_masks_dir = if job.write && !job.with_labels {
         Some(outdir::subdir(job.out, "masks")?)
@@ -470,6 +476,11 @@ fn maps_and_metrics(
                 let hottest = report::plots::qc::hottest(up.view());
                 hottest_in_lesion
                     .push((c.input.id.clone(), mask[[hottest.0, hottest.1, hottest.2]]));
+                let ap = eval::average_precision(
+                    up.as_slice().expect("upsampled maps are contiguous"),
+                    mask.as_slice().expect("lesion cubes are contiguous"),
+                );
+                case_ap.push((c.input.id.clone(), ap.expect("a lesion case has positives")));
             }
             histogram.add(up.iter().copied(), mask.iter().copied());
             token_scores.extend(scores[a].iter().copied());
@@ -554,6 +565,9 @@ fn maps_and_metrics(
             hottest_in_lesion.iter().filter(|h| h.1).count() as f64 / hottest_in_lesion.len() as f64
         }),
         "hottest_voxel_in_lesion": hottest_in_lesion.iter().map(|(c, h)| (c.clone(), json!(h))).collect::<serde_json::Map<String, Value>>(),
+        "voxel_ap_mean_lesion_cases": (!case_ap.is_empty()).then(|| case_ap.iter().map(|c| c.1).sum::<f64>() / case_ap.len() as f64),
+        "voxel_ap_per_case": case_ap.iter().map(|(c, v)| (c.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+        "voxel_ap_method": "per lesion case, exact average precision (scikit-learn's definition) of its upsampled map over every voxel of its cube",
     });
     Ok(Evaluation {
         case_labels,
@@ -598,8 +612,22 @@ fn lesion_cube(case: &BatchCase, transform: &crate::volume::Transform) -> Result
     }
 }
 
-/// Writes `token_scores/`, `scores.csv`, `graph.json` and `config.toml`, and returns the scoring part of
-/// `summary.json`. Shared by `score --tokens` and `score` on volumes.
+/// Writes the effective settings as `config.toml`: the scoring keys of `config` plus `extra` (for `score` on
+/// volumes, the backbone and preprocessing keys), a valid `--config` file.
+pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) -> Result<()> {
+    let mut table =
+        match toml::Value::try_from(config).map_err(|e| Error::Resource(e.to_string()))? {
+            toml::Value::Table(t) => t,
+            _ => unreachable!("a struct serialises to a table"),
+        };
+    table.extend(extra.clone());
+    let text = toml::to_string(&table).map_err(|e| Error::Resource(e.to_string()))?;
+    atomic::write_bytes(&out.join("config.toml"), text.as_bytes())
+}
+
+/// Writes `token_scores/`, `scores.csv` and `graph.json`, and returns the scoring part of `summary.json`.
+/// Shared by `score --tokens`, `score` on volumes and `score2d`; each also writes its `config.toml` with
+/// [`write_config_toml`].
 pub fn write_scoring_outputs(
     out: &Path,
     names: &[String],
@@ -618,8 +646,6 @@ pub fn write_scoring_outputs(
             &report::graph_json(g, names, &result.excluded, &result.subsets),
         )?;
     }
-    let config_toml = toml::to_string(config).map_err(|e| Error::Resource(e.to_string()))?;
-    atomic::write_bytes(&out.join("config.toml"), config_toml.as_bytes())?;
     let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
     Ok(json!({
         "config": config,

@@ -495,6 +495,7 @@ pub fn run_with(
         let labels: Vec<Option<u8>> = cases.iter().map(|c| c.label.map(u8::from)).collect();
         let scoring =
             write_scoring_outputs(&out, &names, &groups, &labels, &result, &score_cfg, dim)?;
+        crate::pipeline::write_config_toml(&out, &score_cfg, &toml::Table::new())?;
         // write_scoring_outputs wrote scores.csv with the raw maximum as score; the 2D table has the RsCIN
         // score there and the raw maximum in an extra column, so it is replaced (atomically).
         write_scores_csv(&out.join("scores.csv"), &cases, None)?;

@@ -342,3 +342,43 @@ fn check_lists_cases_of_a_brats_layout() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_refuses_volumes_on_different_grids_unless_crop_volume() {
+    let t = setup(|d| {
+        let mut shifted = affine();
+        shifted[1][3] = 5.0;
+        nifti::write_volume(&d.join("moved.nii.gz"), &brain(), &shifted).unwrap();
+        nifti::write_volume(&d.join("same.nii.gz"), &brain(), &affine()).unwrap();
+    });
+    // "good" is the first case in discovery order; "moved" is off its grid, "same" is not.
+    expect_failure(
+        t.path(),
+        &["--query", &q(&t)],
+        "moved.nii.gz",
+        "--crop volume",
+    );
+    let out = common::mri_ad()
+        .args(["check", "--query", &q(&t)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("same.nii.gz"), "{stderr}");
+    let ok = common::mri_ad()
+        .args(["check", "--query", &q(&t), "--crop", "volume"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Fewer than 3 cases is a note (the batch may get more from the other folder), not a problem.
+    let t = setup(|_| {});
+    let one = common::mri_ad()
+        .args(["check", "--query", &q(&t)])
+        .output()
+        .unwrap();
+    assert!(one.status.success());
+    assert!(String::from_utf8_lossy(&one.stdout).contains("at least 3"));
+}

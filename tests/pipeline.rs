@@ -220,6 +220,14 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         assert!(m[key].as_f64().is_some(), "{key} missing: {m}");
     }
     assert_eq!(m["dice_per_case"].as_object().unwrap().len(), 7);
+    // Per-case voxel AP: one per lesion case (the three query cases), a probability.
+    let ap = m["voxel_ap_per_case"].as_object().unwrap();
+    assert_eq!(ap.keys().collect::<Vec<_>>(), ["q0", "q1", "q2"], "{m}");
+    assert!(ap
+        .values()
+        .all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())));
+    let mean = ap.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / 3.0;
+    assert!((m["voxel_ap_mean_lesion_cases"].as_f64().unwrap() - mean).abs() < 1e-12);
     assert_eq!(summary["backbone"]["computed"], 7);
     assert_eq!(summary["crop"]["mode"], "batch");
     assert!(
@@ -256,6 +264,38 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     let again: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(again["metrics"], summary["metrics"]);
+
+    // The run's config.toml, given back as --config with no backbone or scoring flag, reproduces the run:
+    // it holds the backbone and preprocessing keys (size 28, layers 2,4, proj-dim 16, the model) too.
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("size = 28") && config.contains("proj-dim = 16"),
+        "{config}"
+    );
+    let again_out = dir.path().join("run-from-config");
+    ok(&run_mri_ad(&[
+        "score",
+        "--healthy",
+        s(&healthy),
+        "--query",
+        s(&query),
+        "--labels",
+        s(&labels),
+        "--out",
+        s(&again_out),
+        "--config",
+        s(&out.join("config.toml")),
+        "--no-progress",
+        "--no-plots",
+    ]));
+    for id in ["h0", "q0", "q2"] {
+        let f = format!("token_scores/{id}.npy");
+        assert_eq!(
+            std::fs::read(out.join(&f)).unwrap(),
+            std::fs::read(again_out.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
 
     // Without --labels the masks come from the label-free GMM threshold (ALGORITHM.md §9), one per volume.
     let out3 = dir.path().join("run3");

@@ -491,6 +491,18 @@ fn bad_inputs_exit_2_naming_the_file_and_leave_nothing() {
         assert!(err.contains(what), "{flags:?}: {err}");
         assert!(!d.join("out-flags").exists());
     }
+    // A --config file with volume keys (a `score` run's config.toml) is refused, naming the file and keys.
+    let cfg = d.join("volume.toml");
+    std::fs::write(&cfg, "size = 224\ntukey-k = 3.0\n").unwrap();
+    let o = score2d(
+        &d.join("images"),
+        &d.join("out-flags"),
+        &["--config", s(&cfg)],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("volume.toml") && err.contains("size"), "{err}");
+    assert!(!d.join("out-flags").exists());
     // A non-empty output folder without --force.
     let busy = d.join("busy");
     std::fs::create_dir_all(&busy).unwrap();

@@ -454,6 +454,53 @@ fn output_folder_and_config_problems_exit_2() {
     assert!(err.contains("--graph-views") && err.contains("99"), "{err}");
     assert!(!fresh.exists(), "no output folder: {err}");
 
+    // Volume-only flags have no effect on token files: refused (naming them), not ignored.
+    for (flags, named) in [
+        (&["--size", "168"][..], "--size"),
+        (
+            &["--layers", "6,12", "--model", "x.onnx"][..],
+            "--model, --layers",
+        ),
+        (&["--crop=volume"][..], "--crop"),
+    ] {
+        let o = mri_ad()
+            .args(["score", "--tokens", s(&tokens), "--out", s(&fresh)])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(named) && err.contains("--tokens"), "{err}");
+        assert!(!fresh.exists(), "no output folder: {err}");
+    }
+
+    // Volume keys of a --config file (a volume run's config.toml has them) are not used here, with a notice.
+    let vol_cfg = dir.path().join("volume.toml");
+    std::fs::write(&vol_cfg, "size = 168\nlayers = [6, 12]\ntukey-k = 3.0\n").unwrap();
+    let o = mri_ad()
+        .args([
+            "score",
+            "--tokens",
+            s(&tokens),
+            "--out",
+            s(&out),
+            "--no-progress",
+        ])
+        .args(["--force", "--config", s(&vol_cfg)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("notice") && err.contains("layers, size") && err.contains("--tokens"),
+        "{err}"
+    );
+    let effective = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        effective.contains("tukey-k = 3.0") && !effective.contains("size"),
+        "{effective}"
+    );
+
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "tukey-k = 3.0\nno-such-key = 1\n").unwrap();
     let o = run(&["--force", "--config", s(&cfg)]);

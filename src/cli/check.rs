@@ -3,7 +3,8 @@
 //! For every case: the image file, its shape, voxel spacing, orientation code and the affine's source, the
 //! paired label map (lesion voxels) and brain mask. Problems (unreadable or malformed files, 4D/2D/complex
 //! data, NaN/Inf voxels, all-zero volumes, label maps or masks on another grid, cases without a label when
-//! --labels is given, duplicate case ids, empty folders) are all listed; then the command exits with code 2
+//! --labels is given, duplicate case ids, empty folders, and with the default `--crop batch` volumes that are
+//! not all on one voxel grid) are all listed; then the command exits with code 2
 //! and the first problem as the error. With `--out`, the inventory is written to `<out>/check.json` (only
 //! when there is no problem; never into a non-empty folder without --force).
 
@@ -32,6 +33,10 @@ pub struct CheckArgs {
     /// Folder layout (data-manifest/): auto, brats-mets-2025, ixi, demo or generic.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub layout: String,
+    /// The crop mode `score` will use: batch (its default) needs every volume on one voxel grid (size and
+    /// affine), which is then checked; volume crops each volume on its own, on any grid.
+    #[arg(long, default_value = "batch", value_parser = ["batch", "volume"])]
+    pub crop: String,
     /// Also write the inventory as <DIR>/check.json.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -77,6 +82,35 @@ fn grid_problem(file: &Path, v: &Volume, image: &Volume, what: &str) -> Error {
         actual: format!("size {:?}, affine {:?}", v.size_ijk(), v.affine),
         reference: image.path.display().to_string(),
     }
+}
+
+/// Problems of the batch as a whole: for `--crop batch`, volumes that are not on the first volume's grid.
+fn batch_problems(reports: &[CaseReport], crop: &str) -> Vec<Error> {
+    let mut problems = Vec::new();
+    if crop == "batch" {
+        if let Some(first) = reports.first() {
+            for r in &reports[1..] {
+                if !nifti::same_grid(
+                    r.shape,
+                    &r.affine,
+                    first.shape,
+                    &first.affine,
+                    GRID_TOLERANCE_MM,
+                ) {
+                    problems.push(Error::Mismatch {
+                        path: r.image.clone(),
+                        what: "the voxel grid (size, affine; --crop batch, score's default, needs one grid for \
+                               every volume, --crop volume does not)"
+                            .into(),
+                        expected: format!("size {:?}, affine {:?}", first.shape, first.affine),
+                        actual: format!("size {:?}, affine {:?}", r.shape, r.affine),
+                        reference: first.image.display().to_string(),
+                    });
+                }
+            }
+        }
+    }
+    problems
 }
 
 fn fmt3<T: std::fmt::Display>(v: [T; 3], sep: &str) -> String {
@@ -257,6 +291,13 @@ pub fn run(args: CheckArgs) -> Result<()> {
             }
             reports.push(r);
         }
+    }
+    problems.extend(batch_problems(&reports, &args.crop));
+    if (1..3).contains(&reports.len()) && !quiet {
+        println!(
+            "note: {} case(s) here; `score` needs at least 3 in its batch (--healthy and --query together)",
+            reports.len()
+        );
     }
     if !problems.is_empty() {
         eprintln!("{} problem(s):", problems.len());

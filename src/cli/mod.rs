@@ -6,7 +6,8 @@
 // The doc comments below are clap's --help text, written for the terminal ([L,M,D], <case>), not rustdoc.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::Result;
 
@@ -47,6 +48,36 @@ pub enum Command {
     /// with ground truth, image and pixel metrics (AUROC, AP, F1-max, AUPRO).
     #[command(allow_negative_numbers = true)]
     Score2d(Box<score2d::Score2dArgs>),
+}
+
+impl Cli {
+    /// Parses `args` (the program name first) like [`Parser::parse_from`], and also records which backbone
+    /// and preprocessing flags of `score` were given explicitly, which clap's derive does not keep: with
+    /// `--tokens` they would have no effect, and `score` refuses them instead of ignoring them silently.
+    /// Exits (code 2) with clap's message on a malformed command line.
+    pub fn parse_recording<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().get_matches_from(args);
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let (Command::Score(score), Some(("score", m))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            score.given_volume_flags = explicit_flags::<BackboneArgs>(m);
+        }
+        cli
+    }
+}
+
+/// The flags of the argument group `A` that were given on the command line, as `--name`.
+fn explicit_flags<A: Args>(matches: &clap::ArgMatches) -> Vec<String> {
+    A::augment_args(clap::Command::new("group"))
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|arg| format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())))
+        .collect()
 }
 
 /// Flags shared by every subcommand that shows progress or writes an output folder.
@@ -122,7 +153,133 @@ pub struct BackboneArgs {
     pub nyul: Option<std::path::PathBuf>,
 }
 
+/// The backbone and preprocessing keys that a `--config` file of `score` may hold: the long names of the
+/// [`BackboneArgs`] flags. Paths are taken as given, relative to the working directory like the flags.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BackboneFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ort_lib: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub void_threshold: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub margin: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nyul: Option<std::path::PathBuf>,
+}
+
+impl BackboneFile {
+    /// Every key, as in the file.
+    pub const KEYS: [&'static str; 11] = [
+        "model",
+        "ort-lib",
+        "device",
+        "batch",
+        "layers",
+        "proj-dim",
+        "size",
+        "void-threshold",
+        "margin",
+        "crop",
+        "nyul",
+    ];
+
+    /// The keys this file sets, sorted.
+    pub fn keys_set(&self) -> Vec<String> {
+        self.to_table().keys().cloned().collect()
+    }
+
+    /// The set keys as a TOML table.
+    pub fn to_table(&self) -> toml::Table {
+        match toml::Value::try_from(self).expect("plain values serialise") {
+            toml::Value::Table(t) => t,
+            _ => unreachable!("a struct serialises to a table"),
+        }
+    }
+}
+
 impl BackboneArgs {
+    /// Takes each value of a `--config` file (`path`) whose flag was not given on the command line
+    /// (`given`: the `--name`s given), so the precedence is defaults < file < flags.
+    pub fn apply_file(
+        &mut self,
+        file: &BackboneFile,
+        given: &[String],
+        path: &std::path::Path,
+    ) -> Result<()> {
+        let take = |key: &str| !given.iter().any(|g| g == &format!("--{key}"));
+        let check = |key: &str, v: &str, allowed: &[&str]| {
+            if allowed.contains(&v) {
+                Ok(())
+            } else {
+                Err(crate::Error::bad_input(
+                    path,
+                    format!("invalid --config file: {key} = {v:?}, expected one of {allowed:?}"),
+                ))
+            }
+        };
+        macro_rules! set {
+            ($($key:literal => $target:expr, $value:expr);* $(;)?) => {
+                $( if let (Some(v), true) = ($value.clone(), take($key)) { $target = v; } )*
+            };
+        }
+        if let Some(d) = &file.device {
+            check("device", d, &["auto", "cpu", "cuda"])?;
+        }
+        if let Some(c) = &file.crop {
+            check("crop", c, &["batch", "volume"])?;
+        }
+        set!(
+            "model" => self.runtime.model, file.model;
+            "device" => self.runtime.device, file.device;
+            "batch" => self.batch, file.batch;
+            "layers" => self.layers, file.layers;
+            "proj-dim" => self.proj_dim, file.proj_dim;
+            "size" => self.size, file.size;
+            "void-threshold" => self.void_threshold, file.void_threshold;
+            "margin" => self.margin, file.margin;
+            "crop" => self.crop, file.crop;
+        );
+        if let (Some(v), true) = (&file.ort_lib, take("ort-lib")) {
+            self.runtime.ort_lib = Some(v.clone());
+        }
+        if let (Some(v), true) = (&file.nyul, take("nyul")) {
+            self.nyul = Some(v.clone());
+        }
+        Ok(())
+    }
+
+    /// The effective values as `--config` keys (written into the run's `config.toml`).
+    pub fn to_file(&self) -> BackboneFile {
+        BackboneFile {
+            model: Some(self.runtime.model.clone()),
+            ort_lib: self.runtime.ort_lib.clone(),
+            device: Some(self.runtime.device.clone()),
+            batch: Some(self.batch),
+            layers: Some(self.layers.clone()),
+            proj_dim: Some(self.proj_dim),
+            size: Some(self.size),
+            void_threshold: Some(self.void_threshold),
+            margin: Some(self.margin),
+            crop: Some(self.crop.clone()),
+            nyul: self.nyul.clone(),
+        }
+    }
+
     /// The extraction configuration for these flags (validated).
     pub fn extract_config(
         &self,
@@ -185,5 +342,66 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    fn score_args(argv: &[&str]) -> super::score::ScoreArgs {
+        let cli = super::Cli::parse_recording(
+            ["mri-ad", "score", "--out", "o", "--query", "q"]
+                .iter()
+                .chain(argv),
+        );
+        match cli.command {
+            super::Command::Score(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn config_keys_are_the_backbone_flags() {
+        use clap::Args;
+        let longs: Vec<String> = super::BackboneArgs::augment_args(clap::Command::new("x"))
+            .get_arguments()
+            .map(|a| a.get_long().unwrap().to_string())
+            .collect();
+        assert_eq!(longs, super::BackboneFile::KEYS);
+        // Every key round-trips through the file format.
+        let file = score_args(&["--ort-lib", "l.so", "--nyul", "n.json"])
+            .backbone
+            .to_file();
+        let mut keys = super::BackboneFile::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(file.keys_set(), keys, "a table keeps its keys sorted");
+        let back: super::BackboneFile = toml::from_str(&toml::to_string(&file).unwrap()).unwrap();
+        assert_eq!(back, file);
+    }
+
+    #[test]
+    fn explicit_flags_beat_the_config_file_which_beats_the_defaults() {
+        let args = score_args(&["--size", "168", "--model", "m.onnx"]);
+        assert_eq!(args.given_volume_flags, ["--model", "--size"]);
+        let file: super::BackboneFile = toml::from_str(
+            "size = 112\nlayers = [3, 6]\ncrop = \"volume\"\nmodel = \"other.onnx\"",
+        )
+        .unwrap();
+        let mut b = args.backbone.clone();
+        b.apply_file(
+            &file,
+            &args.given_volume_flags,
+            std::path::Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(b.size, 168, "flag wins");
+        assert_eq!(b.runtime.model, std::path::Path::new("m.onnx"), "flag wins");
+        assert_eq!(b.layers, [3, 6], "file beats the default");
+        assert_eq!(b.crop, "volume");
+        assert_eq!(b.proj_dim, 128, "default kept");
+        let bad: super::BackboneFile = toml::from_str("crop = \"none\"").unwrap();
+        let err = b
+            .apply_file(&bad, &[], std::path::Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.toml") && err.contains("crop"), "{err}");
+        // Defaults alone record nothing.
+        assert!(score_args(&[]).given_volume_flags.is_empty());
     }
 }

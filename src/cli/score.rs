@@ -1,10 +1,13 @@
 //! `mri-ad score`: score a batch of volumes (`--healthy/--query [--labels]`, the whole job of
 //! [`crate::pipeline`]) or of precomputed token files (`--tokens DIR`).
 //!
-//! Precedence of the scoring settings: the spec's defaults, then `--config FILE` (TOML, keys = the scoring
-//! flag names without the leading dashes), then the flags given on the command line. The effective values
-//! are written to `config.toml` and `summary.json` in the output folder. The backbone and preprocessing
-//! flags (--model, --size, --layers, ...) are flags only.
+//! Precedence of the settings: the spec's defaults, then `--config FILE` (TOML, keys = the flag names
+//! without the leading dashes), then the flags given on the command line ([`super::Cli::parse_recording`]
+//! records which backbone flags were given, since their defaults are concrete values). The effective
+//! values are written to `config.toml` (a valid `--config` file that reproduces the run) and to
+//! `summary.json`. The backbone and preprocessing flags (--model, --size, --layers, ...) are refused with
+//! `--tokens` (token files are scored as stored), and such keys of a `--config` file are not used there
+//! (a notice says so).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -54,15 +57,21 @@ pub struct ScoreArgs {
     pub no_plots: bool,
     #[command(flatten)]
     pub common: super::CommonArgs,
+    /// The backbone and preprocessing flags given explicitly on the command line (filled by
+    /// [`super::Cli::parse_recording`]; empty when parsed otherwise).
+    #[arg(skip)]
+    pub given_volume_flags: Vec<String>,
 }
 
 /// The scoring flags (ALGORITHM.md §5–§6, §11), shared by `score` and `score2d`: each is an override of
 /// [`ScoreConfig`]'s default or of the `--config` file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScoringArgs {
-    /// TOML file with scoring settings: the keys are the names of the scoring flags below, from --method
-    /// to --memory-budget (e.g. `tukey-k = 3.0`); flags given on the command line win. Backbone, preprocessing
-    /// and output flags are not read from it.
+    /// TOML file of settings, keys = flag names without the dashes (e.g. `tukey-k = 3.0`, `size = 168`,
+    /// `layers = [6, 9, 12]`): the scoring flags below (--method to --memory-budget) and, for `score` on
+    /// volumes, the backbone and preprocessing flags (--model to --nyul; ignored with a notice with
+    /// --tokens, refused by score2d). Flags given on the command line win. A run's config.toml is such a
+    /// file. Input, output and display flags are not read from it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Scoring method [default: codegraph].
@@ -174,17 +183,42 @@ pub enum RefineModeArg {
     Invalidate,
 }
 
-/// Reads a `--config` TOML file into a [`ScoreConfig`] (missing keys keep the defaults).
-pub fn read_config_file(path: &Path) -> Result<ScoreConfig> {
+/// Reads a `--config` TOML file: the scoring keys into a [`ScoreConfig`] (missing keys keep the defaults)
+/// and the backbone/preprocessing keys of `score` on volumes into a [`super::BackboneFile`]. Unknown keys
+/// and wrong types are errors naming the file.
+pub fn read_config_file(path: &Path) -> Result<(ScoreConfig, super::BackboneFile)> {
+    let bad =
+        |e: &dyn std::fmt::Display| Error::bad_input(path, format!("invalid --config file: {e}"));
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    toml::from_str(&text).map_err(|e| Error::bad_input(path, format!("invalid --config file: {e}")))
+    let mut scoring: toml::Table = toml::from_str(&text).map_err(|e| bad(&e))?;
+    let mut backbone = toml::Table::new();
+    for key in super::BackboneFile::KEYS {
+        if let Some(v) = scoring.remove(key) {
+            backbone.insert(key.to_string(), v);
+        }
+    }
+    let score: ScoreConfig = toml::Value::Table(scoring)
+        .try_into()
+        .map_err(|e| bad(&e))?;
+    let file: super::BackboneFile = toml::Value::Table(backbone)
+        .try_into()
+        .map_err(|e| bad(&e))?;
+    Ok((score, file))
 }
 
 impl ScoringArgs {
+    /// The backbone and preprocessing keys of the `--config` file (all unset without one).
+    pub fn backbone_file(&self) -> Result<super::BackboneFile> {
+        match &self.config {
+            Some(p) => Ok(read_config_file(p)?.1),
+            None => Ok(super::BackboneFile::default()),
+        }
+    }
+
     /// Builds the effective configuration (defaults < --config < flags) and validates it.
     pub fn to_config(&self) -> Result<ScoreConfig> {
         let mut c = match &self.config {
-            Some(p) => read_config_file(p)?,
+            Some(p) => read_config_file(p)?.0,
             None => ScoreConfig::default(),
         };
         macro_rules! set {
@@ -259,7 +293,15 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 }
 
 fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
-    let extract = args.backbone.extract_config(
+    let mut backbone = args.backbone.clone();
+    if let Some(path) = &args.scoring.config {
+        backbone.apply_file(
+            &args.scoring.backbone_file()?,
+            &args.given_volume_flags,
+            path,
+        )?;
+    }
+    let extract = backbone.extract_config(
         args.out.join("tokens"),
         Shard::ALL,
         config.threads,
@@ -274,8 +316,9 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
         query: args.query.clone().expect("checked by run"),
         labels: args.labels.clone(),
         out: args.out.clone(),
-        nyul: args.backbone.nyul.clone(),
-        preprocess: args.backbone.preprocess(),
+        nyul: backbone.nyul.clone(),
+        preprocess: backbone.preprocess(),
+        config_extra: backbone.to_file().to_table(),
         extract,
         score: config,
         force: args.common.force,
@@ -287,6 +330,21 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
 }
 
 fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
+    let ignored = args.scoring.backbone_file()?.keys_set();
+    if !ignored.is_empty() && !args.common.quiet {
+        eprintln!(
+            "mri-ad: notice: the --config keys {} are volume settings, not used with --tokens (the token files \
+             are scored as stored)",
+            ignored.join(", ")
+        );
+    }
+    if !args.given_volume_flags.is_empty() {
+        return Err(Error::bad_argument(
+            args.given_volume_flags.join(", "),
+            "these apply to volumes (--query) only; with --tokens the token files are scored as stored \
+             (made with the settings in their .tokens.json): drop them",
+        ));
+    }
     let started = Instant::now();
     let t = Instant::now();
     let files = tokens::read_batch(dir)?;
@@ -335,6 +393,7 @@ fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
     let scoring = pipeline::write_scoring_outputs(
         &args.out, &names, &groups, &labels, &result, &config, dim,
     )?;
+    pipeline::write_config_toml(&args.out, &config, &toml::Table::new())?;
     let write_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let rows = crate::report::score_rows(&names, &groups, &labels, &result);

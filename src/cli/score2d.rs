@@ -56,6 +56,17 @@ impl Score2dArgs {
     /// The validated configuration.
     pub fn to_config(&self) -> Result<Score2dConfig> {
         let score = self.scoring.to_config()?;
+        let volume_keys = self.scoring.backbone_file()?.keys_set();
+        if let (Some(path), false) = (&self.scoring.config, volume_keys.is_empty()) {
+            return Err(crate::Error::bad_input(
+                path,
+                format!(
+                    "the keys {} are settings of `score` on volumes; score2d reads only the scoring keys from \
+                     --config (give its model, size and layers as flags)",
+                    volume_keys.join(", ")
+                ),
+            ));
+        }
         let cfg = Score2dConfig {
             images: self.images.clone(),
             masks: self.masks.clone(),

@@ -108,6 +108,14 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
             ("dice_threshold", "Dice threshold t*"),
             ("dice_mean", "mean Dice (all cases)"),
             ("dice_mean_lesion_cases", "mean Dice (lesion cases)"),
+            (
+                "voxel_ap_mean_lesion_cases",
+                "mean voxel AP (lesion cases, each on its own map)",
+            ),
+            (
+                "hottest_voxel_in_lesion_fraction",
+                "hottest voxel in the lesion (fraction of lesion cases)",
+            ),
         ] {
             let _ = writeln!(
                 h,

@@ -23,7 +23,7 @@ Steps, all in one process, everything in memory:
 Usage:
   py_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
                  --layers 6,9,12 --out result.json [--alpha 0.3] [--save-scores DIR]
-                 [--seed 7,8,9 --features-cache DIR]
+                 [--seed 7,8,9 --features-cache DIR] [--write-tokens DIR] [--proj-dim 0]
   Several projection seeds share one model pass; the JSON then has per-seed results, their mean and sd.
 """
 import argparse
@@ -166,13 +166,15 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--layers", default="6,9,12")
-    ap.add_argument("--proj-dim", type=int, default=128)
+    ap.add_argument("--proj-dim", type=int, default=128, help="d'; 0 = no projection (experiment)")
     ap.add_argument("--alpha", type=float, default=0.3)
     ap.add_argument("--seed", default="7", help="projection seed(s), comma-separated: one model pass serves them all")
     ap.add_argument("--features-cache", help="folder for the per-volume model features (pre-projection), reused when present")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     ap.add_argument("--save-scores")
+    ap.add_argument("--write-tokens", help="also write each seed's fused tokens as mri-ad token files "
+                    "(DIR/seed<k>/<case>.tokens.npz) for `mri-ad score --tokens`")
     a = ap.parse_args()
     t0 = time.time()
     layers = [int(v) for v in a.layers.split(",")]
@@ -218,9 +220,18 @@ def main():
     per_seed = {}
     for seed in seeds:
         t1 = time.time()
-        rng = np.random.default_rng(seed)
-        proj = (rng.standard_normal((a.proj_dim, feats[0].shape[-1])) / np.sqrt(a.proj_dim)).astype(np.float32)
+        if a.proj_dim == 0:  # no projection: the pooled features themselves (an experiment, not the spec)
+            proj = np.eye(feats[0].shape[-1], dtype=np.float32)
+        else:
+            rng = np.random.default_rng(seed)
+            proj = (rng.standard_normal((a.proj_dim, feats[0].shape[-1])) / np.sqrt(a.proj_dim)).astype(np.float32)
         tokens = [project_and_fuse(p, proj) for p in feats]
+        if a.write_tokens:
+            d = os.path.join(a.write_tokens, f"seed{seed}")
+            os.makedirs(d, exist_ok=True)
+            for n, tk, vd in zip(names, tokens, valid):
+                np.savez(os.path.join(d, f"{n}.tokens.npz"), tokens=tk.astype(np.float32), valid=vd,
+                         grid=np.array([g] * 3, np.int64))
         scores, k = musc(tokens, valid, a.alpha)
         t_score = time.time() - t1
         res = evaluate(names, scores, cubes_labels, a.size)

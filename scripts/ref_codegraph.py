@@ -8,7 +8,8 @@ layer-averaged sorted MSVs up to r_ref = clamp(floor(0.3 N), 2, N-1); the weight
 every void token, the margin read from the run's config.toml; scipy binary erosion); Algorithm 1 (coverage 0.9, batches of 100); the case graph and gamma (25th
 percentile of the edge weights). Community detection is checked separately against leidenalg
 (ref_leiden.py), so the membership is taken from the run's graph.json; from it the densities, the Tukey rule
-(k_T 5, IQR floored at 0.5·Q3, at least 4 non-singleton communities), Algorithm 2 (alpha 0.1, p_dep 95, exact
+(k_T and the fence pool -- the other communities or all of them -- read from config.toml, IQR floored at
+0.5·Q3, at least 4 non-singleton communities), Algorithm 2 (alpha 0.1, p_dep 95, exact
 refinement against the current base) and the final scores are recomputed and compared: links selected,
 edges, gamma, densities and outlier flags, the excluded tokens of every case, and the token scores
 (relative 1e-4). Exits 1 on any difference.
@@ -79,7 +80,10 @@ def main():
     graph = json.load(open(os.path.join(a.run, "graph.json")))
     import tomllib
     with open(os.path.join(a.run, "config.toml"), "rb") as fh:
-        margin = tomllib.load(fh).get("link-margin", 0)
+        run_config = tomllib.load(fh)
+    margin = run_config.get("link-margin", 0)
+    tukey_k = run_config.get("tukey-k", 5.0)
+    tukey_fence = run_config.get("tukey-fence", "all")
     source = [link_sources(valid[c], grids[c], margin) for c in range(len(names))]
     n, n_layers, m = len(names), tokens[0].shape[0], tokens[0].shape[1]
     fails = []
@@ -134,9 +138,11 @@ def main():
             dens[ci] = wc / (len(c) * (len(c) - 1) / 2)
     outlier = set()
     if len(dens) >= 4:
-        q1, q3 = np.percentile(list(dens.values()), [25, 75])
-        fence = q3 + 5 * max(q3 - q1, 0.5 * q3)
-        outlier = {ci for ci, d in dens.items() if d > fence}
+        for ci, d in dens.items():
+            pool = [x for cj, x in dens.items() if cj != ci] if tukey_fence == "others" else list(dens.values())
+            q1, q3 = np.percentile(pool, [25, 75])
+            if d > q3 + tukey_k * max(q3 - q1, 0.5 * q3):
+                outlier.add(ci)
     for ci, c in enumerate(graph["communities"]):
         if (c["density"] is None) != (ci not in dens) or (ci in dens and abs(c["density"] - dens[ci]) > 1e-9):
             fails.append(f"community {ci}: density differs")

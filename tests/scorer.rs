@@ -191,6 +191,13 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
         &["--tokens", s(&planted), "--run", s(&cg)],
     );
     println!("{report}");
+    // The spec's fence over all communities (the tested one included) is checked the same way.
+    let all_rule = dir.path().join("fence-all");
+    score(&planted, &all_rule, &["--tukey-fence", "all"]);
+    run_script(
+        "ref_codegraph.py",
+        &["--tokens", s(&planted), "--run", s(&all_rule)],
+    );
     // ...which notices a run with other settings (another endurance-ratio weight selects other links).
     let plain = dir.path().join("other-beta");
     score(&planted, &plain, &["--beta", "0.5"]);

@@ -18,7 +18,7 @@ use crate::extract::Shard;
 use crate::io::{atomic, tokens};
 use crate::pipeline::{self, PipelineConfig};
 use crate::progress::Progress;
-use crate::score::codegraph::communities::OutlierRule;
+use crate::score::codegraph::communities::{OutlierRule, TukeyFence};
 use crate::score::msm::Distance;
 use crate::score::{score_batch, Method, RefineMode, ScoreConfig};
 use crate::{Error, Result};
@@ -104,6 +104,12 @@ pub struct ScoringArgs {
     /// Rule that flags outlier communities [default: tukey].
     #[arg(long, value_enum)]
     pub outlier_rule: Option<OutlierRuleArg>,
+    /// Which densities the Tukey quartiles of a community come from: others = the other non-singleton
+    /// communities (leave-one-out, so a very dense community cannot raise its own fence: with 4
+    /// communities and the spec's rule, k_T ≥ 3 can never flag one); all = every non-singleton community,
+    /// the tested one included (ALGORITHM.md §6.4 as written) [default: others].
+    #[arg(long, value_enum)]
+    pub tukey_fence: Option<TukeyFenceArg>,
     /// Tukey multiplier k_T: outlier if density > Q3 + k_T·IQR [default: 5].
     #[arg(long)]
     pub tukey_k: Option<f64>,
@@ -176,6 +182,13 @@ pub enum OutlierRuleArg {
     Tukey,
     TopDensest,
 }
+/// `--tukey-fence` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TukeyFenceArg {
+    Others,
+    All,
+}
+
 /// `--refine-mode` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum RefineModeArg {
@@ -262,6 +275,12 @@ impl ScoringArgs {
             c.outlier_rule = match r {
                 OutlierRuleArg::Tukey => OutlierRule::Tukey,
                 OutlierRuleArg::TopDensest => OutlierRule::TopDensest,
+            };
+        }
+        if let Some(f) = self.tukey_fence {
+            c.tukey_fence = match f {
+                TukeyFenceArg::Others => TukeyFence::Others,
+                TukeyFenceArg::All => TukeyFence::All,
             };
         }
         if let Some(r) = self.refine_mode {

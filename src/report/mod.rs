@@ -204,6 +204,7 @@ pub fn graph_json(
                 "size": c.members.len(),
                 "internal_weight": c.internal_weight,
                 "density": c.density,
+                "fence": c.fence,
                 "outlier": c.outlier,
             })
         })

@@ -19,7 +19,7 @@ pub mod stats;
 
 use serde::{Deserialize, Serialize};
 
-use self::codegraph::communities::{OutlierParams, OutlierRule};
+use self::codegraph::communities::{OutlierParams, OutlierRule, TukeyFence};
 use self::codegraph::filter::{FilterParams, RowIndex};
 use self::codegraph::leiden::Leiden;
 use self::codegraph::{GraphParams, GraphReport};
@@ -73,6 +73,8 @@ pub struct ScoreConfig {
     pub resolution_percentile: f64,
     /// Outlier-community rule (§11 rows 29–30).
     pub outlier_rule: OutlierRule,
+    /// Which communities the Tukey quartiles are taken over: the others (leave-one-out, default) or all.
+    pub tukey_fence: TukeyFence,
     /// Tukey multiplier k_T (§11 row 29).
     pub tukey_k: f64,
     /// Floor of the Tukey IQR as a fraction of Q3 (guards the degenerate IQR = 0; 0 = plain rule).
@@ -121,6 +123,7 @@ impl Default for ScoreConfig {
             link_batch: 100,
             resolution_percentile: 25.0,
             outlier_rule: OutlierRule::Tukey,
+            tukey_fence: TukeyFence::Others,
             tukey_k: 5.0,
             tukey_iqr_floor: 0.5,
             top_densest: 3,
@@ -541,6 +544,7 @@ fn score_batch_inner(
             resolution_percentile: config.resolution_percentile,
             outliers: OutlierParams {
                 rule: config.outlier_rule,
+                tukey_fence: config.tukey_fence,
                 tukey_k: config.tukey_k,
                 tukey_iqr_floor: config.tukey_iqr_floor,
                 top_densest: config.top_densest,

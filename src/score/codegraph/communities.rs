@@ -26,6 +26,8 @@ pub struct Community {
     pub internal_weight: f64,
     /// `W_c / C(n_c, 2)` for `n_c ≥ 2`, `None` for singletons.
     pub density: Option<f64>,
+    /// The Tukey fence this community's density was compared with (`None`: not tested).
+    pub fence: Option<f64>,
     pub outlier: bool,
 }
 
@@ -52,6 +54,7 @@ pub fn communities(graph: &Graph, membership: &[usize]) -> Vec<Community> {
                 members,
                 internal_weight: w,
                 density,
+                fence: None,
                 outlier: false,
             }
         })
@@ -70,10 +73,21 @@ pub enum OutlierRule {
     TopDensest,
 }
 
+/// Which densities the Tukey quartiles of a community are taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TukeyFence {
+    /// The other non-singleton communities (leave-one-out; the default, a deviation from §6.4 3d).
+    Others,
+    /// All non-singleton communities, the tested one included (ALGORITHM.md §6.4 3d as written).
+    All,
+}
+
 /// Parameters of the outlier rule.
 #[derive(Debug, Clone, Copy)]
 pub struct OutlierParams {
     pub rule: OutlierRule,
+    pub tukey_fence: TukeyFence,
     pub tukey_k: f64,
     /// The IQR is floored at `tukey_iqr_floor · Q3` (0 = the plain rule).
     pub tukey_iqr_floor: f64,
@@ -81,13 +95,21 @@ pub struct OutlierParams {
     pub min_communities: usize,
 }
 
-/// Flags the outlier communities in place and returns the density fence used (Tukey), if any.
+/// Flags the outlier communities in place and returns the density fence (Tukey), if any: with
+/// [`TukeyFence::Others`] the one the densest community was compared with.
 ///
 /// The spec's Tukey rule (`D > Q3 + k_T·IQR`) degenerates when most communities have the same density
 /// (typically pairs joined by one link per layer): then IQR = 0 and *any* community denser than the
 /// upper quartile is flagged, e.g. a pair that happened to get one more link. The IQR is therefore floored
 /// at `tukey_iqr_floor · Q3` (default 0.5: an outlier must be at least `1 + 0.5·k_T` times as dense as the
 /// upper quartile); `tukey_iqr_floor = 0` restores the plain rule.
+///
+/// With few communities the spec's quartiles include the candidate itself, and it raises its own fence:
+/// with exactly 4 non-singleton communities (the least `min_communities` allows), Q3 lies a quarter of the
+/// way from the third density to the largest, and for `k_T ≥ 3` no density, however large, can exceed
+/// `Q3 + k_T·IQR` (seen on the demo cohort: a community of the 8 recurring cases at density 66.7 against
+/// 3.7, 2 and 2, fence 106.5). [`TukeyFence::Others`] (the default) therefore compares each community with
+/// the quartiles of the *other* communities; with many communities the two rules barely differ.
 pub fn flag_outliers(comms: &mut [Community], params: &OutlierParams) -> Option<f64> {
     let dens: Vec<(usize, f64)> = comms
         .iter()
@@ -99,15 +121,34 @@ pub fn flag_outliers(comms: &mut [Community], params: &OutlierParams) -> Option<
     }
     match params.rule {
         OutlierRule::Tukey => {
-            let values: Vec<f64> = dens.iter().map(|d| d.1).collect();
-            let q1 = percentile_linear(&values, 25.0)?;
-            let q3 = percentile_linear(&values, 75.0)?;
-            let iqr = (q3 - q1).max(params.tukey_iqr_floor * q3);
-            let fence = q3 + params.tukey_k * iqr;
-            for &(i, d) in &dens {
+            let fence_of = |values: &[f64]| -> Option<f64> {
+                let q1 = percentile_linear(values, 25.0)?;
+                let q3 = percentile_linear(values, 75.0)?;
+                let iqr = (q3 - q1).max(params.tukey_iqr_floor * q3);
+                Some(q3 + params.tukey_k * iqr)
+            };
+            let all: Vec<f64> = dens.iter().map(|d| d.1).collect();
+            for (pos, &(i, d)) in dens.iter().enumerate() {
+                let fence = match params.tukey_fence {
+                    TukeyFence::All => fence_of(&all)?,
+                    TukeyFence::Others => {
+                        let others: Vec<f64> = dens
+                            .iter()
+                            .enumerate()
+                            .filter(|(q, _)| *q != pos)
+                            .map(|(_, x)| x.1)
+                            .collect();
+                        fence_of(&others)?
+                    }
+                };
+                comms[i].fence = Some(fence);
                 comms[i].outlier = d > fence;
             }
-            Some(fence)
+            let densest = dens
+                .iter()
+                .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0)))
+                .map(|x| x.0)?;
+            comms[densest].fence
         }
         OutlierRule::TopDensest => {
             let mut sorted = dens.clone();
@@ -142,6 +183,7 @@ mod tests {
         assert_eq!(comms[5].density, None);
         let params = OutlierParams {
             rule: OutlierRule::Tukey,
+            tukey_fence: TukeyFence::All,
             tukey_k: 1.5,
             tukey_iqr_floor: 0.0,
             top_densest: 3,
@@ -172,5 +214,33 @@ mod tests {
         }
         // weights sorted [1, 1, 2, 2, 10, 10, 10]: position 1.5 → 1.5
         assert_eq!(resolution(&g, 25.0), Some(1.5));
+    }
+
+    #[test]
+    fn with_four_communities_only_the_leave_one_out_fence_can_flag() {
+        // Densities [66, 4, 2, 2] (the demo's pattern): over all four, Q3 = 4 + 0.25·62 = 19.5 and Q1 = 2,
+        // so with k_T = 5 the fence is 19.5 + 5·17.5 = 107: nothing is flagged, as for any density when
+        // k_T ≥ 3. Against the others [4, 2, 2]: Q1 = 2, Q3 = 3, IQR = max(1, 1.5) = 1.5, fence 10.5.
+        let edges = [(0, 1, 66.0), (2, 3, 4.0), (4, 5, 2.0), (6, 7, 2.0)];
+        let g = Graph::from_edges(8, &edges);
+        let membership = [0, 0, 1, 1, 2, 2, 3, 3];
+        let mut params = OutlierParams {
+            rule: OutlierRule::Tukey,
+            tukey_fence: TukeyFence::All,
+            tukey_k: 5.0,
+            tukey_iqr_floor: 0.5,
+            top_densest: 3,
+            min_communities: 4,
+        };
+        let mut all = communities(&g, &membership);
+        assert!((flag_outliers(&mut all, &params).unwrap() - 107.0).abs() < 1e-9);
+        assert!(all.iter().all(|c| !c.outlier));
+        params.tukey_fence = TukeyFence::Others;
+        let mut others = communities(&g, &membership);
+        assert!((flag_outliers(&mut others, &params).unwrap() - 10.5).abs() < 1e-9);
+        let flagged: Vec<bool> = others.iter().map(|c| c.outlier).collect();
+        assert_eq!(flagged, [true, false, false, false]);
+        // The light ones are tested against fences that include the dense one, and stay unflagged.
+        assert!(others[1].fence.unwrap() > 4.0);
     }
 }

@@ -110,6 +110,7 @@ pub fn run(
                     members: vec![u],
                     internal_weight: 0.0,
                     density: None,
+                    fence: None,
                     outlier: false,
                 })
                 .collect(),

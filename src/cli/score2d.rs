@@ -2,7 +2,8 @@
 //!
 //! Precedence of the scoring settings as in `score`: the spec's defaults, then `--config FILE`, then the
 //! flags. The image-specific flags (`--size`, `--layers`, `--lnamd-degrees`, `--rscin-windows`, ...) are
-//! flags only; the effective values are written to `summary.json`.
+//! flags only, and a `--config` file holding the volume keys of `score` (size, layers, model, ...) is
+//! refused rather than half-applied; the effective values are written to `summary.json`.
 
 use std::path::PathBuf;
 

@@ -18,7 +18,8 @@ Steps, all in one process, everything in memory:
   * maps: trilinear align-corners upsampling (scipy zoom order 1) of the 16³ scores to S³;
   * metrics §8.3 in the cube space: patient AUROC and F1-max (scikit-learn), voxel AUROC (a 2^22-bin histogram
     of every voxel of every cube; scikit-learn on 30·224³ voxels needs > 10 GB), token-grid F1-max threshold t*, Dice at t* on the upsampled maps (empty-label
-    convention), and the fraction of lesion cases whose hottest voxel is inside the lesion.
+    convention), the fraction of lesion cases whose hottest voxel is inside the lesion, and per lesion case the
+    average precision of its map over every voxel of its cube (scikit-learn).
 
 Usage:
   py_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
@@ -37,7 +38,7 @@ import nibabel as nib
 import numpy as np
 import onnxruntime as ort
 from scipy.ndimage import zoom
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 P = 14
 MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
@@ -261,7 +262,7 @@ def main():
 
 
 METRICS = ["patient_auroc", "patient_f1_max", "voxel_auroc", "dice_mean", "dice_mean_lesion_cases",
-           "hottest_voxel_in_lesion_fraction", "dice_threshold"]
+           "hottest_voxel_in_lesion_fraction", "voxel_ap_mean_lesion_cases", "dice_threshold"]
 
 
 def cached_pooled(a, path, case, compute):
@@ -296,6 +297,7 @@ def evaluate(names, scores, cubes_labels, size):
     pos_hist = np.zeros(bins, np.int64)
     neg_hist = np.zeros(bins, np.int64)
     hottest = {}
+    case_ap = {}  # per lesion case: the AP of its own upsampled map over every voxel of its cube
     for i, s in enumerate(scores):
         grid = s.reshape(g, g, g).astype(np.float32)
         # grid_mode=False: output voxel o samples input o·(g−1)/(S−1), i.e. align-corners.
@@ -309,6 +311,7 @@ def evaluate(names, scores, cubes_labels, size):
         tok_labels.append(lab.reshape(g, P, g, P, g, P).any(axis=(1, 3, 5)).ravel())
         if has_lesion[i]:
             hottest[names[i]] = bool(lab.ravel()[int(np.argmax(up))])
+            case_ap[names[i]] = float(average_precision_score(lab.ravel(), up.ravel()))
         maps.append(up)
     f1_tok, t_star = f1_max(np.concatenate(tok_labels), np.concatenate(tok_scores))
     dice = {}
@@ -329,7 +332,8 @@ def evaluate(names, scores, cubes_labels, size):
         "dice_mean": float(np.mean(list(dice.values()))),
         "dice_mean_lesion_cases": float(np.mean([dice[n] for n, h in zip(names, has_lesion) if h])),
         "hottest_voxel_in_lesion_fraction": float(np.mean(list(hottest.values()))),
-        "dice_per_case": dice, "hottest_voxel_in_lesion": hottest,
+        "voxel_ap_mean_lesion_cases": float(np.mean(list(case_ap.values()))),
+        "dice_per_case": dice, "hottest_voxel_in_lesion": hottest, "voxel_ap_per_case": case_ap,
         "patient_scores": dict(zip(names, map(float, patient))),
     }
 

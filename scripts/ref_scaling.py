@@ -12,7 +12,6 @@ slope printed by mri-ad equals an OLS fit of the reference curve over the same r
 Compares runs without --divide (a divided run's curve is the sum of its parts' curves, each with its own N).
 """
 import argparse
-import glob
 import json
 import os
 import sys
@@ -20,12 +19,7 @@ import sys
 import numpy as np
 from scipy.spatial.distance import cdist
 
-
-def load(folder):
-    files = sorted(glob.glob(os.path.join(folder, "*.tokens.npz")))
-    names = [os.path.basename(f)[: -len(".tokens.npz")] for f in files]
-    data = [np.load(f) for f in files]
-    return names, [d["tokens"].astype(np.float64) for d in data], [d["valid"].astype(bool) for d in data]
+from ref_musc import load  # the token-file reader (names, float64 tokens, valid)
 
 
 def taus(tokens, valid, squared):

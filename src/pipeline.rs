@@ -283,18 +283,11 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
     let groups: Vec<String> = cases.iter().map(|c| c.group.to_string()).collect();
     let t = Instant::now();
-    let scoring = write_scoring_outputs(
-        &cfg.out,
-        &names,
-        &groups,
-        &evaluation.case_labels,
-        &result,
-        &cfg.score,
-        dim,
-    )?;
+    let scoring = write_scoring_outputs(&cfg.out, &names, &result, &cfg.score, dim)?;
+    let rows = report::score_rows(&names, &groups, &evaluation.case_labels, &result);
+    report::write_scores_csv(&cfg.out.join("scores.csv"), &rows)?;
     write_config_toml(&cfg.out, &cfg.score, &cfg.config_extra)?;
     stage(&mut timings, "write outputs", t);
-    let rows = report::score_rows(&names, &groups, &evaluation.case_labels, &result);
     let t = Instant::now();
     let plots = if cfg.plots {
         report::write_batch_plots(&cfg.out, &rows, &result)?
@@ -395,12 +388,7 @@ fn maps_and_metrics(
         None
     };
     // Pass 1: maps; with labels, cube-space lesion masks → token labels and the voxel histogram.
-    let (lo, hi) = scores
-        .iter()
-        .flatten()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
+    let (lo, hi) = eval::score_range(scores);
     let mut histogram = eval::ScoreHistogram::new(lo as f64, hi as f64, 1 << 20);
     let mut token_scores = Vec::new();
     let mut token_labels = Vec::new();
@@ -625,21 +613,17 @@ pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) 
     atomic::write_bytes(&out.join("config.toml"), text.as_bytes())
 }
 
-/// Writes `token_scores/`, `scores.csv` and `graph.json`, and returns the scoring part of `summary.json`.
-/// Shared by `score --tokens`, `score` on volumes and `score2d`; each also writes its `config.toml` with
-/// [`write_config_toml`].
+/// Writes `token_scores/` and `graph.json`, and returns the scoring part of `summary.json`. Shared by
+/// `score --tokens`, `score` on volumes and `score2d`; each also writes its own `scores.csv` (the 2D table
+/// has more columns) and its `config.toml` with [`write_config_toml`].
 pub fn write_scoring_outputs(
     out: &Path,
     names: &[String],
-    groups: &[String],
-    labels: &[Option<u8>],
     result: &ScoreResult,
     config: &ScoreConfig,
     dim: usize,
 ) -> Result<Value> {
     report::write_token_scores(out, names, &result.token_scores)?;
-    let rows = report::score_rows(names, groups, labels, result);
-    report::write_scores_csv(&out.join("scores.csv"), &rows)?;
     if let Some(g) = &result.graph {
         atomic::write_json(
             &out.join("graph.json"),

@@ -491,13 +491,8 @@ pub fn run_with(
             })
             .collect();
         let names: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
-        let groups: Vec<String> = cases.iter().map(|c| c.group.clone()).collect();
-        let labels: Vec<Option<u8>> = cases.iter().map(|c| c.label.map(u8::from)).collect();
-        let scoring =
-            write_scoring_outputs(&out, &names, &groups, &labels, &result, &score_cfg, dim)?;
+        let scoring = write_scoring_outputs(&out, &names, &result, &score_cfg, dim)?;
         crate::pipeline::write_config_toml(&out, &score_cfg, &toml::Table::new())?;
-        // write_scoring_outputs wrote scores.csv with the raw maximum as score; the 2D table has the RsCIN
-        // score there and the raw maximum in an extra column, so it is replaced (atomically).
         write_scores_csv(&out.join("scores.csv"), &cases, None)?;
         let grid = (cfg.size / PATCH, cfg.size / PATCH);
         write_maps_and_overlays(&out, &cases, &result, grid, &progress)?;
@@ -642,13 +637,7 @@ fn evaluate_class(
 ) -> Result<Evaluated> {
     let g = cfg.size / PATCH;
     let labelled = class.labelled;
-    let (lo, hi) = result
-        .token_scores
-        .iter()
-        .flatten()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
+    let (lo, hi) = eval::score_range(&result.token_scores);
     let total: usize = checked.iter().map(|c| c.size.0 * c.size.1).sum();
     let mut pixel = labelled.then(|| PixelAccumulator::new(lo as f64, hi as f64, total));
     let mut maps: Vec<Array2<f32>> = Vec::new();
@@ -775,13 +764,7 @@ fn write_maps_and_overlays(
     use ndarray_npy::WriteNpyExt;
     let maps_dir = outdir::subdir(out, "maps")?;
     let over_dir = outdir::subdir(out, "overlays")?;
-    let (lo, hi) = result
-        .token_scores
-        .iter()
-        .flatten()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
+    let (lo, hi) = eval::score_range(&result.token_scores);
     let span = if hi > lo { hi - lo } else { 1.0 };
     let bar = progress.bar(cases.len() as u64, "maps");
     for (a, c) in cases.iter().enumerate() {

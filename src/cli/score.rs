@@ -220,19 +220,12 @@ pub fn read_config_file(path: &Path) -> Result<(ScoreConfig, super::BackboneFile
 }
 
 impl ScoringArgs {
-    /// The backbone and preprocessing keys of the `--config` file (all unset without one).
-    pub fn backbone_file(&self) -> Result<super::BackboneFile> {
-        match &self.config {
-            Some(p) => Ok(read_config_file(p)?.1),
-            None => Ok(super::BackboneFile::default()),
-        }
-    }
-
-    /// Builds the effective configuration (defaults < --config < flags) and validates it.
-    pub fn to_config(&self) -> Result<ScoreConfig> {
-        let mut c = match &self.config {
-            Some(p) => read_config_file(p)?.0,
-            None => ScoreConfig::default(),
+    /// Reads the `--config` file once: the effective scoring configuration (defaults < file < flags),
+    /// validated, and the file's backbone and preprocessing keys (all unset without a file).
+    pub fn to_configs(&self) -> Result<(ScoreConfig, super::BackboneFile)> {
+        let (mut c, file) = match &self.config {
+            Some(p) => read_config_file(p)?,
+            None => (ScoreConfig::default(), super::BackboneFile::default()),
         };
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
@@ -293,16 +286,16 @@ impl ScoringArgs {
             c.keep_void = true;
         }
         c.validate()?;
-        Ok(c)
+        Ok((c, file))
     }
 }
 
 /// Runs `mri-ad score`: on volumes (`--query`) or on token files (`--tokens`).
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let config = args.scoring.to_config()?;
+    let (config, file) = args.scoring.to_configs()?;
     match (&args.tokens, &args.query) {
-        (Some(dir), None) => run_tokens(&args, dir, config),
-        (None, Some(_)) => run_volumes(&args, config),
+        (Some(dir), None) => run_tokens(&args, dir, config, &file),
+        (None, Some(_)) => run_volumes(&args, config, &file),
         _ => Err(Error::bad_argument(
             "--query",
             "give the volumes (--query DIR, optionally --healthy DIR and --labels DIR) or token files \
@@ -311,14 +304,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     }
 }
 
-fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
+fn run_volumes(args: &ScoreArgs, config: ScoreConfig, file: &super::BackboneFile) -> Result<()> {
     let mut backbone = args.backbone.clone();
     if let Some(path) = &args.scoring.config {
-        backbone.apply_file(
-            &args.scoring.backbone_file()?,
-            &args.given_volume_flags,
-            path,
-        )?;
+        backbone.apply_file(file, &args.given_volume_flags, path)?;
     }
     let extract = backbone.extract_config(
         args.out.join("tokens"),
@@ -348,8 +337,13 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig) -> Result<()> {
     pipeline::run(&cfg)
 }
 
-fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
-    let ignored = args.scoring.backbone_file()?.keys_set();
+fn run_tokens(
+    args: &ScoreArgs,
+    dir: &Path,
+    config: ScoreConfig,
+    file: &super::BackboneFile,
+) -> Result<()> {
+    let ignored = file.keys_set();
     if !ignored.is_empty() && !args.common.quiet {
         eprintln!(
             "mri-ad: notice: the --config keys {} are volume settings, not used with --tokens (the token files \
@@ -409,13 +403,12 @@ fn run_tokens(args: &ScoreArgs, dir: &Path, config: ScoreConfig) -> Result<()> {
 
     let t = Instant::now();
     let labels = vec![None; names.len()];
-    let scoring = pipeline::write_scoring_outputs(
-        &args.out, &names, &groups, &labels, &result, &config, dim,
-    )?;
+    let scoring = pipeline::write_scoring_outputs(&args.out, &names, &result, &config, dim)?;
+    let rows = crate::report::score_rows(&names, &groups, &labels, &result);
+    crate::report::write_scores_csv(&args.out.join("scores.csv"), &rows)?;
     pipeline::write_config_toml(&args.out, &config, &toml::Table::new())?;
     let write_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let rows = crate::report::score_rows(&names, &groups, &labels, &result);
     let plots = if args.no_plots {
         Vec::new()
     } else {

@@ -56,8 +56,8 @@ pub struct Score2dArgs {
 impl Score2dArgs {
     /// The validated configuration.
     pub fn to_config(&self) -> Result<Score2dConfig> {
-        let score = self.scoring.to_config()?;
-        let volume_keys = self.scoring.backbone_file()?.keys_set();
+        let (score, file) = self.scoring.to_configs()?;
+        let volume_keys = file.keys_set();
         if let (Some(path), false) = (&self.scoring.config, volume_keys.is_empty()) {
             return Err(crate::Error::bad_input(
                 path,

@@ -37,6 +37,17 @@ fn groups(scores: &[f32], labels: &[bool]) -> Vec<(f64, u64, u64)> {
     out
 }
 
+/// The smallest and largest score of a batch of token-score vectors (`(+inf, -inf)` when empty): the range
+/// of the voxel/pixel histograms and of the overlay colours.
+pub fn score_range(token_scores: &[Vec<f32>]) -> (f32, f32) {
+    token_scores
+        .iter()
+        .flatten()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        })
+}
+
 /// Area under the ROC curve (ties count ½). `None` unless both classes are present.
 pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     auroc_from_groups(&groups(scores, labels))

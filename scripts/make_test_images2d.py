@@ -8,8 +8,11 @@ Usage:
                                       RGB PNG, RGBA PNG, RGB JPEG, 8-bit RGB TIFF, 16-bit grey TIFF
   make_test_images2d.py mvtec OUT     OUT/<class>/test/{good,crack}/NNN.png + ground_truth/crack/NNN_mask.png
                                       for two classes, `bottle` (grey) and `tile` (RGB)
+  make_test_images2d.py background OUT  OUT/*.png: 6 textured ellipses (mixed sizes and positions, one RGB)
+                                      on an exact-zero background, as a skull-stripped MRI slice
 
-Every image is a smooth texture with mild noise (seeded), values well inside (0, 1).
+Every image is a smooth texture with mild noise (seeded), values well inside (0, 1); in `background` the
+texture fills an ellipse and everything outside it is exactly 0.
 """
 import os
 import sys
@@ -90,5 +93,18 @@ def mvtec(out):
         os.makedirs(os.path.join(out, cls, "train", "good"), exist_ok=True)
 
 
+def background(out):
+    os.makedirs(out, exist_ok=True)
+    sizes = [(84, 84), (70, 98), (90, 76), (84, 84), (64, 100), (84, 84)]
+    for i, (h, w) in enumerate(sizes):
+        y, x = np.mgrid[0:h, 0:w]
+        cy, cx = h / 2 + (i % 3) - 1, w / 2 + (i % 2) * 3
+        inside = ((y - cy) / (0.36 * h)) ** 2 + ((x - cx) / (0.33 * w)) ** 2 <= 1
+        t = np.where(inside, texture(h, w, 20 + i), 0.0)
+        img = u8(t) if i != 4 else np.stack([u8(t), u8(t * 0.8), np.zeros((h, w), np.uint8)], -1)
+        Image.fromarray(img).save(os.path.join(out, f"b{i}.png"))
+
+
 if __name__ == "__main__":
-    {"plain": plain, "formats": formats, "mvtec": mvtec}[sys.argv[1]](sys.argv[2])
+    kinds = {"plain": plain, "formats": formats, "mvtec": mvtec, "background": background}
+    kinds[sys.argv[1]](sys.argv[2])

@@ -7,8 +7,12 @@ dropped, palette expanded), resize every channel as a float ("F") image to S×S 
 replicate grey into 3 channels, ImageNet-normalise, run the model and take `cls`; then RsCIN
 (scripts/ref_rscin.py) on the run's raw scores (scores.csv column raw_score) with the run's windows.
 
+When the run made the background void (summary.json `void_background.active`), also the void tokens: the resized channels
+(Pillow "F" resize) exactly 0 in every channel over more than the run's threshold of a 14×14 patch.
+
 Usage: ref_score2d.py RUN MODEL
-Prints JSON: {"score_max_abs_diff": ..., "cases": N}.
+Prints JSON: {"score_max_abs_diff": ..., "cases": N, "void_tokens": {case: n}, "void_scored": n}, where
+void_scored counts the void tokens whose score in token_scores/<case>.npy is not 0 (it must be 0).
 """
 import csv
 import json
@@ -52,10 +56,20 @@ def main():
     windows = summary["rscin_windows"]
     rows = {r["case"]: r for r in csv.DictReader(open(os.path.join(run, "scores.csv")))}
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    void = summary.get("void_background")
+    void = void if void and void.get("active") else None
     cls, raw, score, names = [], [], [], []
+    void_tokens, void_scored = {}, 0
     for inp in summary["inputs"]:
         chans = decode(inp["image"])
         px = np.stack([resize(c, s) for c in chans])
+        if void:
+            g = s // 14
+            zero = (px == 0).all(axis=0).reshape(g, 14, g, 14).mean(axis=(1, 3)).ravel()
+            is_void = zero > void["threshold"]
+            void_tokens[inp["case"]] = int(is_void.sum())
+            tok = np.load(os.path.join(run, "token_scores", inp["case"] + ".npy"))
+            void_scored += int((tok[is_void] != 0).sum())
         if px.shape[0] == 1:
             px = np.repeat(px, 3, axis=0)
         px = (px - MEAN[:, None, None]) / STD[:, None, None]
@@ -65,7 +79,8 @@ def main():
         score.append(float(rows[inp["case"]]["score"]))
         names.append(inp["case"])
     ref = rscin(np.array(raw), np.array(cls, np.float32), windows)
-    print(json.dumps({"score_max_abs_diff": float(np.abs(ref - np.array(score)).max()), "cases": len(names)}))
+    print(json.dumps({"score_max_abs_diff": float(np.abs(ref - np.array(score)).max()), "cases": len(names),
+                      "void_tokens": void_tokens, "void_scored": void_scored}))
 
 
 if __name__ == "__main__":

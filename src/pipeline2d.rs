@@ -9,7 +9,11 @@
 //! 2. the backbone's patch tokens of the selected blocks (`[L, (S/14)², C]`) and its `cls` embedding;
 //! 3. per block and per degree `r`, LNAMD (whole-map layer norm, zero-padded `r×r` box mean with divisor
 //!    `r²`, L2 per token): one view each, so the [`TokenSet`] holds `L·R` views (block-major: view
-//!    `l·R + i` is block `l`, degree `R[i]`) on the grid `(1, S/14, S/14)`, every position valid;
+//!    `l·R + i` is block `l`, degree `R[i]`) on the grid `(1, S/14, S/14)`. Every position is valid unless
+//!    the background is void (`--void-background`; `auto` = when every image of the batch has an
+//!    exact-zero border): then a token whose patch of the resized image is more than half exact-zero
+//!    pixels is void, as the brain mask makes it on volumes (left out of the search, score 0, no graph
+//!    links, nor from tokens within `--link-margin` of it);
 //! 4. the scorer averages all views; the CoDeGraph graph stage uses the `r = 1` views (§11 row 18) unless
 //!    `--graph-views` says otherwise;
 //! 5. the token scores are upsampled bilinearly with align-corners semantics to the image's own size; the
@@ -24,6 +28,11 @@
 //! (CoDeGraph), `summary.json`, `config.toml`, `.mri-ad-run`.
 //!
 //! Traps and memory:
+//! * The void background is *exact* zero in every channel after the resize, not "dark": skull-stripped
+//!   slices have it, photographs rarely do. Without it, the outline of the brain on a black background
+//!   makes the surface tokens of two slices match closely (neighbour burnout), and the graph links normal
+//!   images instead of the ones sharing a defect (docs/score2d.md). An image that is all background is
+//!   an error when the background is void.
 //! * Everything is computed before the output folder is created, so a bad input (unreadable image, mask
 //!   of another size, fewer than 3 images) exits 2 with no output folder left behind. A non-empty output
 //!   folder needs `--force` (checked first).
@@ -51,6 +60,32 @@ use crate::score::codegraph::GraphReport;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
 use crate::{eval, Error, Result, TokenSet};
 
+/// With the background void (`--void-background`), a token is void when more than this fraction of its patch is background
+/// (the volume default of `--void-threshold`, ALGORITHM.md §3.2 step 12).
+pub const VOID_THRESHOLD: f64 = 0.5;
+
+/// Whether an exact-zero background is void (`--void-background`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VoidBackground {
+    /// Void when every image of the batch has an exact-zero border (skull-stripped slices, letterboxed
+    /// frames); photographs keep every token.
+    Auto,
+    /// Always void the exact-zero background.
+    On,
+    /// Every token is scored (MuSc's behaviour on photographs).
+    Off,
+}
+
+impl std::fmt::Display for VoidBackground {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VoidBackground::Auto => "auto",
+            VoidBackground::On => "on",
+            VoidBackground::Off => "off",
+        })
+    }
+}
+
 /// Everything `score2d` needs.
 #[derive(Debug, Clone)]
 pub struct Score2dConfig {
@@ -70,6 +105,9 @@ pub struct Score2dConfig {
     pub degrees: Vec<usize>,
     /// RsCIN window sizes.
     pub rscin_windows: Vec<usize>,
+    /// Void tokens from an exact-zero background (`--void-background`): a token whose patch of the
+    /// resized image is more than [`VOID_THRESHOLD`] background is void, as `score` does on volumes.
+    pub void_background: VoidBackground,
     pub score: ScoreConfig,
     pub force: bool,
     pub quiet: bool,
@@ -152,6 +190,8 @@ pub struct Case2d {
     pub score: f64,
     /// CoDeGraph community (index into `graph.communities`).
     pub community: Option<usize>,
+    /// Void tokens (exact-zero background when `--void-background` is active; 0 otherwise).
+    pub void_tokens: usize,
 }
 
 /// One class (batch): what a plot needs is here (scores, labels, groups, communities, token maps).
@@ -338,7 +378,7 @@ fn embed_class(
     checked: &[Checked],
     embedder: &mut dyn Embedder,
     progress: &Progress,
-) -> Result<(Vec<TokenSet>, Array2<f32>, Vec<String>)> {
+) -> Result<Embedded> {
     let s = cfg.size;
     let g = s / PATCH;
     let m = g * g;
@@ -346,6 +386,8 @@ fn embed_class(
     let (nl, nr) = (cfg.layers.len(), cfg.degrees.len());
     let mut sets = Vec::with_capacity(n);
     let mut formats = Vec::with_capacity(n);
+    let mut backgrounds: Vec<Vec<f64>> = Vec::with_capacity(n);
+    let mut all_framed = true;
     let mut cls_all: Option<Array2<f32>> = None;
     let bar = progress.bar(n as u64, &format!("{} tokens", class.name));
     for (start, chunk) in class.cases.chunks(cfg.batch).enumerate() {
@@ -359,7 +401,8 @@ fn embed_class(
                     "the image's size changed while it was being read",
                 ));
             }
-            img.fill_model_input(s, px.index_axis_mut(Axis(0), b));
+            backgrounds.push(img.fill_model_input(s, px.index_axis_mut(Axis(0), b), PATCH));
+            all_framed &= img.has_zero_frame();
             formats.push(img.format);
         }
         let (features, cls) = embedder.embed_with_cls(px.view())?;
@@ -382,7 +425,45 @@ fn embed_class(
         }
     }
     bar.finish_and_clear();
-    Ok((sets, cls_all.expect("at least 3 images"), formats))
+    let void_active = match cfg.void_background {
+        VoidBackground::On => true,
+        VoidBackground::Off => false,
+        VoidBackground::Auto => all_framed,
+    };
+    if void_active {
+        for ((set, background), c) in sets.iter_mut().zip(&backgrounds).zip(&class.cases) {
+            set.valid = background.iter().map(|&f| f <= VOID_THRESHOLD).collect();
+            if !set.valid.contains(&true) {
+                return Err(Error::bad_input(
+                    &c.image,
+                    format!(
+                        "every patch is more than {}% exact-zero background, so with the background void \
+                         (--void-background {}) nothing of it can be scored; remove the image or pass \
+                         --void-background off",
+                        VOID_THRESHOLD * 100.0,
+                        cfg.void_background
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Embedded {
+        sets,
+        cls: cls_all.expect("at least 3 images"),
+        formats,
+        void_active,
+    })
+}
+
+/// What [`embed_class`] returns.
+struct Embedded {
+    sets: Vec<TokenSet>,
+    /// `cls` embeddings `[N, C]`.
+    cls: Array2<f32>,
+    /// Pixel format of every file.
+    formats: Vec<String>,
+    /// Whether the exact-zero background was made void (`--void-background`, resolved for `auto`).
+    void_active: bool,
 }
 
 /// Runs `score2d` on checked inputs ([`prepare`]) with any backbone (the unit test uses the fake one).
@@ -434,11 +515,27 @@ pub fn run_with(
             score_cfg.method
         ));
         let t = Instant::now();
-        let (sets, cls, formats) = embed_class(cfg, class, checked, embedder, &progress)?;
+        let Embedded {
+            sets,
+            cls,
+            formats,
+            void_active,
+        } = embed_class(cfg, class, checked, embedder, &progress)?;
+        if void_active && cfg.void_background == VoidBackground::Auto {
+            say(format!(
+                "{}: every image has an exact-zero border, so the background is void as in `score` \
+                 (--void-background auto; pass off to score it)",
+                class.name
+            ));
+        }
         let embed_seconds = t.elapsed().as_secs_f64();
         let dim = sets[0].dim();
         let t = Instant::now();
         let result = score_batch(&sets, &score_cfg, &progress)?;
+        let void_tokens: Vec<usize> = sets
+            .iter()
+            .map(|t| t.valid.iter().filter(|&&v| !v).count())
+            .collect();
         drop(sets);
         let score_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -448,6 +545,7 @@ pub fn run_with(
             class,
             checked,
             formats,
+            (void_active, void_tokens),
             dim,
             result,
             evaluated,
@@ -459,7 +557,9 @@ pub fn run_with(
     outdir::prepare(&cfg.out, cfg.force)?;
     atomic::write_bytes(&cfg.out.join(RUN_MARKER), b"mri-ad run folder\n")?;
     let mut classes = Vec::new();
-    for (class, checked, formats, dim, result, evaluated, secs) in pending {
+    for (class, checked, formats, (void_active, void_tokens), dim, result, evaluated, secs) in
+        pending
+    {
         let out = if multi {
             let d = outdir::subdir(&cfg.out, &class.name)?;
             atomic::write_bytes(&d.join(RUN_MARKER), b"mri-ad run folder\n")?;
@@ -488,6 +588,7 @@ pub fn run_with(
                 raw_score: evaluated.raw[a],
                 score: evaluated.final_scores[a],
                 community: community[a],
+                void_tokens: void_tokens[a],
             })
             .collect();
         let names: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
@@ -516,7 +617,14 @@ pub fn run_with(
             "inputs": cases.iter().map(|c| json!({
                 "case": c.name, "group": c.group, "image": c.image, "mask": c.mask,
                 "height": c.size.0, "width": c.size.1, "format": c.format,
+                "void_tokens": c.void_tokens,
             })).collect::<Vec<_>>(),
+            "void_background": {
+                "mode": cfg.void_background.to_string(),
+                "active": void_active,
+                "rule": "when active, a token is void if more than `threshold` of its patch of the resized image is exact-zero background (every channel 0); void tokens are left out of the search (score 0) and create no graph links; auto = active when every image of the batch has an exact-zero border",
+                "threshold": VOID_THRESHOLD,
+            },
             "backbone": {
                 "model": cfg.model,
                 "model_sha256": model_sha256,
@@ -902,6 +1010,7 @@ mod tests {
             size: 42,
             degrees: vec![1, 3],
             rscin_windows: vec![1, 2],
+            void_background: VoidBackground::Auto,
             score: ScoreConfig {
                 leiden_restarts: 4,
                 ..ScoreConfig::default()

@@ -191,6 +191,13 @@ fn plain_folder_with_masks_writes_the_run_folder() {
     );
     let graph = read_json(&out.join("graph.json"));
     assert_eq!(graph["cases"].as_array().unwrap().len(), 8);
+    // Textured images without a black border: auto leaves every token in.
+    assert_eq!(summary["void_background"]["active"], false);
+    assert!(summary["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["void_tokens"] == 0));
 }
 
 #[test]
@@ -382,6 +389,82 @@ fn runs_are_deterministic() {
         }
         assert!(v == &fb[k], "{} differs between runs", k.display());
     }
+}
+
+#[test]
+fn void_background_leaves_exact_zero_patches_out_of_the_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("background");
+    make("background", &images);
+    let out = dir.path().join("run");
+    // auto (the default): every image has an exact-zero border, so the background is void, with a notice.
+    let o = score2d(&images, &out, &[]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("every image has an exact-zero border"),
+        "{}",
+        stderr(&o)
+    );
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["void_background"]["mode"], "auto");
+    assert_eq!(summary["void_background"]["active"], true);
+    assert_eq!(summary["void_background"]["threshold"], 0.5);
+    // The void tokens recomputed with Pillow (float resize, exact zeros in every channel, more than half
+    // of the 14×14 patch) are the run's, and every one of them scores exactly 0.
+    let model = tiny_model(0);
+    let report: Value =
+        serde_json::from_str(&run_script("ref_score2d.py", &[s(&out), s(&model)])).unwrap();
+    assert_eq!(report["void_scored"], 0, "{report}");
+    let inputs = summary["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 6);
+    let mut total = 0;
+    for inp in inputs {
+        let case = inp["case"].as_str().unwrap();
+        let n = inp["void_tokens"].as_u64().unwrap();
+        assert_eq!(Some(n), report["void_tokens"][case].as_u64(), "{case}");
+        assert!(n > 0 && n < 36, "{case}: {n} void tokens of 36");
+        let scores: Array1<f32> =
+            ndarray_npy::read_npy(out.join(format!("token_scores/{case}.npy"))).unwrap();
+        assert!(
+            scores.iter().filter(|&&v| v > 0.0).count() >= 36 - n as usize - 1,
+            "{case}: the tokens inside the ellipse are scored"
+        );
+        total += n;
+    }
+    // With `off` nothing is void and the background tokens are scored like the rest.
+    let plain = dir.path().join("run-plain");
+    ok(&score2d(&images, &plain, &["--void-background", "off"]));
+    let summary = read_json(&plain.join("summary.json"));
+    assert_eq!(summary["void_background"]["active"], false);
+    assert!(summary["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["void_tokens"] == 0));
+    let zero: usize = inputs
+        .iter()
+        .map(|inp| {
+            let case = inp["case"].as_str().unwrap();
+            let t: Array1<f32> =
+                ndarray_npy::read_npy(plain.join(format!("token_scores/{case}.npy"))).unwrap();
+            t.iter().filter(|&&v| v == 0.0).count()
+        })
+        .sum();
+    assert!(
+        (zero as u64) < total,
+        "with --void-background off the background is scored ({zero} zero scores vs {total} void tokens)"
+    );
+    // An image that is all background cannot be scored with the background void: exit 2 naming it.
+    image::GrayImage::new(60, 60)
+        .save(images.join("black.png"))
+        .unwrap();
+    expect_bad(&images, &[], "black.png", "exact-zero background");
+    expect_bad(
+        &images,
+        &["--void-background", "on"],
+        "black.png",
+        "--void-background off",
+    );
 }
 
 /// Runs score2d expecting exit 2 with an error naming `file` and `problem`, no output folder, inputs intact.

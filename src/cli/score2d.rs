@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::pipeline2d::{self, Score2dConfig};
+use crate::pipeline2d::{self, Score2dConfig, VoidBackground};
 use crate::Result;
 
 /// Arguments of `mri-ad score2d`.
@@ -47,6 +47,14 @@ pub struct Score2dArgs {
     /// Images per backbone call (speed and memory only).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Exact-zero background as void, as `score` does on volumes: a token whose 14×14 patch of the
+    /// resized image is more than half exact-zero pixels (every channel 0) is left out of the search (score
+    /// 0) and creates no graph links, nor do tokens within --link-margin of it; otherwise the brain's
+    /// outline on skull-stripped MRI slices makes normal images look like recurring anomalies
+    /// (docs/score2d.md). auto: on when every image of the batch has an exact-zero border (a notice says
+    /// so), off otherwise (photographs).
+    #[arg(long, value_enum, default_value_t = VoidBackground::Auto)]
+    pub void_background: VoidBackground,
     #[command(flatten)]
     pub scoring: super::score::ScoringArgs,
     #[command(flatten)]
@@ -80,6 +88,7 @@ impl Score2dArgs {
             size: self.size,
             degrees: self.lnamd_degrees.clone(),
             rscin_windows: self.rscin_windows.clone(),
+            void_background: self.void_background,
             score,
             force: self.common.force,
             quiet: self.common.quiet,

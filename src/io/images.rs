@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut3, Axis};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
 
 use crate::backbone::{fill_one, fill_rgb};
 use crate::{Error, Result};
@@ -66,18 +66,34 @@ impl Image {
 
     /// Resized to `size × size` with [`resize_bilinear`] and written, ImageNet-normalised, into `dst`
     /// `[3, size, size]` (grey replicated into the three channels).
-    pub fn fill_model_input(&self, size: usize, dst: ArrayViewMut3<f32>) {
+    ///
+    /// Returns the background fraction of every `patch × patch` cell of the resized image (raster order):
+    /// the share of its pixels that are exactly 0 in every channel (see [`background_fractions`]).
+    pub fn fill_model_input(&self, size: usize, dst: ArrayViewMut3<f32>, patch: usize) -> Vec<f64> {
         match &self.pixels {
-            Pixels::Grey(g) => fill_one(resize_bilinear(g.view(), (size, size)).view(), dst),
+            Pixels::Grey(g) => {
+                let r = resize_bilinear(g.view(), (size, size));
+                fill_one(r.view(), dst);
+                background_fractions(r.view().insert_axis(Axis(0)), patch)
+            }
             Pixels::Rgb(c) => {
                 let mut r = Array3::<f32>::zeros((3, size, size));
                 for ch in 0..3 {
                     r.index_axis_mut(Axis(0), ch)
                         .assign(&resize_bilinear(c.index_axis(Axis(0), ch), (size, size)));
                 }
-                fill_rgb(r.view(), dst)
+                fill_rgb(r.view(), dst);
+                background_fractions(r.view(), patch)
             }
         }
+    }
+
+    /// Whether every pixel of the outermost rows and columns is exactly 0 in every channel (an image on
+    /// a true black background, such as a skull-stripped MRI slice).
+    pub fn has_zero_frame(&self) -> bool {
+        let (h, w) = self.size();
+        let zero = |y: usize, x: usize| self.rgb_at(y, x) == [0.0; 3];
+        (0..w).all(|x| zero(0, x) && zero(h - 1, x)) && (0..h).all(|y| zero(y, 0) && zero(y, w - 1))
     }
 
     /// The image as RGB `[H, W]` triples in `[0, 1]` (grey replicated), for overlays.
@@ -87,6 +103,31 @@ impl Image {
             Pixels::Rgb(c) => [c[[0, y, x]], c[[1, y, x]], c[[2, y, x]]],
         }
     }
+}
+
+/// The background fraction of every `patch × patch` cell of `channels` `[C, H, W]` (raster order over the
+/// `(H/patch) × (W/patch)` cells): the share of its pixels that are exactly 0 in every channel. Exact zero,
+/// not "dark": a skull-stripped MRI slice has a true zero background, and the antialiased resize keeps it
+/// exactly 0 away from the brain (a weighted sum of zeros), while a photograph's dark areas are rarely 0.
+pub fn background_fractions(channels: ArrayView3<f32>, patch: usize) -> Vec<f64> {
+    let (_, h, w) = channels.dim();
+    let (gh, gw) = (h / patch, w / patch);
+    let cell = (patch * patch) as f64;
+    let mut out = Vec::with_capacity(gh * gw);
+    for i in 0..gh {
+        for j in 0..gw {
+            let mut zero = 0usize;
+            for y in i * patch..(i + 1) * patch {
+                for x in j * patch..(j + 1) * patch {
+                    if channels.axis_iter(Axis(0)).all(|c| c[[y, x]] == 0.0) {
+                        zero += 1;
+                    }
+                }
+            }
+            out.push(zero as f64 / cell);
+        }
+    }
+    out
 }
 
 /// A reader whose format is recognised from the content (an error naming the file otherwise).
@@ -580,6 +621,41 @@ fn mvtec_class(dir: &Path) -> Result<ImageClass> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_fractions_count_exact_zeros_in_every_channel() {
+        // 2 channels, 4×6 pixels, patch 2 (cells 2×3): cell (0,0) all zero; (0,1) one pixel non-zero in
+        // channel 1 only; (0,2) zero in channel 0 but not in channel 1; the second row non-zero in
+        // channel 0 except pixel (3,5), which is zero in both channels.
+        let mut c = Array3::<f32>::zeros((2, 4, 6));
+        c[[1, 0, 2]] = 0.5;
+        c.slice_mut(ndarray::s![1, 0..2, 4..6]).fill(1e-6);
+        c.slice_mut(ndarray::s![0, 2..4, ..]).fill(0.3);
+        c[[0, 3, 5]] = 0.0;
+        let f = background_fractions(c.view(), 2);
+        assert_eq!(f, vec![1.0, 0.75, 0.0, 0.0, 0.0, 0.25]);
+        c.slice_mut(ndarray::s![0, 2..4, 4..6]).fill(0.0);
+        assert_eq!(background_fractions(c.view(), 2)[5], 1.0);
+    }
+
+    #[test]
+    fn a_zero_frame_needs_every_border_pixel_zero() {
+        let mut g = Array2::<f32>::zeros((5, 7));
+        g.slice_mut(ndarray::s![1..4, 1..6]).fill(0.4);
+        let img = |p| Image {
+            pixels: p,
+            format: String::new(),
+        };
+        assert!(img(Pixels::Grey(g.clone())).has_zero_frame());
+        let mut g2 = g.clone();
+        g2[[4, 3]] = 1.0 / 255.0;
+        assert!(!img(Pixels::Grey(g2)).has_zero_frame());
+        let mut rgb = Array3::<f32>::zeros((3, 5, 7));
+        rgb[[2, 2, 6]] = 0.1; // right column, blue only
+        assert!(!img(Pixels::Rgb(rgb.clone())).has_zero_frame());
+        rgb[[2, 2, 6]] = 0.0;
+        assert!(img(Pixels::Rgb(rgb)).has_zero_frame());
+    }
 
     #[test]
     fn pil_weights_reduce_to_interpolation_when_enlarging() {

@@ -82,7 +82,7 @@ def main():
     with open(os.path.join(a.run, "config.toml"), "rb") as fh:
         run_config = tomllib.load(fh)
     margin = run_config.get("link-margin", 0)
-    tukey_k = run_config.get("tukey-k", 5.0)
+    tukey_k = run_config.get("tukey-k", 3.0)
     tukey_fence = run_config.get("tukey-fence", "all")
     source = [link_sources(valid[c], grids[c], margin) for c in range(len(names))]
     n, n_layers, m = len(names), tokens[0].shape[0], tokens[0].shape[1]

@@ -483,7 +483,7 @@ fn output_folder_and_config_problems_exit_2() {
 
     // Volume keys of a --config file (a volume run's config.toml has them) are not used here, with a notice.
     let vol_cfg = dir.path().join("volume.toml");
-    std::fs::write(&vol_cfg, "size = 168\nlayers = [6, 12]\ntukey-k = 3.0\n").unwrap();
+    std::fs::write(&vol_cfg, "size = 168\nlayers = [6, 12]\ntukey-k = 4.5\n").unwrap();
     let o = mri_ad()
         .args([
             "score",
@@ -504,7 +504,7 @@ fn output_folder_and_config_problems_exit_2() {
     );
     let effective = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(
-        effective.contains("tukey-k = 3.0") && !effective.contains("size"),
+        effective.contains("tukey-k = 4.5") && !effective.contains("size"),
         "{effective}"
     );
 

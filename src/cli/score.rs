@@ -110,7 +110,8 @@ pub struct ScoringArgs {
     /// the tested one included (ALGORITHM.md §6.4 as written) [default: others].
     #[arg(long, value_enum)]
     pub tukey_fence: Option<TukeyFenceArg>,
-    /// Tukey multiplier k_T: outlier if density > Q3 + k_T·IQR [default: 5].
+    /// Tukey multiplier k_T: outlier if density > Q3 + k_T·IQR [default: 3, Tukey's "far out" fence,
+    /// which the thesis reports as equivalent and more sensitive than its large k_T; ALGORITHM.md says 5].
     #[arg(long)]
     pub tukey_k: Option<f64>,
     /// Floor of the Tukey IQR as a fraction of Q3, guarding the degenerate IQR = 0 of graphs made mostly

@@ -75,7 +75,8 @@ pub struct ScoreConfig {
     pub outlier_rule: OutlierRule,
     /// Which communities the Tukey quartiles are taken over: the others (leave-one-out, default) or all.
     pub tukey_fence: TukeyFence,
-    /// Tukey multiplier k_T (§11 row 29).
+    /// Tukey multiplier k_T (§11 row 29; 3 here, not the spec's 5: see the module doc of
+    /// `codegraph::communities`).
     pub tukey_k: f64,
     /// Floor of the Tukey IQR as a fraction of Q3 (guards the degenerate IQR = 0; 0 = plain rule).
     pub tukey_iqr_floor: f64,
@@ -124,7 +125,7 @@ impl Default for ScoreConfig {
             resolution_percentile: 25.0,
             outlier_rule: OutlierRule::Tukey,
             tukey_fence: TukeyFence::Others,
-            tukey_k: 5.0,
+            tukey_k: 3.0,
             tukey_iqr_floor: 0.5,
             top_densest: 3,
             min_communities: 4,

@@ -18,7 +18,8 @@ Steps, all in one process, everything in memory:
   * maps: trilinear align-corners upsampling (scipy zoom order 1) of the 16³ scores to S³;
   * metrics §8.3 in the cube space: patient AUROC and F1-max (scikit-learn), voxel AUROC (a 2^22-bin histogram
     of every voxel of every cube; scikit-learn on 30·224³ voxels needs > 10 GB), token-grid F1-max threshold t*, Dice at t* on the upsampled maps (empty-label
-    convention), the fraction of lesion cases whose hottest voxel is inside the lesion, and per lesion case the
+    convention), the fraction of lesion cases whose hottest voxel (np.argmax: the first of tied voxels) is inside
+    the lesion and its distance to the lesion in cube voxels (scipy distance_transform_edt), and per lesion case the
     average precision of its map over every voxel of its cube (scikit-learn).
 
 Usage:
@@ -37,7 +38,7 @@ import time
 import nibabel as nib
 import numpy as np
 import onnxruntime as ort
-from scipy.ndimage import zoom
+from scipy.ndimage import distance_transform_edt, zoom
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 P = 14
@@ -297,6 +298,7 @@ def evaluate(names, scores, cubes_labels, size):
     pos_hist = np.zeros(bins, np.int64)
     neg_hist = np.zeros(bins, np.int64)
     hottest = {}
+    hottest_distance = {}  # per lesion case: cube voxels from the hottest voxel to the lesion (0 inside)
     case_ap = {}  # per lesion case: the AP of its own upsampled map over every voxel of its cube
     for i, s in enumerate(scores):
         grid = s.reshape(g, g, g).astype(np.float32)
@@ -310,7 +312,9 @@ def evaluate(names, scores, cubes_labels, size):
         tok_scores.append(s)
         tok_labels.append(lab.reshape(g, P, g, P, g, P).any(axis=(1, 3, 5)).ravel())
         if has_lesion[i]:
-            hottest[names[i]] = bool(lab.ravel()[int(np.argmax(up))])
+            hot = int(np.argmax(up))
+            hottest[names[i]] = bool(lab.ravel()[hot])
+            hottest_distance[names[i]] = float(distance_transform_edt(~lab).ravel()[hot])
             case_ap[names[i]] = float(average_precision_score(lab.ravel(), up.ravel()))
         maps.append(up)
     f1_tok, t_star = f1_max(np.concatenate(tok_labels), np.concatenate(tok_scores))
@@ -333,7 +337,8 @@ def evaluate(names, scores, cubes_labels, size):
         "dice_mean_lesion_cases": float(np.mean([dice[n] for n, h in zip(names, has_lesion) if h])),
         "hottest_voxel_in_lesion_fraction": float(np.mean(list(hottest.values()))),
         "voxel_ap_mean_lesion_cases": float(np.mean(list(case_ap.values()))),
-        "dice_per_case": dice, "hottest_voxel_in_lesion": hottest, "voxel_ap_per_case": case_ap,
+        "dice_per_case": dice, "hottest_voxel_in_lesion": hottest, "hottest_voxel_distance": hottest_distance,
+        "voxel_ap_per_case": case_ap,
         "patient_scores": dict(zip(names, map(float, patient))),
     }
 

@@ -395,6 +395,8 @@ fn maps_and_metrics(
     let mut case_labels = vec![None; cases.len()];
     // Lesion cases: whether the hottest voxel of the upsampled map lies in the lesion.
     let mut hottest_in_lesion: Vec<(String, bool)> = Vec::new();
+    // ... and its distance to the lesion, in cube voxels (0 inside): how near a miss is.
+    let mut hottest_distance: Vec<(String, f64)> = Vec::new();
     // Lesion cases: the voxel AP of the case's own map (threshold-free localisation, no shared threshold).
     let mut case_ap: Vec<(String, f64)> = Vec::new();
     // Without labels: the label-free masks of §9, one GMM threshold per volume.
@@ -464,6 +466,11 @@ fn maps_and_metrics(
                 let hottest = report::plots::qc::hottest(up.view());
                 hottest_in_lesion
                     .push((c.input.id.clone(), mask[[hottest.0, hottest.1, hottest.2]]));
+                hottest_distance.push((
+                    c.input.id.clone(),
+                    eval::distance_to_mask(mask.view(), hottest)
+                        .expect("a lesion case has a lesion"),
+                ));
                 let ap = eval::average_precision(
                     up.as_slice().expect("upsampled maps are contiguous"),
                     mask.as_slice().expect("lesion cubes are contiguous"),
@@ -553,6 +560,8 @@ fn maps_and_metrics(
             hottest_in_lesion.iter().filter(|h| h.1).count() as f64 / hottest_in_lesion.len() as f64
         }),
         "hottest_voxel_in_lesion": hottest_in_lesion.iter().map(|(c, h)| (c.clone(), json!(h))).collect::<serde_json::Map<String, Value>>(),
+        "hottest_voxel_distance": hottest_distance.iter().map(|(c, d)| (c.clone(), json!(d))).collect::<serde_json::Map<String, Value>>(),
+        "hottest_voxel_distance_method": "per lesion case, Euclidean distance in cube voxels from the hottest voxel to the nearest lesion voxel (0 inside)",
         "voxel_ap_mean_lesion_cases": (!case_ap.is_empty()).then(|| case_ap.iter().map(|c| c.1).sum::<f64>() / case_ap.len() as f64),
         "voxel_ap_per_case": case_ap.iter().map(|(c, v)| (c.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "voxel_ap_method": "per lesion case, exact average precision (scikit-learn's definition) of its upsampled map over every voxel of its cube",

@@ -228,6 +228,15 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         .all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())));
     let mean = ap.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / 3.0;
     assert!((m["voxel_ap_mean_lesion_cases"].as_f64().unwrap() - mean).abs() < 1e-12);
+    // The hottest voxel's distance to the lesion: 0 exactly when it lies inside, positive otherwise.
+    let inside = m["hottest_voxel_in_lesion"].as_object().unwrap();
+    let dist = m["hottest_voxel_distance"].as_object().unwrap();
+    assert_eq!(dist.keys().collect::<Vec<_>>(), ["q0", "q1", "q2"], "{m}");
+    for (case, d) in dist {
+        let d = d.as_f64().unwrap();
+        assert!(d >= 0.0 && d < 250.0, "{case}: {d}");
+        assert_eq!(inside[case].as_bool().unwrap(), d == 0.0, "{case}: {d}");
+    }
     assert_eq!(summary["backbone"]["computed"], 7);
     assert_eq!(summary["crop"]["mode"], "batch");
     assert!(

@@ -63,6 +63,16 @@ fn read_csv(p: &Path) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
+/// A run whose background was not void: the summary says so and no input has a void token.
+fn assert_nothing_void(summary: &Value) {
+    assert_eq!(summary["void_background"]["active"], false, "{summary}");
+    assert!(summary["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["void_tokens"] == 0));
+}
+
 fn png_size(p: &Path) -> (u32, u32) {
     let (w, h) = image::image_dimensions(p).unwrap();
     (h, w)
@@ -192,12 +202,7 @@ fn plain_folder_with_masks_writes_the_run_folder() {
     let graph = read_json(&out.join("graph.json"));
     assert_eq!(graph["cases"].as_array().unwrap().len(), 8);
     // Textured images without a black border: auto leaves every token in.
-    assert_eq!(summary["void_background"]["active"], false);
-    assert!(summary["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|i| i["void_tokens"] == 0));
+    assert_nothing_void(&summary);
 }
 
 #[test]
@@ -435,12 +440,7 @@ fn void_background_leaves_exact_zero_patches_out_of_the_search() {
     let plain = dir.path().join("run-plain");
     ok(&score2d(&images, &plain, &["--void-background", "off"]));
     let summary = read_json(&plain.join("summary.json"));
-    assert_eq!(summary["void_background"]["active"], false);
-    assert!(summary["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|i| i["void_tokens"] == 0));
+    assert_nothing_void(&summary);
     let zero: usize = inputs
         .iter()
         .map(|inp| {

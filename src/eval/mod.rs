@@ -128,6 +128,26 @@ pub fn dice(pred: impl Iterator<Item = bool>, truth: impl Iterator<Item = bool>)
     }
 }
 
+/// Euclidean distance, in voxels, from `point` `(z, y, x)` to the nearest `true` voxel of `mask`; 0 when the
+/// point is inside, `None` for an empty mask. Brute force over the mask's voxels (a lesion is a few
+/// thousand voxels of a cube; called once per lesion case).
+pub fn distance_to_mask(mask: ArrayView3<bool>, point: (usize, usize, usize)) -> Option<f64> {
+    if mask[[point.0, point.1, point.2]] {
+        return Some(0.0);
+    }
+    let d2 = |(z, y, x): (usize, usize, usize)| {
+        let dz = z as f64 - point.0 as f64;
+        let dy = y as f64 - point.1 as f64;
+        let dx = x as f64 - point.2 as f64;
+        dz * dz + dy * dy + dx * dx
+    };
+    mask.indexed_iter()
+        .filter(|(_, &v)| v)
+        .map(|(i, _)| d2(i))
+        .min_by(f64::total_cmp)
+        .map(f64::sqrt)
+}
+
 /// Token ground truth: a token is positive if any voxel of its `patch³` cube is (max-pool, §8.3 step 1).
 pub fn pool_labels(mask: ArrayView3<bool>, patch: usize) -> Array3<bool> {
     let (z, y, x) = mask.dim();
@@ -313,6 +333,20 @@ pub fn dice_protocol(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distance_to_mask_is_zero_inside_and_euclidean_outside() {
+        let mut m = Array3::from_elem((6, 7, 8), false);
+        assert_eq!(distance_to_mask(m.view(), (1, 1, 1)), None);
+        m[[2, 3, 4]] = true;
+        m[[5, 6, 7]] = true;
+        assert_eq!(distance_to_mask(m.view(), (2, 3, 4)), Some(0.0));
+        assert_eq!(distance_to_mask(m.view(), (2, 3, 5)), Some(1.0));
+        // nearest is (2,3,4): (0,1,2) away → √5, not (5,6,7)
+        let d = distance_to_mask(m.view(), (2, 4, 6)).unwrap();
+        assert!((d - 5f64.sqrt()).abs() < 1e-12, "{d}");
+        assert!((distance_to_mask(m.view(), (5, 6, 5)).unwrap() - 2.0).abs() < 1e-12);
+    }
 
     #[test]
     fn hand_computed_values() {

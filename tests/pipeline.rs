@@ -234,7 +234,7 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert_eq!(dist.keys().collect::<Vec<_>>(), ["q0", "q1", "q2"], "{m}");
     for (case, d) in dist {
         let d = d.as_f64().unwrap();
-        assert!(d >= 0.0 && d < 250.0, "{case}: {d}");
+        assert!((0.0..250.0).contains(&d), "{case}: {d}");
         assert_eq!(inside[case].as_bool().unwrap(), d == 0.0, "{case}: {d}");
     }
     assert_eq!(summary["backbone"]["computed"], 7);

@@ -60,8 +60,8 @@ use crate::score::codegraph::GraphReport;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
 use crate::{eval, Error, Result, TokenSet};
 
-/// With the background void (`--void-background`), a token is void when more than this fraction of its patch is background
-/// (the volume default of `--void-threshold`, ALGORITHM.md §3.2 step 12).
+/// With the background void (`--void-background`), a token is void when more than this fraction of its
+/// patch is background (the volume default of `--void-threshold`, ALGORITHM.md §3.2 step 12).
 pub const VOID_THRESHOLD: f64 = 0.5;
 
 /// Whether an exact-zero background is void (`--void-background`).

@@ -83,7 +83,7 @@ def main():
         run_config = tomllib.load(fh)
     margin = run_config.get("link-margin", 0)
     tukey_k = run_config.get("tukey-k", 3.0)
-    tukey_fence = run_config.get("tukey-fence", "all")
+    tukey_fence = run_config.get("tukey-fence", "others")
     source = [link_sources(valid[c], grids[c], margin) for c in range(len(names))]
     n, n_layers, m = len(names), tokens[0].shape[0], tokens[0].shape[1]
     fails = []

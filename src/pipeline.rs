@@ -393,9 +393,8 @@ fn maps_and_metrics(
     let mut token_scores = Vec::new();
     let mut token_labels = Vec::new();
     let mut case_labels = vec![None; cases.len()];
-    // Lesion cases: whether the hottest voxel of the upsampled map lies in the lesion.
-    let mut hottest_in_lesion: Vec<(String, bool)> = Vec::new();
-    // ... and its distance to the lesion, in cube voxels (0 inside): how near a miss is.
+    // Lesion cases: the distance in cube voxels from the hottest voxel of the upsampled map to the lesion
+    // (0: it lies in the lesion; otherwise how near a miss is).
     let mut hottest_distance: Vec<(String, f64)> = Vec::new();
     // Lesion cases: the voxel AP of the case's own map (threshold-free localisation, no shared threshold).
     let mut case_ap: Vec<(String, f64)> = Vec::new();
@@ -464,8 +463,6 @@ fn maps_and_metrics(
             if case_labels[a] == Some(1) {
                 // The same voxel the QC montage marks (ties: the one nearest their centre).
                 let hottest = report::plots::qc::hottest(up.view());
-                hottest_in_lesion
-                    .push((c.input.id.clone(), mask[[hottest.0, hottest.1, hottest.2]]));
                 hottest_distance.push((
                     c.input.id.clone(),
                     eval::distance_to_mask(mask.view(), hottest)
@@ -556,10 +553,10 @@ fn maps_and_metrics(
         "dice_mean": dice.iter().sum::<f64>() / dice.len() as f64,
         "dice_mean_lesion_cases": (!lesion_dice.is_empty()).then(|| lesion_dice.iter().sum::<f64>() / lesion_dice.len() as f64),
         "dice_per_case": per_case,
-        "hottest_voxel_in_lesion_fraction": (!hottest_in_lesion.is_empty()).then(|| {
-            hottest_in_lesion.iter().filter(|h| h.1).count() as f64 / hottest_in_lesion.len() as f64
+        "hottest_voxel_in_lesion_fraction": (!hottest_distance.is_empty()).then(|| {
+            hottest_distance.iter().filter(|h| h.1 == 0.0).count() as f64 / hottest_distance.len() as f64
         }),
-        "hottest_voxel_in_lesion": hottest_in_lesion.iter().map(|(c, h)| (c.clone(), json!(h))).collect::<serde_json::Map<String, Value>>(),
+        "hottest_voxel_in_lesion": hottest_distance.iter().map(|(c, d)| (c.clone(), json!(*d == 0.0))).collect::<serde_json::Map<String, Value>>(),
         "hottest_voxel_distance": hottest_distance.iter().map(|(c, d)| (c.clone(), json!(d))).collect::<serde_json::Map<String, Value>>(),
         "hottest_voxel_distance_method": "per lesion case, Euclidean distance in cube voxels from the hottest voxel to the nearest lesion voxel (0 inside)",
         "voxel_ap_mean_lesion_cases": (!case_ap.is_empty()).then(|| case_ap.iter().map(|c| c.1).sum::<f64>() / case_ap.len() as f64),
@@ -609,14 +606,21 @@ fn lesion_cube(case: &BatchCase, transform: &crate::volume::Transform) -> Result
     }
 }
 
+/// A struct of settings as a TOML table (the form of a `--config` file).
+pub fn toml_table(settings: &impl serde::Serialize) -> Result<toml::Table> {
+    match toml::Value::try_from(settings).map_err(|e| Error::Resource(e.to_string()))? {
+        toml::Value::Table(t) => Ok(t),
+        other => Err(Error::Resource(format!(
+            "settings serialised to a {}, not a table",
+            other.type_str()
+        ))),
+    }
+}
+
 /// Writes the effective settings as `config.toml`: the scoring keys of `config` plus `extra` (for `score` on
 /// volumes, the backbone and preprocessing keys), a valid `--config` file.
 pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) -> Result<()> {
-    let mut table =
-        match toml::Value::try_from(config).map_err(|e| Error::Resource(e.to_string()))? {
-            toml::Value::Table(t) => t,
-            _ => unreachable!("a struct serialises to a table"),
-        };
+    let mut table = toml_table(config)?;
     table.extend(extra.clone());
     let text = toml::to_string(&table).map_err(|e| Error::Resource(e.to_string()))?;
     atomic::write_bytes(&out.join("config.toml"), text.as_bytes())

@@ -47,9 +47,14 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
 }
 
 /// Runs `mri-ad check` with `args` on the prepared folder and checks the failure contract.
+/// `mri-ad check` with `args`.
+fn check(args: &[&str]) -> std::process::Output {
+    common::mri_ad().arg("check").args(args).output().unwrap()
+}
+
 fn expect_failure(root: &Path, args: &[&str], file: &str, problem: &str) {
     let before = snapshot(root);
-    let out = common::mri_ad().arg("check").args(args).output().unwrap();
+    let out = check(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or("");
     assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
@@ -275,12 +280,7 @@ fn empty_folder_and_output_folder_rules() {
     let args = ["--query", &q(&t), "--out", common::s(&out)];
     expect_failure(t.path(), &args, "out", "--force");
     // With --force the inventory is written and other files are kept.
-    let ok = common::mri_ad()
-        .arg("check")
-        .args(args)
-        .arg("--force")
-        .output()
-        .unwrap();
+    let ok = check(&[&args[..], &["--force"]].concat());
     assert!(
         ok.status.success(),
         "{}",
@@ -319,10 +319,7 @@ fn check_lists_cases_of_a_brats_layout() {
         )
         .unwrap();
     }
-    let out = common::mri_ad()
-        .args(["check", "--query", common::s(&b), "--labels", common::s(&b)])
-        .output()
-        .unwrap();
+    let out = check(&["--query", common::s(&b), "--labels", common::s(&b)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -358,16 +355,9 @@ fn check_refuses_volumes_on_different_grids_unless_crop_volume() {
         "moved.nii.gz",
         "--crop volume",
     );
-    let out = common::mri_ad()
-        .args(["check", "--query", &q(&t)])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&check(&["--query", &q(&t)]).stderr).into_owned();
     assert!(!stderr.contains("same.nii.gz"), "{stderr}");
-    let ok = common::mri_ad()
-        .args(["check", "--query", &q(&t), "--crop", "volume"])
-        .output()
-        .unwrap();
+    let ok = check(&["--query", &q(&t), "--crop", "volume"]);
     assert!(
         ok.status.success(),
         "{}",
@@ -375,10 +365,7 @@ fn check_refuses_volumes_on_different_grids_unless_crop_volume() {
     );
     // Fewer than 3 cases is a note (the batch may get more from the other folder), not a problem.
     let t = setup(|_| {});
-    let one = common::mri_ad()
-        .args(["check", "--query", &q(&t)])
-        .output()
-        .unwrap();
+    let one = check(&["--query", &q(&t)]);
     assert!(one.status.success());
     assert!(String::from_utf8_lossy(&one.stdout).contains("at least 3"));
 }

@@ -422,13 +422,15 @@ fn output_folder_and_config_problems_exit_2() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), b"user file").unwrap();
-    let run = |extra: &[&str]| {
+    // `score --tokens` into `into` with `extra`; `run` writes to `out` quietly.
+    let score_into = |into: &Path, extra: &[&str]| {
         mri_ad()
-            .args(["score", "--tokens", s(&tokens), "--out", s(&out), "--quiet"])
+            .args(["score", "--tokens", s(&tokens), "--out", s(into)])
             .args(extra)
             .output()
             .unwrap()
     };
+    let run = |extra: &[&str]| score_into(&out, &[&["--quiet"], extra].concat());
     let o = run(&[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
@@ -444,18 +446,7 @@ fn output_folder_and_config_problems_exit_2() {
 
     // A view that does not exist is refused before the output folder is created.
     let fresh = dir.path().join("fresh-out");
-    let o = mri_ad()
-        .args([
-            "score",
-            "--tokens",
-            s(&tokens),
-            "--out",
-            s(&fresh),
-            "--quiet",
-        ])
-        .args(["--graph-views", "99"])
-        .output()
-        .unwrap();
+    let o = score_into(&fresh, &["--quiet", "--graph-views", "99"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--graph-views") && err.contains("99"), "{err}");
@@ -470,11 +461,7 @@ fn output_folder_and_config_problems_exit_2() {
         ),
         (&["--crop=volume"][..], "--crop"),
     ] {
-        let o = mri_ad()
-            .args(["score", "--tokens", s(&tokens), "--out", s(&fresh)])
-            .args(flags)
-            .output()
-            .unwrap();
+        let o = score_into(&fresh, flags);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
         assert!(err.contains(named) && err.contains("--tokens"), "{err}");
@@ -484,18 +471,7 @@ fn output_folder_and_config_problems_exit_2() {
     // Volume keys of a --config file (a volume run's config.toml has them) are not used here, with a notice.
     let vol_cfg = dir.path().join("volume.toml");
     std::fs::write(&vol_cfg, "size = 168\nlayers = [6, 12]\ntukey-k = 4.5\n").unwrap();
-    let o = mri_ad()
-        .args([
-            "score",
-            "--tokens",
-            s(&tokens),
-            "--out",
-            s(&out),
-            "--no-progress",
-        ])
-        .args(["--force", "--config", s(&vol_cfg)])
-        .output()
-        .unwrap();
+    let o = score_into(&out, &["--no-progress", "--force", "--config", s(&vol_cfg)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(

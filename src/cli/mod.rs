@@ -205,10 +205,7 @@ impl BackboneFile {
 
     /// The set keys as a TOML table.
     pub fn to_table(&self) -> toml::Table {
-        match toml::Value::try_from(self).expect("plain values serialise") {
-            toml::Value::Table(t) => t,
-            _ => unreachable!("a struct serialises to a table"),
-        }
+        crate::pipeline::toml_table(self).expect("a struct of plain values is a table")
     }
 }
 

@@ -344,6 +344,13 @@ fn run_tokens(
     config: ScoreConfig,
     file: &super::BackboneFile,
 ) -> Result<()> {
+    if !args.given_volume_flags.is_empty() {
+        return Err(Error::bad_argument(
+            args.given_volume_flags.join(", "),
+            "these apply to volumes (--query) only; with --tokens the token files are scored as stored \
+             (made with the settings in their .tokens.json): drop them",
+        ));
+    }
     let ignored = file.keys_set();
     if !ignored.is_empty() && !args.common.quiet {
         eprintln!(
@@ -351,13 +358,6 @@ fn run_tokens(
              are scored as stored)",
             ignored.join(", ")
         );
-    }
-    if !args.given_volume_flags.is_empty() {
-        return Err(Error::bad_argument(
-            args.given_volume_flags.join(", "),
-            "these apply to volumes (--query) only; with --tokens the token files are scored as stored \
-             (made with the settings in their .tokens.json): drop them",
-        ));
     }
     let started = Instant::now();
     let t = Instant::now();

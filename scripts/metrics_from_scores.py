@@ -5,16 +5,16 @@ token-grid F1-max threshold, Dice over lesion cases, hottest voxel in the lesion
 cases named by --subset.
 
 Usage: metrics_from_scores.py --run RUN --labels LABEL_CUBES [--size 224] [--subset q00,q01,q02,q03]
+       [--upsample centres|corners]
 """
 import argparse
 import glob
 import os
 
 import numpy as np
-from scipy.ndimage import zoom
 from sklearn.metrics import roc_auc_score
 
-from py_pipeline import f1_max
+from py_pipeline import f1_max, upsample
 
 P = 14
 
@@ -25,6 +25,8 @@ def main():
     ap.add_argument("--labels", required=True)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--subset", default="q00,q01,q02,q03")
+    ap.add_argument("--upsample", choices=["corners", "centres"], default="centres",
+                    help="token grid to voxels, as mri-ad's --upsample (default centres, mri-ad's default)")
     a = ap.parse_args()
     s, g = a.size, a.size // P
     names = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(a.run, "token_scores", "*.npy")))
@@ -36,7 +38,7 @@ def main():
     _, t = f1_max(tok_labels, np.concatenate([scores[n] for n in names]))
     dice, hot = {}, {}
     for n in names:
-        up = zoom(scores[n].reshape(g, g, g).astype(np.float32), s / g, order=1, prefilter=False, grid_mode=False)
+        up = upsample(scores[n].reshape(g, g, g).astype(np.float32), s, a.upsample)
         lab = labels[n]
         pred = up >= t
         denom = pred.sum() + lab.sum()

@@ -15,7 +15,9 @@ Steps, all in one process, everything in memory:
     map layer norm + L2, void = more than half background);
   * MuSc §5 (Euclidean, k = max(1, floor(alpha (N-1))), per layer, then the mean over layers); void tokens
     take no part in the search (score 0), like mri-ad's default;
-  * maps: trilinear align-corners upsampling (scipy zoom order 1) of the 16³ scores to S³;
+  * maps: trilinear upsampling (scipy zoom order 1) of the 16³ scores to S³: `--upsample corners` (default,
+    the spec's §7.2: align-corners, grid_mode=False) or `centres` (each token's score at the centre of its
+    14³ block, grid_mode=True with the edge values repeated: mri-ad's default);
   * metrics §8.3 in the cube space: patient AUROC and F1-max (scikit-learn), voxel AUROC (a 2^22-bin histogram
     of every voxel of every cube; scikit-learn on 30·224³ voxels needs > 10 GB), token-grid F1-max threshold t*, Dice at t* on the upsampled maps (empty-label
     convention), the fraction of lesion cases whose hottest voxel (np.argmax: the first of tied voxels) is inside
@@ -170,6 +172,8 @@ def main():
     ap.add_argument("--layers", default="6,9,12")
     ap.add_argument("--proj-dim", type=int, default=128, help="d'; 0 = no projection (experiment)")
     ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--upsample", choices=["corners", "centres"], default="corners",
+                    help="token grid to voxels: align-corners (the spec) or token-block centres (mri-ad's default)")
     ap.add_argument("--seed", default="7", help="projection seed(s), comma-separated: one model pass serves them all")
     ap.add_argument("--features-cache", help="folder for the per-volume model features (pre-projection), reused when present")
     ap.add_argument("--threads", type=int, default=2)
@@ -236,7 +240,7 @@ def main():
                          grid=np.array([g] * 3, np.int64))
         scores, k = musc(tokens, valid, a.alpha)
         t_score = time.time() - t1
-        res = evaluate(names, scores, cubes_labels, a.size)
+        res = evaluate(names, scores, cubes_labels, a.size, a.upsample)
         res.update({"seed": seed, "k": k, "scoring_seconds": t_score})
         per_seed[seed] = res
         print(f"seed {seed}: " + json.dumps({m: res[m] for m in METRICS}), flush=True)
@@ -247,7 +251,8 @@ def main():
                 np.save(os.path.join(d, f"{n}.npy"), sc.astype(np.float32))
     result = {
         "implementation": "scripts/py_pipeline.py (numpy/scipy/nibabel/onnxruntime/scikit-learn)",
-        "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "alpha": a.alpha, "cases": len(files),
+        "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "alpha": a.alpha, "upsample": a.upsample,
+        "cases": len(files),
         "seconds": {"features": t_tok, "total": time.time() - t0},
     }
     if len(seeds) == 1:
@@ -286,7 +291,15 @@ def cached_pooled(a, path, case, compute):
     return out
 
 
-def evaluate(names, scores, cubes_labels, size):
+def upsample(grid, size, mode):
+    """The S³ map of a G³ token grid, trilinear: align-corners ("corners") or token-block centres ("centres")."""
+    if mode == "corners":  # output voxel o samples input o·(g−1)/(S−1)
+        return zoom(grid, size / grid.shape[0], order=1, prefilter=False, grid_mode=False)
+    # output voxel o samples input (o + ½)·g/S − ½; beyond the outer centres the edge value repeats
+    return zoom(grid, size / grid.shape[0], order=1, prefilter=False, grid_mode=True, mode="nearest")
+
+
+def evaluate(names, scores, cubes_labels, size, mode):
     """§7.2 maps and §8.3 metrics in the cube space."""
     g = size // P
     patient = np.array([s.max() for s in scores])
@@ -302,8 +315,7 @@ def evaluate(names, scores, cubes_labels, size):
     case_ap = {}  # per lesion case: the AP of its own upsampled map over every voxel of its cube
     for i, s in enumerate(scores):
         grid = s.reshape(g, g, g).astype(np.float32)
-        # grid_mode=False: output voxel o samples input o·(g−1)/(S−1), i.e. align-corners.
-        up = zoom(grid, size / g, order=1, prefilter=False, grid_mode=False)
+        up = upsample(grid, size, mode)
         assert up.shape == (size,) * 3, up.shape
         lab = cubes_labels[i] if cubes_labels[i] is not None else np.zeros(up.shape, bool)
         b = np.clip(((up.ravel().astype(np.float64) - lo_s) / max(hi_s - lo_s, 1e-300) * bins).astype(np.int64), 0, bins - 1)

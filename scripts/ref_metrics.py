@@ -5,9 +5,10 @@ Input: an .npz with, for every score set k, `scores_k` and `labels_k` (flat), an
 `tokens_i` (G³ token maps) and `mask_i` (S³ lesion masks, S = 14·G). Prints JSON: per score set the AUROC
 (roc_auc_score), AP (average_precision_score) and F1-max with its threshold (precision_recall_curve), or null
 when undefined; and the Dice protocol of ALGORITHM.md §8.3: token labels by 14³ max-pool, t* = token-grid
-F1-max threshold over all cases, trilinear align-corners upsampling (scipy map_coordinates, order 1),
+F1-max threshold over all cases, trilinear upsampling (scipy map_coordinates, order 1) with the token values
+at the centres of their 14-voxel blocks ("centres", mri-ad's default) and with align-corners ("corners"),
 prediction score >= t*, Dice per case (1 when prediction and mask are both empty), mean over all cases and
-over lesion cases.
+over lesion cases, one such result per upsampling.
 """
 import json
 import sys
@@ -50,18 +51,23 @@ def main():
         s = np.concatenate([m.ravel() for m in maps])
         y = np.concatenate([p.ravel() for p in pooled])
         t = f1max(s, y)[1] if y.any() else None
-        per_case = []
-        for m, mask in zip(maps, masks):
-            size = mask.shape[0]
-            c = np.arange(size) * (g - 1) / (size - 1)
-            zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
-            up = map_coordinates(m, [zz, yy, xx], order=1)
-            pred = up >= t if t is not None else np.zeros_like(mask)
-            denom = pred.sum() + mask.sum()
-            per_case.append(1.0 if denom == 0 else 2.0 * (pred & mask).sum() / denom)
-        lesion = [dc for dc, mask in zip(per_case, masks) if mask.any()]
-        out["dice"] = {"threshold": t, "per_case": per_case, "mean": float(np.mean(per_case)),
-                       "mean_lesion": float(np.mean(lesion)) if lesion else None}
+        out["dice"] = {}
+        for mode in ("centres", "corners"):
+            per_case = []
+            for m, mask in zip(maps, masks):
+                size = mask.shape[0]
+                if mode == "corners":
+                    c = np.arange(size) * (g - 1) / (size - 1)
+                else:  # voxel o lies at (o + 0.5)/14 − 0.5 token cells; beyond the outer centres: the edge value
+                    c = np.clip((np.arange(size) + 0.5) / (size / g) - 0.5, 0, g - 1)
+                zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
+                up = map_coordinates(m, [zz, yy, xx], order=1)
+                pred = up >= t if t is not None else np.zeros_like(mask)
+                denom = pred.sum() + mask.sum()
+                per_case.append(1.0 if denom == 0 else 2.0 * (pred & mask).sum() / denom)
+            lesion = [dc for dc, mask in zip(per_case, masks) if mask.any()]
+            out["dice"][mode] = {"threshold": t, "per_case": per_case, "mean": float(np.mean(per_case)),
+                                 "mean_lesion": float(np.mean(lesion)) if lesion else None}
     print(json.dumps(out))
 
 

@@ -14,6 +14,10 @@
 //!   A non-empty folder without the marker needs `--force`.
 //! * Plots (`plots/`, `index.html`; `--no-plots` skips `plots/`) are drawn by [`crate::report`]: the QC
 //!   montages in the maps pass, where each case's cube and upsampled map already exist.
+//! * Maps: the 16³ token scores are upsampled trilinearly to the cube with each token's score at the centre
+//!   of the 14³ block it describes (`--upsample centres`, a deviation from §7.2's align-corners, which puts
+//!   the outer tokens on the cube's faces, up to 6.5 voxels from their blocks; `--upsample corners` restores
+//!   it, and `eval` of a run from before the flag existed uses it). See [`eval::Upsample`].
 //! * Memory: volumes are read one at a time; the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps
 //!   (exact to about 1e-6), so no full-resolution map of the batch is held.
 
@@ -56,6 +60,8 @@ pub struct PipelineConfig {
     pub progress: bool,
     /// Draw `plots/` (false: `--no-plots`); `index.html` is written either way.
     pub plots: bool,
+    /// How the token grid is upsampled to the cube for the maps, masks and voxel metrics.
+    pub upsample: eval::Upsample,
     /// More keys for the run's `config.toml` (the backbone and preprocessing settings, so that the file
     /// given back as `--config` reproduces the run).
     pub config_extra: toml::Table,
@@ -263,6 +269,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         out: &cfg.out,
         size: cfg.preprocess.size,
         grid,
+        upsample: cfg.upsample,
         with_labels: cfg.labels.is_some(),
         write: true,
         qc: if cfg.plots {
@@ -305,6 +312,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         "inputs": cases.iter().map(|c| json!({"case": c.input.id, "group": c.group, "image": c.input.path, "label": c.label})).collect::<Vec<_>>(),
         "margin": cfg.preprocess.margin,
         "crop": {"mode": cfg.preprocess.crop, "batch_box": preprocessor.batch_box},
+        "maps": {"upsample": cfg.upsample, "upsample_rule": upsample_rule(cfg.upsample)},
         "preprocessing": source_preprocessing(&source),
         "backbone": {
             "model": cfg.extract.model,
@@ -342,6 +350,14 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     Ok(())
 }
 
+/// The rule of an upsampling mode in words, for summary.json.
+fn upsample_rule(mode: eval::Upsample) -> &'static str {
+    match mode {
+        eval::Upsample::Centres => "trilinear, each token's score at the centre of the 14³ block it describes (voxel o samples grid coordinate (o + 1/2)·G/S − 1/2, clamped)",
+        eval::Upsample::Corners => "trilinear, align-corners (voxel o samples grid coordinate o·(G − 1)/(S − 1); ALGORITHM.md §7.2)",
+    }
+}
+
 fn source_preprocessing(source: &NiftiCubes) -> Value {
     use crate::io::cubes::CubeSource;
     source.preprocessing()
@@ -360,6 +376,7 @@ struct MapsJob<'a> {
     out: &'a Path,
     size: usize,
     grid: [usize; 3],
+    upsample: eval::Upsample,
     with_labels: bool,
     /// Write the maps and masks (false: metrics only, for `eval`).
     write: bool,
@@ -414,7 +431,7 @@ fn maps_and_metrics(
     for (a, c) in cases.iter().enumerate() {
         let volume = nifti::read_volume(&c.input.path)?;
         let prepared = preprocessor.prepare(&volume, None)?;
-        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size]);
+        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size], job.upsample);
         if let Some(dir) = &maps_dir {
             let native = prepared.transform.map_to_native(&up, 0.0)?;
             nifti::write_map_like(
@@ -515,7 +532,7 @@ fn maps_and_metrics(
     for (a, c) in cases.iter().enumerate() {
         let volume = nifti::read_volume(&c.input.path)?;
         let prepared = preprocessor.prepare(&volume, None)?;
-        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size]);
+        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size], job.upsample);
         let mask = lesion_cube(c, &prepared.transform)?;
         let t = threshold.map(|b| b.1);
         let predicted = up.mapv(|v| t.is_some_and(|t| v as f64 >= t));
@@ -721,10 +738,18 @@ pub fn evaluate_run(run: &Path, labels: &Path, progress: &Progress) -> Result<Va
             .map_err(|e| bad(&format!("`crop.batch_box` ({e})")))?;
         preprocessor = preprocessor.with_batch_box(crop);
     }
+    // The upsampling as the run recorded it (runs from before `maps` existed used align-corners).
+    let upsample = match summary["maps"]["upsample"].as_str() {
+        Some(u) => u
+            .parse()
+            .map_err(|e: String| Error::bad_input(&summary_path, e))?,
+        None => eval::Upsample::Corners,
+    };
     let job = MapsJob {
         out: run,
         size,
         grid: [g, g, g],
+        upsample,
         with_labels: true,
         write: false,
         qc: None,

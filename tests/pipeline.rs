@@ -272,6 +272,45 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     let again: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(again["metrics"], summary["metrics"]);
+    // The maps put each token's score at its block's centre by default, and eval reads that back. A run
+    // from before the setting existed (no `maps` in summary.json) was made with align-corners, and eval
+    // evaluates it so: other per-case voxel APs from the same token scores.
+    assert_eq!(summary["maps"]["upsample"], "centres");
+    assert!(std::fs::read_to_string(out.join("config.toml"))
+        .unwrap()
+        .contains("upsample = \"centres\""));
+    let old_dir = dir.path().join("run-before-upsample");
+    std::fs::create_dir(&old_dir).unwrap();
+    let mut old = summary.clone();
+    old.as_object_mut().unwrap().remove("maps");
+    std::fs::write(old_dir.join("summary.json"), old.to_string()).unwrap();
+    std::fs::create_dir(old_dir.join("token_scores")).unwrap();
+    for f in std::fs::read_dir(out.join("token_scores")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(
+            &f,
+            old_dir.join("token_scores").join(f.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    ok(&run_mri_ad(&[
+        "eval",
+        "--run",
+        s(&old_dir),
+        "--labels",
+        s(&labels),
+        "--quiet",
+    ]));
+    let corners: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(old_dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(
+        corners["metrics"]["patient_auroc"],
+        summary["metrics"]["patient_auroc"]
+    );
+    assert_ne!(
+        corners["metrics"]["voxel_ap_per_case"],
+        summary["metrics"]["voxel_ap_per_case"]
+    );
 
     // The run's config.toml, given back as --config with no backbone or scoring flag, reproduces the run:
     // it holds the backbone and preprocessing keys (size 28, layers 2,4, proj-dim 16, the model) too.
@@ -308,15 +347,20 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
 
     // Without --labels the masks come from the label-free GMM threshold (ALGORITHM.md §9), one per volume.
     let out3 = dir.path().join("run3");
+    // With align-corners maps: on this test's 2³ token grid, centres leaves a 7³-voxel plateau at each
+    // token's value, and the top plateau can lie wholly in the 5 % tail that §9 truncates, which puts τ
+    // above the map's maximum (an empty mask, correctly) and would make the check below moot.
     let unlabeled: Vec<&str> = args
         .iter()
         .copied()
         .filter(|a| *a != "--labels" && *a != s(&labels))
         .map(|a| if a == s(&out) { s(&out3) } else { a })
+        .chain(["--upsample", "corners"])
         .collect();
     ok(&run_mri_ad(&unlabeled));
     let free: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out3.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(free["maps"]["upsample"], "corners");
     let per_case = free["masks"]["per_case"]
         .as_object()
         .expect("GMM thresholds per case");

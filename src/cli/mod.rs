@@ -66,6 +66,9 @@ impl Cli {
             (&mut cli.command, matches.subcommand())
         {
             score.given_volume_flags = explicit_flags::<BackboneArgs>(m);
+            score
+                .given_volume_flags
+                .extend(explicit_flags::<MapArgs>(m));
         }
         cli
     }
@@ -153,8 +156,26 @@ pub struct BackboneArgs {
     pub nyul: Option<std::path::PathBuf>,
 }
 
+/// How `score` on volumes turns token scores into maps (not used by `extract`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MapArgs {
+    /// Where each token's score is placed when the token grid is upsampled trilinearly to the voxels:
+    /// centres = at the centre of the 14³ block the token describes; corners = align-corners, ALGORITHM.md
+    /// §7.2 as written, which puts the outer tokens on the cube's faces (up to 6.5 voxels off at 224³).
+    /// Used for the maps, the masks and every voxel metric.
+    #[arg(long, default_value = "centres", value_parser = crate::eval::Upsample::NAMES)]
+    pub upsample: String,
+}
+
+impl MapArgs {
+    /// The parsed `--upsample`.
+    pub fn upsample(&self) -> crate::eval::Upsample {
+        self.upsample.parse().expect("clap checked the value")
+    }
+}
+
 /// The backbone and preprocessing keys that a `--config` file of `score` may hold: the long names of the
-/// [`BackboneArgs`] flags. Paths are taken as given, relative to the working directory like the flags.
+/// [`BackboneArgs`] flags and of [`MapArgs`]. Paths are taken as given, relative to the working directory like the flags.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BackboneFile {
@@ -180,11 +201,13 @@ pub struct BackboneFile {
     pub crop: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nyul: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upsample: Option<String>,
 }
 
 impl BackboneFile {
     /// Every key, as in the file.
-    pub const KEYS: [&'static str; 11] = [
+    pub const KEYS: [&'static str; 12] = [
         "model",
         "ort-lib",
         "device",
@@ -196,6 +219,7 @@ impl BackboneFile {
         "margin",
         "crop",
         "nyul",
+        "upsample",
     ];
 
     /// The keys this file sets, sorted.
@@ -214,6 +238,7 @@ impl BackboneArgs {
     /// (`given`: the `--name`s given), so the precedence is defaults < file < flags.
     pub fn apply_file(
         &mut self,
+        maps: &mut MapArgs,
         file: &BackboneFile,
         given: &[String],
         path: &std::path::Path,
@@ -240,6 +265,9 @@ impl BackboneArgs {
         if let Some(c) = &file.crop {
             check("crop", c, &["batch", "volume"])?;
         }
+        if let Some(u) = &file.upsample {
+            check("upsample", u, &crate::eval::Upsample::NAMES)?;
+        }
         set!(
             "model" => self.runtime.model, file.model;
             "device" => self.runtime.device, file.device;
@@ -250,6 +278,7 @@ impl BackboneArgs {
             "void-threshold" => self.void_threshold, file.void_threshold;
             "margin" => self.margin, file.margin;
             "crop" => self.crop, file.crop;
+            "upsample" => maps.upsample, file.upsample;
         );
         if let (Some(v), true) = (&file.ort_lib, take("ort-lib")) {
             self.runtime.ort_lib = Some(v.clone());
@@ -260,8 +289,9 @@ impl BackboneArgs {
         Ok(())
     }
 
-    /// The effective values as `--config` keys (written into the run's `config.toml`).
-    pub fn to_file(&self) -> BackboneFile {
+    /// The effective values, with those of `maps`, as `--config` keys (written into the run's
+    /// `config.toml`).
+    pub fn to_file(&self, maps: &MapArgs) -> BackboneFile {
         BackboneFile {
             model: Some(self.runtime.model.clone()),
             ort_lib: self.runtime.ort_lib.clone(),
@@ -274,6 +304,7 @@ impl BackboneArgs {
             margin: Some(self.margin),
             crop: Some(self.crop.clone()),
             nyul: self.nyul.clone(),
+            upsample: Some(maps.upsample.clone()),
         }
     }
 
@@ -358,13 +389,13 @@ mod tests {
         use clap::Args;
         let longs: Vec<String> = super::BackboneArgs::augment_args(clap::Command::new("x"))
             .get_arguments()
+            .chain(super::MapArgs::augment_args(clap::Command::new("y")).get_arguments())
             .map(|a| a.get_long().unwrap().to_string())
             .collect();
         assert_eq!(longs, super::BackboneFile::KEYS);
         // Every key round-trips through the file format.
-        let file = score_args(&["--ort-lib", "l.so", "--nyul", "n.json"])
-            .backbone
-            .to_file();
+        let args = score_args(&["--ort-lib", "l.so", "--nyul", "n.json"]);
+        let file = args.backbone.to_file(&args.maps);
         let mut keys = super::BackboneFile::KEYS.to_vec();
         keys.sort_unstable();
         assert_eq!(file.keys_set(), keys, "a table keeps its keys sorted");
@@ -377,11 +408,14 @@ mod tests {
         let args = score_args(&["--size", "168", "--model", "m.onnx"]);
         assert_eq!(args.given_volume_flags, ["--model", "--size"]);
         let file: super::BackboneFile = toml::from_str(
-            "size = 112\nlayers = [3, 6]\ncrop = \"volume\"\nmodel = \"other.onnx\"",
+            "size = 112\nlayers = [3, 6]\ncrop = \"volume\"\nmodel = \"other.onnx\"\nupsample = \"corners\"",
         )
         .unwrap();
         let mut b = args.backbone.clone();
+        let mut maps = args.maps.clone();
+        assert_eq!(maps.upsample(), crate::eval::Upsample::Centres, "default");
         b.apply_file(
+            &mut maps,
             &file,
             &args.given_volume_flags,
             std::path::Path::new("c.toml"),
@@ -391,14 +425,23 @@ mod tests {
         assert_eq!(b.runtime.model, std::path::Path::new("m.onnx"), "flag wins");
         assert_eq!(b.layers, [3, 6], "file beats the default");
         assert_eq!(b.crop, "volume");
+        assert_eq!(
+            maps.upsample(),
+            crate::eval::Upsample::Corners,
+            "file beats the default"
+        );
         assert_eq!(b.proj_dim, 128, "default kept");
         let bad: super::BackboneFile = toml::from_str("crop = \"none\"").unwrap();
         let err = b
-            .apply_file(&bad, &[], std::path::Path::new("c.toml"))
+            .apply_file(&mut maps, &bad, &[], std::path::Path::new("c.toml"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("c.toml") && err.contains("crop"), "{err}");
-        // Defaults alone record nothing.
+        // Defaults alone record nothing; the map flags are recorded like the backbone flags.
         assert!(score_args(&[]).given_volume_flags.is_empty());
+        assert_eq!(
+            score_args(&["--upsample", "corners"]).given_volume_flags,
+            ["--upsample"]
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! without the leading dashes), then the flags given on the command line ([`super::Cli::parse_recording`]
 //! records which backbone flags were given, since their defaults are concrete values). The effective
 //! values are written to `config.toml` (a valid `--config` file that reproduces the run) and to
-//! `summary.json`. The backbone and preprocessing flags (--model, --size, --layers, ...) are refused with
+//! `summary.json`. The backbone, preprocessing and map flags (--model, --size, --upsample, ...) are refused with
 //! `--tokens` (token files are scored as stored), and such keys of a `--config` file are not used there
 //! (a notice says so).
 
@@ -50,6 +50,8 @@ pub struct ScoreArgs {
     #[command(flatten)]
     pub backbone: super::BackboneArgs,
     #[command(flatten)]
+    pub maps: super::MapArgs,
+    #[command(flatten)]
     pub scoring: ScoringArgs,
     /// Skip the PNG plots of plots/ (ROC, histograms, similarity scaling, volume graph, one QC montage per
     /// case); index.html is still written, without them.
@@ -69,7 +71,7 @@ pub struct ScoreArgs {
 pub struct ScoringArgs {
     /// TOML file of settings, keys = flag names without the dashes (e.g. `tukey-k = 3.0`, `size = 168`,
     /// `layers = [6, 9, 12]`): the scoring flags below (--method to --memory-budget) and, for `score` on
-    /// volumes, the backbone and preprocessing flags (--model to --nyul; ignored with a notice with
+    /// volumes, the backbone, preprocessing and map flags (--model to --upsample; ignored with a notice with
     /// --tokens, refused by score2d). Flags given on the command line win. A run's config.toml is such a
     /// file. Input, output and display flags are not read from it.
     #[arg(long, value_name = "FILE")]
@@ -307,8 +309,9 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 
 fn run_volumes(args: &ScoreArgs, config: ScoreConfig, file: &super::BackboneFile) -> Result<()> {
     let mut backbone = args.backbone.clone();
+    let mut maps = args.maps.clone();
     if let Some(path) = &args.scoring.config {
-        backbone.apply_file(file, &args.given_volume_flags, path)?;
+        backbone.apply_file(&mut maps, file, &args.given_volume_flags, path)?;
     }
     let extract = backbone.extract_config(
         args.out.join("tokens"),
@@ -327,7 +330,8 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, file: &super::BackboneFile
         out: args.out.clone(),
         nyul: backbone.nyul.clone(),
         preprocess: backbone.preprocess(),
-        config_extra: backbone.to_file().to_table(),
+        config_extra: backbone.to_file(&maps).to_table(),
+        upsample: maps.upsample(),
         extract,
         score: config,
         force: args.common.force,

@@ -1,5 +1,6 @@
 //! Evaluation (ALGORITHM.md §8): AUROC, average precision and F1-max with scikit-learn's conventions, and
-//! the 3D Dice protocol of §8.3; the 2D pieces: bilinear align-corners upsampling (§7.1), RsCIN ([`rscin`]),
+//! the 3D Dice protocol of §8.3 with trilinear upsampling of the token grid ([`Upsample`]: values at the
+//! token blocks' centres by default); the 2D pieces: bilinear align-corners upsampling (§7.1), RsCIN ([`rscin`]),
 //! AUPRO ([`aupro`]) and the label-free GMM threshold of §9 ([`gmm`]).
 //!
 //! Input: scores and binary labels (flat slices), or per-case token grids and full-resolution lesion masks.
@@ -162,17 +163,74 @@ pub fn pool_labels(mask: ArrayView3<bool>, patch: usize) -> Array3<bool> {
     out
 }
 
-/// Trilinear upsampling with align-corners semantics: output voxel `o` samples input coordinate
-/// `o·(g−1)/(s−1)` on each axis (ALGORITHM.md §7.2).
-pub fn upsample_trilinear(grid: ArrayView3<f32>, size: [usize; 3]) -> Array3<f32> {
+/// Where a token's value is placed when a token grid is upsampled to the voxel grid (ALGORITHM.md §7.2,
+/// open question Q8).
+///
+/// * `Centres` (mri-ad's default on volumes): token `i` of a grid of `g` over `s` voxels covers voxels
+///   `[i·s/g, (i+1)·s/g)` (§3.2 step 7), so its value sits at the centre of that block: voxel `o` samples
+///   grid coordinate `(o + ½)·g/s − ½`, clamped to `[0, g−1]` (the outer half-blocks repeat the edge
+///   token, as PyTorch's `align_corners=False` and scipy's `zoom(grid_mode=True, mode="nearest")`).
+/// * `Corners` (the spec's choice, kept for parity with MuSc's 2D maps): voxel `o` samples
+///   `o·(g−1)/(s−1)`, so the first and last tokens sit on the first and last voxels. On volumes this
+///   shifts token `i` by `i·(s−g)/(g−1) − (s/g − 1)/2` voxels from its block's centre, −6.5 to +6.5
+///   voxels at 224³ with 14-voxel tokens: the maps are stretched outwards from the middle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsample {
+    #[default]
+    Centres,
+    Corners,
+}
+
+impl Upsample {
+    /// The value names, as on the command line and in config files.
+    pub const NAMES: [&'static str; 2] = ["centres", "corners"];
+
+    /// The grid coordinate sampled by output index `o` of `s` on a grid of `g` cells.
+    fn coordinate(self, o: usize, g: usize, s: usize) -> f64 {
+        match self {
+            Upsample::Centres => {
+                ((o as f64 + 0.5) * g as f64 / s as f64 - 0.5).clamp(0.0, (g - 1) as f64)
+            }
+            Upsample::Corners => o as f64 * (g - 1) as f64 / (s - 1) as f64,
+        }
+    }
+}
+
+impl std::str::FromStr for Upsample {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "centres" => Ok(Upsample::Centres),
+            "corners" => Ok(Upsample::Corners),
+            other => Err(format!(
+                "unknown upsampling {other:?}, expected one of {:?}",
+                Upsample::NAMES
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Upsample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Upsample::Centres => "centres",
+            Upsample::Corners => "corners",
+        })
+    }
+}
+
+/// Trilinear upsampling of a token grid to `size` voxels, the token values placed as `mode` says
+/// ([`Upsample`]).
+pub fn upsample_trilinear(grid: ArrayView3<f32>, size: [usize; 3], mode: Upsample) -> Array3<f32> {
     let g = grid.dim();
     let g = [g.0, g.1, g.2];
     let coord = |o: usize, axis: usize| -> (usize, usize, f32) {
         if g[axis] == 1 || size[axis] == 1 {
             return (0, 0, 0.0);
         }
-        let c = o as f64 * (g[axis] - 1) as f64 / (size[axis] - 1) as f64;
-        // On a grid point the weight is exactly 0, so the corners reproduce the token values exactly.
+        let c = mode.coordinate(o, g[axis], size[axis]);
+        // On a grid point the weight is exactly 0, so the token values are reproduced exactly there.
         let lo = (c.floor() as usize).min(g[axis] - 1);
         (lo, (lo + 1).min(g[axis] - 1), (c - lo as f64) as f32)
     };
@@ -287,12 +345,13 @@ pub struct DiceProtocol {
 }
 
 /// The Dice protocol of §8.3 on cubes: token grids `[G, G, G]` and lesion masks `[S, S, S]`, `S = patch·G`.
-/// `t*` is the F1-max threshold over all tokens of all cases; the trilinear (align-corners) upsampled maps
+/// `t*` is the F1-max threshold over all tokens of all cases; the trilinear upsampled maps (`upsample`)
 /// are binarised at `≥ t*` and compared with the full-resolution masks.
 pub fn dice_protocol(
     token_maps: &[Array3<f32>],
     masks: &[Array3<bool>],
     patch: usize,
+    upsample: Upsample,
 ) -> DiceProtocol {
     let mut scores = Vec::new();
     let mut labels = Vec::new();
@@ -307,7 +366,7 @@ pub fn dice_protocol(
         .zip(masks)
         .map(|(map, mask)| {
             let d = mask.dim();
-            let up = upsample_trilinear(map.view(), [d.0, d.1, d.2]);
+            let up = upsample_trilinear(map.view(), [d.0, d.1, d.2], upsample);
             match threshold {
                 Some(t) => dice(up.iter().map(|&v| v as f64 >= t), mask.iter().copied()),
                 // No positive token anywhere: nothing is predicted.
@@ -346,6 +405,41 @@ mod tests {
         let d = distance_to_mask(m.view(), (2, 4, 6)).unwrap();
         assert!((d - 5f64.sqrt()).abs() < 1e-12, "{d}");
         assert!((distance_to_mask(m.view(), (5, 6, 5)).unwrap() - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_hot_token_peaks_inside_its_own_block_with_centres_only() {
+        // One hot token at axis position i of a 16-cell axis over 224 voxels. Centres: every voxel at the
+        // maximum lies in the token's own block and the block's middle (voxel 14i+6 or 14i+7) is one of
+        // them. Corners: the peak is at round(i·223/15), on the cube's faces for the edge tokens.
+        for i in [0usize, 3, 8, 15] {
+            let grid = Array3::from_shape_fn((1, 1, 16), |(_, _, x)| (x == i) as u8 as f32);
+            let maxima = |mode| {
+                let up = upsample_trilinear(grid.view(), [1, 1, 224], mode);
+                let top = up.iter().copied().fold(f32::MIN, f32::max);
+                (0..224)
+                    .filter(|&o| up[[0, 0, o]] == top)
+                    .collect::<Vec<usize>>()
+            };
+            let at = maxima(Upsample::Centres);
+            assert!(
+                at.iter().all(|o| o / 14 == i),
+                "token {i}: maxima at {at:?}"
+            );
+            assert!(
+                at.contains(&(14 * i + 6)) || at.contains(&(14 * i + 7)),
+                "token {i}: {at:?}"
+            );
+            let at = maxima(Upsample::Corners)[0];
+            assert_eq!(at, (i as f64 * 223.0 / 15.0).round() as usize);
+            if i == 0 || i == 15 {
+                assert_eq!(
+                    at,
+                    i / 15 * 223,
+                    "the edge tokens sit on the cube's faces, 6.5 voxels out"
+                );
+            }
+        }
     }
 
     #[test]
@@ -403,11 +497,19 @@ mod tests {
             2.0 / 3.0
         );
         let g = Array3::from_shape_fn((2, 2, 2), |(z, y, x)| (4 * z + 2 * y + x) as f32);
-        let up = upsample_trilinear(g.view(), [3, 3, 3]);
+        let up = upsample_trilinear(g.view(), [3, 3, 3], Upsample::Corners);
         // align corners: the corners are the input values, the centre their mean.
         assert_eq!(up[[0, 0, 0]], 0.0);
         assert_eq!(up[[2, 2, 2]], 7.0);
         assert_eq!(up[[1, 1, 1]], 3.5);
+        // centres: 2 cells over 4 voxels; voxels 0, 1 belong to cell 0 (sampling 0 clamped, 0.25), 2, 3 to
+        // cell 1 (0.75, 1 clamped).
+        let up = upsample_trilinear(g.view(), [4, 4, 4], Upsample::Centres);
+        assert_eq!(up[[0, 0, 0]], 0.0);
+        assert_eq!(up[[0, 0, 1]], 0.25);
+        assert_eq!(up[[0, 0, 2]], 0.75);
+        assert_eq!(up[[3, 3, 3]], 7.0);
+        assert_eq!(up[[1, 1, 1]], 0.25 * 7.0);
         let g2 = Array2::from_shape_vec((2, 3), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         let up2 = upsample_bilinear(g2.view(), (3, 5));
         // corners exact; row 1 is the mean of the two rows; column 1 samples x = 0.5.

@@ -261,17 +261,18 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     let before = std::fs::read(out.join("scores.csv")).unwrap();
 
     // `eval` recomputes the same metrics from the finished run.
-    ok(&run_mri_ad(&[
-        "eval",
-        "--run",
-        s(&out),
-        "--labels",
-        s(&labels),
-        "--quiet",
-    ]));
-    let again: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
-    assert_eq!(again["metrics"], summary["metrics"]);
+    let eval = |run: &Path| -> serde_json::Value {
+        ok(&run_mri_ad(&[
+            "eval",
+            "--run",
+            s(run),
+            "--labels",
+            s(&labels),
+            "--quiet",
+        ]));
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap()
+    };
+    assert_eq!(eval(&out)["metrics"], summary["metrics"]);
     // The maps put each token's score at its block's centre by default, and eval reads that back. A run
     // from before the setting existed (no `maps` in summary.json) was made with align-corners, and eval
     // evaluates it so: other per-case voxel APs from the same token scores.
@@ -293,16 +294,7 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         )
         .unwrap();
     }
-    ok(&run_mri_ad(&[
-        "eval",
-        "--run",
-        s(&old_dir),
-        "--labels",
-        s(&labels),
-        "--quiet",
-    ]));
-    let corners: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(old_dir.join("eval.json")).unwrap()).unwrap();
+    let corners = eval(&old_dir);
     assert_eq!(
         corners["metrics"]["patient_auroc"],
         summary["metrics"]["patient_auroc"]

@@ -70,9 +70,11 @@ impl Score2dArgs {
             return Err(crate::Error::bad_input(
                 path,
                 format!(
-                    "the keys {} are settings of `score` on volumes; score2d reads only the scoring keys from \
-                     --config (give its model, size and layers as flags)",
-                    volume_keys.join(", ")
+                    "{} {} {} of `score` on volumes; score2d reads only the scoring keys from --config \
+                     (give its model, size and layers as flags)",
+                    if volume_keys.len() == 1 { "the key" } else { "the keys" },
+                    volume_keys.join(", "),
+                    if volume_keys.len() == 1 { "is a setting" } else { "are settings" },
                 ),
             ));
         }

@@ -174,8 +174,9 @@ impl MapArgs {
     }
 }
 
-/// The backbone and preprocessing keys that a `--config` file of `score` may hold: the long names of the
-/// [`BackboneArgs`] flags and of [`MapArgs`]. Paths are taken as given, relative to the working directory like the flags.
+/// The backbone, preprocessing and map keys that a `--config` file of `score` may hold: the long names of
+/// the [`BackboneArgs`] and [`MapArgs`] flags. Paths are taken as given, relative to the working directory
+/// like the flags.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BackboneFile {

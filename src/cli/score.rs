@@ -5,9 +5,9 @@
 //! without the leading dashes), then the flags given on the command line ([`super::Cli::parse_recording`]
 //! records which backbone flags were given, since their defaults are concrete values). The effective
 //! values are written to `config.toml` (a valid `--config` file that reproduces the run) and to
-//! `summary.json`. The backbone, preprocessing and map flags (--model, --size, --upsample, ...) are refused with
-//! `--tokens` (token files are scored as stored), and such keys of a `--config` file are not used there
-//! (a notice says so).
+//! `summary.json`. The backbone, preprocessing and map flags (--model, --size, --upsample, ...) are
+//! refused with `--tokens` (token files are scored as stored), and such keys of a `--config` file are not
+//! used there (a notice says so).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -71,8 +71,8 @@ pub struct ScoreArgs {
 pub struct ScoringArgs {
     /// TOML file of settings, keys = flag names without the dashes (e.g. `tukey-k = 3.0`, `size = 168`,
     /// `layers = [6, 9, 12]`): the scoring flags below (--method to --memory-budget) and, for `score` on
-    /// volumes, the backbone, preprocessing and map flags (--model to --upsample; ignored with a notice with
-    /// --tokens, refused by score2d). Flags given on the command line win. A run's config.toml is such a
+    /// volumes, the backbone, preprocessing and map flags (--model to --upsample; ignored with a notice
+    /// with --tokens, refused by score2d). Flags given on the command line win. A run's config.toml is such a
     /// file. Input, output and display flags are not read from it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

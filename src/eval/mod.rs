@@ -1,7 +1,7 @@
 //! Evaluation (ALGORITHM.md §8): AUROC, average precision and F1-max with scikit-learn's conventions, and
 //! the 3D Dice protocol of §8.3 with trilinear upsampling of the token grid ([`Upsample`]: values at the
-//! token blocks' centres by default); the 2D pieces: bilinear align-corners upsampling (§7.1), RsCIN ([`rscin`]),
-//! AUPRO ([`aupro`]) and the label-free GMM threshold of §9 ([`gmm`]).
+//! token blocks' centres by default); the 2D pieces: bilinear align-corners upsampling (§7.1), RsCIN
+//! ([`rscin`]), AUPRO ([`aupro`]) and the label-free GMM threshold of §9 ([`gmm`]).
 //!
 //! Input: scores and binary labels (flat slices), or per-case token grids and full-resolution lesion masks.
 //! Output: the metrics; the Dice protocol also returns its threshold and per-case values.
@@ -172,7 +172,7 @@ pub fn pool_labels(mask: ArrayView3<bool>, patch: usize) -> Array3<bool> {
 ///   token, as PyTorch's `align_corners=False` and scipy's `zoom(grid_mode=True, mode="nearest")`).
 /// * `Corners` (the spec's choice, kept for parity with MuSc's 2D maps): voxel `o` samples
 ///   `o·(g−1)/(s−1)`, so the first and last tokens sit on the first and last voxels. On volumes this
-///   shifts token `i` by `i·(s−g)/(g−1) − (s/g − 1)/2` voxels from its block's centre, −6.5 to +6.5
+///   shifts token `i` by `i·(s−g)/(g·(g−1)) − (s/g − 1)/2` voxels from its block's centre, −6.5 to +6.5
 ///   voxels at 224³ with 14-voxel tokens: the maps are stretched outwards from the middle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

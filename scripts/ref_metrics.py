@@ -8,13 +8,14 @@ when undefined; and the Dice protocol of ALGORITHM.md ยง8.3: token labels by 14ย
 F1-max threshold over all cases, trilinear upsampling (scipy map_coordinates, order 1) with the token values
 at the centres of their 14-voxel blocks ("centres", mri-ad's default) and with align-corners ("corners"),
 prediction score >= t*, Dice per case (1 when prediction and mask are both empty), mean over all cases and
-over lesion cases, one such result per upsampling.
+over lesion cases, one such result per upsampling. With `points_i` ([K, 3] voxel indices) for a case with a
+lesion: each point's Euclidean distance to the nearest lesion voxel (scipy distance_transform_edt, 0 inside).
 """
 import json
 import sys
 
 import numpy as np
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import distance_transform_edt, map_coordinates
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
@@ -68,6 +69,12 @@ def main():
             lesion = [dc for dc, mask in zip(per_case, masks) if mask.any()]
             out["dice"][mode] = {"threshold": t, "per_case": per_case, "mean": float(np.mean(per_case)),
                                  "mean_lesion": float(np.mean(lesion)) if lesion else None}
+        out["distance"] = {}
+        for k in tokens:
+            i = k[len("tokens_"):]
+            if "points_" + i in d.files and d["mask_" + i].any():
+                edt = distance_transform_edt(~d["mask_" + i].astype(bool))
+                out["distance"][i] = [float(edt[tuple(p)]) for p in d["points_" + i]]
     print(json.dumps(out))
 
 

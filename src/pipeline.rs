@@ -312,7 +312,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         "inputs": cases.iter().map(|c| json!({"case": c.input.id, "group": c.group, "image": c.input.path, "label": c.label})).collect::<Vec<_>>(),
         "margin": cfg.preprocess.margin,
         "crop": {"mode": cfg.preprocess.crop, "batch_box": preprocessor.batch_box},
-        "maps": {"upsample": cfg.upsample, "upsample_rule": upsample_rule(cfg.upsample)},
+        "maps": {"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()},
         "preprocessing": source_preprocessing(&source),
         "backbone": {
             "model": cfg.extract.model,
@@ -348,14 +348,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         cfg.out.display()
     ));
     Ok(())
-}
-
-/// The rule of an upsampling mode in words, for summary.json.
-fn upsample_rule(mode: eval::Upsample) -> &'static str {
-    match mode {
-        eval::Upsample::Centres => "trilinear, each token's score at the centre of the 14³ block it describes (voxel o samples grid coordinate (o + 1/2)·G/S − 1/2, clamped)",
-        eval::Upsample::Corners => "trilinear, align-corners (voxel o samples grid coordinate o·(G − 1)/(S − 1); ALGORITHM.md §7.2)",
-    }
 }
 
 fn source_preprocessing(source: &NiftiCubes) -> Value {

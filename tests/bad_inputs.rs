@@ -46,12 +46,12 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     out
 }
 
-/// Runs `mri-ad check` with `args` on the prepared folder and checks the failure contract.
 /// `mri-ad check` with `args`.
 fn check(args: &[&str]) -> std::process::Output {
     common::mri_ad().arg("check").args(args).output().unwrap()
 }
 
+/// Runs `mri-ad check` with `args` on the prepared folder and checks the failure contract.
 fn expect_failure(root: &Path, args: &[&str], file: &str, problem: &str) {
     let before = snapshot(root);
     let out = check(args);

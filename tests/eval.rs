@@ -57,6 +57,12 @@ fn metrics_agree_with_scikit_learn_and_numpy() {
         masks.push(mask);
     }
 
+    // Points for the hottest-voxel distance: inside, on the edge, near and far from the lesions.
+    let points = ndarray::Array2::from_shape_vec(
+        (5, 3),
+        vec![20u64, 28, 30, 29, 28, 30, 33, 35, 24, 0, 0, 0, 55, 55, 55],
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.npz");
     {
@@ -70,6 +76,7 @@ fn metrics_agree_with_scikit_learn_and_numpy() {
         for (i, (m, k)) in maps.iter().zip(&masks).enumerate() {
             npz.add_array(format!("tokens_{i}"), m).unwrap();
             npz.add_array(format!("mask_{i}"), k).unwrap();
+            npz.add_array(format!("points_{i}"), &points).unwrap();
         }
         npz.finish().unwrap();
     }
@@ -121,6 +128,28 @@ fn metrics_agree_with_scikit_learn_and_numpy() {
     // The two upsamplings place the maps differently, so the comparison tells them apart.
     assert_ne!(dice_by_mode[0], dice_by_mode[1]);
     let ours = dice_protocol(&maps, &masks, 14, Upsample::Centres);
+    // The hottest-voxel distance (eval::distance_to_mask) against scipy's Euclidean distance transform, on
+    // every case with a lesion (case 2 has none: no distance).
+    let mut inside = 0;
+    for (i, mask) in masks.iter().enumerate() {
+        for (k, p) in points.outer_iter().enumerate() {
+            let ours = mri_ad::eval::distance_to_mask(
+                mask.view(),
+                (p[0] as usize, p[1] as usize, p[2] as usize),
+            );
+            match reference["distance"][i.to_string()][k].as_f64() {
+                Some(r) => {
+                    close(ours.unwrap(), r, &format!("distance case {i} point {k}"));
+                    inside += (r == 0.0) as usize;
+                }
+                None => assert!(ours.is_none() && !mask.iter().any(|&v| v), "case {i}"),
+            }
+        }
+    }
+    assert!(
+        inside > 0 && inside < 15,
+        "points both inside and outside: {inside}"
+    );
     // The healthy case predicted empty gets 1 by convention; the missed lesion 0: the protocol is exercised.
     println!(
         "Dice per case {:?}, t* = {:?}",

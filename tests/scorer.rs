@@ -460,6 +460,7 @@ fn output_folder_and_config_problems_exit_2() {
             "--model, --layers",
         ),
         (&["--crop=volume"][..], "--crop"),
+        (&["--upsample", "corners"][..], "--upsample"),
     ] {
         let o = score_into(&fresh, flags);
         let err = String::from_utf8_lossy(&o.stderr);

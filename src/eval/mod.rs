@@ -186,6 +186,14 @@ impl Upsample {
     /// The value names, as on the command line and in config files.
     pub const NAMES: [&'static str; 2] = ["centres", "corners"];
 
+    /// The rule in words (for `summary.json`).
+    pub fn rule(self) -> &'static str {
+        match self {
+            Upsample::Centres => "trilinear, each token's score at the centre of the block of voxels it describes (voxel o samples grid coordinate (o + 1/2)·G/S − 1/2, clamped to [0, G − 1])",
+            Upsample::Corners => "trilinear, align-corners (voxel o samples grid coordinate o·(G − 1)/(S − 1); ALGORITHM.md §7.2)",
+        }
+    }
+
     /// The grid coordinate sampled by output index `o` of `s` on a grid of `g` cells.
     fn coordinate(self, o: usize, g: usize, s: usize) -> f64 {
         match self {

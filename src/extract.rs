@@ -182,6 +182,11 @@ pub struct ExtractSummary {
     pub background_reused: usize,
     /// The provider that ran, when the model was loaded.
     pub provider: Option<String>,
+    /// How many of this shard's token files each execution provider made, reused files included (from their
+    /// sidecars; `unrecorded` when a sidecar lacks the field). CUDA and CPU tokens differ slightly (about
+    /// 1e-4, onnx/README.md), so more than one entry means the results are not bit-identical to a run made
+    /// on one provider.
+    pub token_providers: std::collections::BTreeMap<String, usize>,
     /// SHA-256 of the model file (part of every token file's cache key).
     pub model_sha256: String,
     pub seconds: f64,
@@ -208,20 +213,31 @@ fn cache_key(
     })
 }
 
-/// Whether `<out>/<case>` holds a token file whose sidecar matches `key`.
-fn cached(npz: &Path, key: &Value) -> bool {
-    let Ok(text) = std::fs::read_to_string(sidecar_path(npz)) else {
-        return false;
-    };
-    let Ok(side) = serde_json::from_str::<Value>(&text) else {
-        return false;
-    };
+/// The sidecar of `<out>/<case>` when it holds a token file whose sidecar matches `key`.
+fn cached(npz: &Path, key: &Value) -> Option<Value> {
+    let text = std::fs::read_to_string(sidecar_path(npz)).ok()?;
+    let side = serde_json::from_str::<Value>(&text).ok()?;
     let same = KEY_FIELDS
         .iter()
         .all(|f| side.get(*f).is_some() && side.get(*f) == key.get(*f));
-    same && std::fs::metadata(npz)
+    let present = std::fs::metadata(npz)
         .map(|m| m.is_file() && m.len() > 0)
-        .unwrap_or(false)
+        .unwrap_or(false);
+    (same && present).then_some(side)
+}
+
+/// The notice printed when a shard's token files come from more than one execution provider.
+fn mixed_providers_notice(providers: &std::collections::BTreeMap<String, usize>) -> Option<String> {
+    if providers.len() < 2 {
+        return None;
+    }
+    let list: Vec<String> = providers.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+    Some(format!(
+        "the token files in use were made by more than one execution provider ({}); CUDA and CPU tokens \
+         differ slightly, so the results are not bit-identical to a run on one provider. For that, extract \
+         into a new folder (score: a new --out)",
+        list.join(", ")
+    ))
 }
 
 /// The output folder rule of `extract`: a missing or empty folder, or one that holds only token files and
@@ -350,7 +366,12 @@ pub fn run_with(
         let input_sha256 = sha256_file(&case.path)?;
         let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
-        if cached(&npz, &key) {
+        if let Some(side) = cached(&npz, &key) {
+            let provider = side["provider"].as_str().unwrap_or("unrecorded");
+            *summary
+                .token_providers
+                .entry(provider.to_string())
+                .or_default() += 1;
             if !cfg.quiet {
                 eprintln!("{}: up to date, reused", case.id);
             }
@@ -365,6 +386,10 @@ pub fn run_with(
         ensure(&mut backbone)?;
         let tokenizer = backbone.as_mut().expect("loaded");
         summary.provider = Some(tokenizer.provider().to_string());
+        *summary
+            .token_providers
+            .entry(tokenizer.provider().to_string())
+            .or_default() += 1;
         let cube = source.load(case, cfg.size)?;
         let bar = progress.bar(3 * cfg.size as u64, &case.id);
         let (set, stats) = tokenizer
@@ -417,6 +442,11 @@ pub fn run_with(
         });
     }
     summary.seconds = start.elapsed().as_secs_f64();
+    if let Some(notice) = mixed_providers_notice(&summary.token_providers) {
+        if !cfg.quiet {
+            eprintln!("mri-ad: notice: {notice}");
+        }
+    }
     if !cfg.quiet {
         eprintln!(
             "extract: {} cases in shard {}: {} computed, {} reused; {} slices inferred, {} background slices reused; {:.1} s",
@@ -509,7 +539,61 @@ mod tests {
             "{e}"
         );
         let c3 = ExtractConfig { force: true, ..c2 };
-        assert_eq!(run_with(&c3, &src, "m2", &mut load).unwrap().reused, 3);
+        let s = run_with(&c3, &src, "m2", &mut load).unwrap();
+        assert_eq!(s.reused, 3);
+        assert_eq!(s.token_providers, [("fake".to_string(), 3)].into());
+        assert_eq!(mixed_providers_notice(&s.token_providers), None);
+    }
+
+    #[test]
+    fn reused_token_files_report_the_provider_that_made_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::create_dir(&input).unwrap();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            write_npy(input.join(format!("{name}.npy")), &cube(i)).unwrap();
+        }
+        let out = dir.path().join("out");
+        let src = NpyCubes::new(&input);
+        let mut load =
+            || -> Result<Box<dyn Embedder>> { Ok(Box::new(FakeEmbedder::new(&[1, 2], 5, 0))) };
+        let c = cfg(&out);
+        run_with(&c, &src, "m1", &mut load).unwrap();
+        // as if case b had been made on a GPU, and case c by a version that did not record the provider
+        let edit = |case: &str, provider: Option<&str>| {
+            let path = out.join(format!("{case}.tokens.json"));
+            let mut side: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            match provider {
+                Some(p) => side["provider"] = json!(p),
+                None => {
+                    side.as_object_mut().unwrap().remove("provider");
+                }
+            }
+            std::fs::write(&path, side.to_string()).unwrap();
+        };
+        edit("b", Some("CUDAExecutionProvider"));
+        edit("c", None);
+        let s = run_with(&c, &src, "m1", &mut load).unwrap();
+        assert_eq!((s.computed, s.reused, s.provider.as_deref()), (0, 3, None));
+        let expected: std::collections::BTreeMap<String, usize> = [
+            ("CUDAExecutionProvider".to_string(), 1),
+            ("fake".to_string(), 1),
+            ("unrecorded".to_string(), 1),
+        ]
+        .into();
+        assert_eq!(s.token_providers, expected);
+        let notice = mixed_providers_notice(&s.token_providers).unwrap();
+        assert!(
+            notice.contains("CUDAExecutionProvider: 1, fake: 1, unrecorded: 1"),
+            "{notice}"
+        );
+        // a recomputed case counts under the provider that ran
+        std::fs::remove_file(out.join("b.tokens.npz")).unwrap();
+        let s = run_with(&c, &src, "m1", &mut load).unwrap();
+        assert_eq!(s.provider.as_deref(), Some("fake"));
+        assert_eq!(s.token_providers.get("fake"), Some(&2));
+        assert_eq!(s.token_providers.get("CUDAExecutionProvider"), None);
     }
 
     #[test]

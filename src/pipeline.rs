@@ -324,6 +324,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
             "seed": cfg.extract.seed,
             "size": cfg.extract.size,
             "provider": extracted.provider,
+            "token_providers": extracted.token_providers,
             "computed": extracted.computed,
             "reused": extracted.reused,
             "slices_inferred": extracted.slices_inferred,

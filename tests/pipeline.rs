@@ -237,6 +237,10 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         assert!((0.0..28.0 * 3f64.sqrt()).contains(&d), "{case}: {d}");
     }
     assert_eq!(summary["backbone"]["computed"], 7);
+    assert_eq!(
+        summary["backbone"]["token_providers"],
+        serde_json::json!({"CPUExecutionProvider": 7})
+    );
     assert_eq!(summary["crop"]["mode"], "batch");
     assert!(
         summary["crop"]["batch_box"]["lo"].is_array(),
@@ -376,6 +380,12 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["backbone"]["computed"], 0);
     assert_eq!(summary["backbone"]["reused"], 7);
+    // reused token files still report the provider that made them (recorded in their sidecars)
+    assert_eq!(summary["backbone"]["provider"], serde_json::Value::Null);
+    assert_eq!(
+        summary["backbone"]["token_providers"],
+        serde_json::json!({"CPUExecutionProvider": 7})
+    );
     assert_eq!(std::fs::read(out.join("scores.csv")).unwrap(), before);
     check_plots(&out, &ids, true);
 

@@ -183,14 +183,24 @@ pub struct ExtractSummary {
     /// The provider that ran, when the model was loaded.
     pub provider: Option<String>,
     /// How many of this shard's token files each execution provider made, reused files included (from their
-    /// sidecars; `unrecorded` when a sidecar lacks the field). CUDA and CPU tokens differ slightly (about
-    /// 1e-4, onnx/README.md), so more than one entry means the results are not bit-identical to a run made
+    /// sidecars; `unrecorded` when a sidecar lacks the field). CUDA and CPU tokens differ slightly (up to
+    /// 3.8e-4 measured, onnx/README.md), so more than one entry means the results are not bit-identical to a run made
     /// on one provider.
     pub token_providers: std::collections::BTreeMap<String, usize>,
     /// SHA-256 of the model file (part of every token file's cache key).
     pub model_sha256: String,
     pub seconds: f64,
     pub per_case: Vec<CaseReport>,
+}
+
+impl ExtractSummary {
+    /// Counts one token file in use under the provider that made it.
+    fn count_provider(&mut self, provider: &str) {
+        *self
+            .token_providers
+            .entry(provider.to_string())
+            .or_default() += 1;
+    }
 }
 
 /// The cache key of one case.
@@ -367,11 +377,7 @@ pub fn run_with(
         let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
         if let Some(side) = cached(&npz, &key) {
-            let provider = side["provider"].as_str().unwrap_or("unrecorded");
-            *summary
-                .token_providers
-                .entry(provider.to_string())
-                .or_default() += 1;
+            summary.count_provider(side["provider"].as_str().unwrap_or("unrecorded"));
             if !cfg.quiet {
                 eprintln!("{}: up to date, reused", case.id);
             }
@@ -386,10 +392,7 @@ pub fn run_with(
         ensure(&mut backbone)?;
         let tokenizer = backbone.as_mut().expect("loaded");
         summary.provider = Some(tokenizer.provider().to_string());
-        *summary
-            .token_providers
-            .entry(tokenizer.provider().to_string())
-            .or_default() += 1;
+        summary.count_provider(tokenizer.provider());
         let cube = source.load(case, cfg.size)?;
         let bar = progress.bar(3 * cfg.size as u64, &case.id);
         let (set, stats) = tokenizer
@@ -442,10 +445,8 @@ pub fn run_with(
         });
     }
     summary.seconds = start.elapsed().as_secs_f64();
-    if let Some(notice) = mixed_providers_notice(&summary.token_providers) {
-        if !cfg.quiet {
-            eprintln!("mri-ad: notice: {notice}");
-        }
+    if let (false, Some(notice)) = (cfg.quiet, mixed_providers_notice(&summary.token_providers)) {
+        eprintln!("mri-ad: notice: {notice}");
     }
     if !cfg.quiet {
         eprintln!(

@@ -238,6 +238,26 @@ fn shards_together_write_the_same_files_as_one_run() {
         "28",
     )));
     assert!(log.contains("0 computed, 5 reused"), "{log}");
+    assert!(!log.contains("more than one execution provider"), "{log}");
+    // a cache made partly elsewhere (here: one sidecar says CUDA) is reused, and the mix is reported
+    let path = sharded.join(format!("{}.tokens.json", names[0]));
+    let mut side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    side["provider"] = "CUDAExecutionProvider".into();
+    std::fs::write(&path, side.to_string()).unwrap();
+    let log = ok(&run_mri_ad(&tiny_args(
+        s(&input),
+        s(&sharded),
+        s(&model),
+        "28",
+    )));
+    assert!(log.contains("0 computed, 5 reused"), "{log}");
+    assert!(
+        log.contains(
+            "more than one execution provider (CPUExecutionProvider: 4, CUDAExecutionProvider: 1)"
+        ),
+        "{log}"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ bin=${MRI_AD:-$here/../target/release/mri-ad}
 py=${PYTHON:-python3}
 model=${MODEL:-$here/../onnx/dinov2_vits14.onnx}
 : "${ORT_DYLIB_PATH:?set ORT_DYLIB_PATH to the onnxruntime-gpu library}"
+if [ ! -x "$bin" ]; then echo "check_cuda: no mri-ad binary at $bin (cargo build --release, or set MRI_AD)" >&2; exit 2; fi
 if [ -e "$work" ]; then echo "check_cuda: $work exists; give a new folder" >&2; exit 2; fi
 mkdir -p "$work"
 echo "check_cuda: work folder $work, ONNX Runtime $ORT_DYLIB_PATH"
@@ -37,6 +38,7 @@ echo "== cuda vs cuda again (must be identical)"
 "$py" "$here/compare_tokens.py" "$work/cuda" "$work/cuda2" --max-abs 0 --min-cos 0.999999999 \
   --expect-provider-a CUDAExecutionProvider || status=1
 echo "== cuda vs cpu"
-"$py" "$here/compare_tokens.py" "$work/cuda" "$work/cpu" --expect-provider-a CUDAExecutionProvider || status=1
+"$py" "$here/compare_tokens.py" "$work/cuda" "$work/cpu" --expect-provider-a CUDAExecutionProvider \
+  --expect-provider-b CPUExecutionProvider || status=1
 [ $status = 0 ] && echo "check_cuda: ok" || echo "check_cuda: FAILED" >&2
 exit $status

@@ -9,7 +9,9 @@
 //! cube size, void threshold, tokenizer version, preprocessing, input SHA-256). A case whose sidecar holds
 //! the same key and whose token file exists is skipped without loading its volume or the model; any other
 //! case is recomputed and its files replaced. The model (and ONNX Runtime) is loaded only when a case needs
-//! computing, so a fully cached run runs no inference at all.
+//! computing, so a fully cached run runs no inference at all. The execution provider (and `--batch`) is
+//! recorded in the sidecar but is not part of the key: cached files are reused whatever made them, and
+//! [`ExtractSummary::token_providers`] counts them per provider, with a notice when the shard mixes them.
 //!
 //! Sharding: cases are sorted by id; shard `i/N` (1-based) takes every case whose index `c` has
 //! `c mod N = i − 1`. The shards of one job write disjoint files into the same folder.
@@ -19,6 +21,7 @@
 //! earlier runs or other shards, anything else needs `--force`; a bad input stops the run with exit 2 and
 //! the cases finished before it keep their (complete, valid) files.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,7 +31,10 @@ use crate::backbone::ort::{Device, OrtConfig, OrtEmbedder};
 use crate::backbone::Embedder;
 use crate::io::cubes::{CaseInput, CubeSource};
 use crate::io::hash::sha256_file;
-use crate::io::tokens::{sidecar_path, write_token_file, SIDECAR_SUFFIX, TOKEN_SUFFIX};
+use crate::io::tokens::{
+    mixed_providers_notice, sidecar_path, sidecar_provider, write_token_file, SIDECAR_SUFFIX,
+    TOKEN_SUFFIX, UNRECORDED_PROVIDER,
+};
 use crate::progress::Progress;
 use crate::tokens::{TokenizeStats, Tokenizer, TokenizerConfig};
 use crate::{Error, Result};
@@ -183,10 +189,9 @@ pub struct ExtractSummary {
     /// The provider that ran, when the model was loaded.
     pub provider: Option<String>,
     /// How many of this shard's token files each execution provider made, reused files included (from their
-    /// sidecars; `unrecorded` when a sidecar lacks the field). CUDA and CPU tokens differ slightly (up to
-    /// 3.8e-4 measured, onnx/README.md), so more than one entry means the results are not bit-identical to a run made
-    /// on one provider.
-    pub token_providers: std::collections::BTreeMap<String, usize>,
+    /// sidecars; `unrecorded` when a sidecar lacks the field). More than one entry: see
+    /// [`crate::io::tokens::mixed_providers_notice`]. Per shard: the shards of one job are not compared.
+    pub token_providers: BTreeMap<String, usize>,
     /// SHA-256 of the model file (part of every token file's cache key).
     pub model_sha256: String,
     pub seconds: f64,
@@ -234,20 +239,6 @@ fn cached(npz: &Path, key: &Value) -> Option<Value> {
         .map(|m| m.is_file() && m.len() > 0)
         .unwrap_or(false);
     (same && present).then_some(side)
-}
-
-/// The notice printed when a shard's token files come from more than one execution provider.
-fn mixed_providers_notice(providers: &std::collections::BTreeMap<String, usize>) -> Option<String> {
-    if providers.len() < 2 {
-        return None;
-    }
-    let list: Vec<String> = providers.iter().map(|(p, n)| format!("{p}: {n}")).collect();
-    Some(format!(
-        "the token files in use were made by more than one execution provider ({}); CUDA and CPU tokens \
-         differ slightly, so the results are not bit-identical to a run on one provider. For that, extract \
-         into a new folder (score: a new --out)",
-        list.join(", ")
-    ))
 }
 
 /// The output folder rule of `extract`: a missing or empty folder, or one that holds only token files and
@@ -377,7 +368,7 @@ pub fn run_with(
         let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
         if let Some(side) = cached(&npz, &key) {
-            summary.count_provider(side["provider"].as_str().unwrap_or("unrecorded"));
+            summary.count_provider(sidecar_provider(Some(&side)).unwrap_or(UNRECORDED_PROVIDER));
             if !cfg.quiet {
                 eprintln!("{}: up to date, reused", case.id);
             }
@@ -410,6 +401,7 @@ pub fn run_with(
             "input_file": case.path.display().to_string(),
             "model_file": cfg.model.display().to_string(),
             "provider": tokenizer.provider(),
+            "batch": cfg.tokenizer.batch,
             "mri_ad_version": env!("CARGO_PKG_VERSION"),
             "grid": set.grid,
             "n_valid": set.n_valid(),
@@ -577,7 +569,7 @@ mod tests {
         edit("c", None);
         let s = run_with(&c, &src, "m1", &mut load).unwrap();
         assert_eq!((s.computed, s.reused, s.provider.as_deref()), (0, 3, None));
-        let expected: std::collections::BTreeMap<String, usize> = [
+        let expected: BTreeMap<String, usize> = [
             ("CUDAExecutionProvider".to_string(), 1),
             ("fake".to_string(), 1),
             ("unrecorded".to_string(), 1),

@@ -297,6 +297,65 @@ fn same_seed_gives_identical_outputs_whatever_the_thread_count() {
     }
 }
 
+#[test]
+fn token_files_from_several_providers_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    make_tokens(
+        &tokens,
+        &[
+            "--kind", "clean", "--n", "6", "--grid", "4", "4", "4", "--seed", "1",
+        ],
+    );
+    let mut cases: Vec<String> = std::fs::read_dir(&tokens)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".tokens.npz").map(str::to_string)
+        })
+        .collect();
+    cases.sort();
+    assert_eq!(cases.len(), 6);
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let o = mri_ad()
+            .args(["score", "--tokens", s(&tokens), "--out", s(&out)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        (err, summary["token_providers"].clone())
+    };
+    // no sidecars: every file is unrecorded, and one kind is no mix
+    let (err, providers) = run("none");
+    assert_eq!(providers, serde_json::json!({"unrecorded": 6}));
+    assert!(!err.contains("one execution provider"), "{err}");
+    // sidecars naming two providers
+    for (i, case) in cases.iter().enumerate() {
+        let provider = if i == 0 {
+            "CUDAExecutionProvider"
+        } else {
+            "CPUExecutionProvider"
+        };
+        std::fs::write(
+            tokens.join(format!("{case}.tokens.json")),
+            serde_json::json!({ "provider": provider }).to_string(),
+        )
+        .unwrap();
+    }
+    let (err, providers) = run("mixed");
+    assert_eq!(
+        providers,
+        serde_json::json!({"CPUExecutionProvider": 5, "CUDAExecutionProvider": 1})
+    );
+    assert!(
+        err.contains("do not all come from one execution provider (CPUExecutionProvider: 5, CUDAExecutionProvider: 1)"),
+        "{err}"
+    );
+}
+
 /// Writes token files with numpy from a Python snippet; `t(name, L, M, D)` writes a valid file, the
 /// snippet can then break things.
 fn py_tokens(dir: &Path, body: &str) {

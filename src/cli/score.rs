@@ -395,6 +395,14 @@ fn run_tokens(
         files.len(),
         config.method
     ));
+    let providers = tokens::count_providers(
+        files
+            .iter()
+            .map(|f| tokens::sidecar_provider(f.sidecar.as_ref())),
+    );
+    if let Some(notice) = tokens::mixed_providers_notice(&providers) {
+        say(format!("mri-ad: notice: {notice}"));
+    }
     let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
     let groups: Vec<String> = files
         .iter()
@@ -439,6 +447,7 @@ fn run_tokens(
         "positions": n_positions,
         "grid": grid,
         "dim": dim,
+        "token_providers": providers,
         "timings": timings,
         "total_seconds": started.elapsed().as_secs_f64(),
     });

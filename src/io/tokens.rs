@@ -4,7 +4,13 @@
 //! Traps: numpy may store arrays in Fortran order (we convert to C order); `grid` may come as int32 from
 //! some writers (accepted); tokens must be float32 (float64 is refused rather than silently cast, so that
 //! a pipeline mistake is visible). Files are read, never modified.
+//!
+//! Provenance: a sidecar written by `extract` records the execution provider that made the tokens (and the
+//! `--batch`). CUDA and CPU tokens of the same input differ slightly (onnx/README.md), and so do CUDA tokens
+//! made with different batch sizes; the provider is not part of the cache key, so a folder can hold a mix.
+//! [`count_providers`] and [`mixed_providers_notice`] make such a mix visible.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +38,48 @@ impl TokenFile {
     pub fn group(&self) -> Option<&str> {
         self.sidecar.as_ref()?.get("group")?.as_str()
     }
+}
+
+/// The name counted for a token file whose sidecar records no provider (or that has no sidecar).
+pub const UNRECORDED_PROVIDER: &str = "unrecorded";
+
+/// How many token files each execution provider made, from the providers their sidecars record (`None`:
+/// [`UNRECORDED_PROVIDER`]).
+pub fn count_providers<'a>(
+    providers: impl IntoIterator<Item = Option<&'a str>>,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for p in providers {
+        *counts
+            .entry(p.unwrap_or(UNRECORDED_PROVIDER).to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The provider a sidecar records, if any.
+pub fn sidecar_provider(sidecar: Option<&serde_json::Value>) -> Option<&str> {
+    sidecar?.get("provider")?.as_str()
+}
+
+/// The notice for a batch whose token files do not all come from one recorded provider, `None` otherwise.
+pub fn mixed_providers_notice(providers: &BTreeMap<String, usize>) -> Option<String> {
+    if providers.len() < 2 {
+        return None;
+    }
+    let list: Vec<String> = providers.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+    let unrecorded = if providers.contains_key(UNRECORDED_PROVIDER) {
+        " (unrecorded: sidecars that name no provider)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "the token files in use do not all come from one execution provider ({}){unrecorded}. CUDA and CPU \
+         tokens differ slightly, so these results are not bit-identical to a run whose tokens all come from one \
+         provider (and, on CUDA, one --batch). To get such a run, extract into a new folder with one --device \
+         (score on volumes: a new --out)",
+        list.join(", ")
+    ))
 }
 
 /// Lists the token files of a folder, sorted by case id (so every run sees the same order).

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Mean ± sd over projection draws, as the tables of docs/demo-results.md show them.
+
+Each --run LABEL=DIR is one finished `mri-ad score` run with labels (its summary.json); each --py LABEL=FILE is a
+`scripts/py_pipeline.py` result JSON with one or more seeds (every seed in `per_seed` is one draw). Draws with
+the same LABEL are pooled. The recurring and healthy cases come from --truth (the demo cohort's truth.json, keys
+`recurring` and `healthy`).
+
+Columns: patient AUROC, patient F1-max, voxel AUROC, mean Dice over all cases, mean Dice over lesion cases,
+hottest voxel in the lesion (fraction of lesion cases), mean Dice over the recurring cases, mean voxel AP over
+lesion cases and over recurring cases, the fraction of healthy cases with nothing at or above t* (their Dice is 1),
+and t*. Prints one Markdown row per label (mean ± sample sd over its n draws; "–" for the sd of one draw), in
+the order first given.
+
+Usage: draws_table.py --truth demo/cohort/truth.json [--run LABEL=DIR ...] [--py LABEL=FILE ...] [--per-draw]
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+COLUMNS = ["patient_auroc", "patient_f1_max", "voxel_auroc", "dice_mean", "dice_lesion", "hottest",
+           "dice_recurring", "ap_lesion", "ap_recurring", "healthy_clean", "t_star"]
+
+
+def draw(metrics, recurring, healthy_cases):
+    dice = metrics["dice_per_case"]
+    ap = metrics.get("voxel_ap_per_case")  # absent in results of older versions: shown as nan
+    healthy = [dice[c] for c in healthy_cases]
+    return {
+        "patient_auroc": metrics["patient_auroc"],
+        "patient_f1_max": metrics["patient_f1_max"],
+        "voxel_auroc": metrics["voxel_auroc"],
+        "dice_mean": metrics["dice_mean"],
+        "dice_lesion": metrics["dice_mean_lesion_cases"],
+        "hottest": metrics["hottest_voxel_in_lesion_fraction"],
+        "dice_recurring": float(np.mean([dice[c] for c in recurring])),
+        "ap_lesion": metrics.get("voxel_ap_mean_lesion_cases", float("nan")),
+        "ap_recurring": float(np.mean([ap[c] for c in recurring])) if ap else float("nan"),
+        "healthy_clean": float(np.mean(healthy)) if healthy else float("nan"),
+        "t_star": metrics["dice_threshold"],
+    }
+
+
+def split(arg):
+    if "=" not in arg:
+        sys.exit(f"draws_table: expected LABEL=PATH, got {arg!r}")
+    return arg.split("=", 1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--truth", required=True)
+    ap.add_argument("--run", action="append", default=[])
+    ap.add_argument("--py", action="append", default=[])
+    ap.add_argument("--per-draw", action="store_true", help="also print every draw")
+    args = ap.parse_args()
+    with open(args.truth) as f:
+        truth = json.load(f)
+    recurring, healthy = truth["recurring"], truth["healthy"]
+    groups = {}
+    for label, run in map(split, args.run):
+        with open(os.path.join(run, "summary.json")) as f:
+            groups.setdefault(label, []).append((run, draw(json.load(f)["metrics"], recurring, healthy)))
+    for label, path in map(split, args.py):
+        with open(path) as f:
+            result = json.load(f)
+        # py_pipeline.py writes per_seed only for two or more seeds; one seed's metrics are at the top level
+        per_seed = result.get("per_seed") or {str(result.get("seed", "?")): result}
+        for seed, metrics in per_seed.items():
+            groups.setdefault(label, []).append((f"{path} seed {seed}", draw(metrics, recurring, healthy)))
+    print("| draws | n | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    for label, draws in groups.items():
+        if args.per_draw:
+            for name, d in draws:
+                print(f"| {name} | 1 | " + " | ".join(f"{d[c]:.5f}" if c == "voxel_auroc" else f"{d[c]:.3f}" for c in COLUMNS) + " |")
+        cells = []
+        for c in COLUMNS:
+            x = np.array([d[c] for _, d in draws])
+            digits = 5 if c == "voxel_auroc" else 3
+            sd = f"{x.std(ddof=1):.{digits}f}" if len(x) > 1 else "–"
+            cells.append(f"{x.mean():.{digits}f} ± {sd}")
+        print(f"| {label} | {len(draws)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

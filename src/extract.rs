@@ -487,16 +487,21 @@ mod tests {
         })
     }
 
-    #[test]
-    fn cache_reuses_matching_cases_and_recomputes_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in");
+    /// Cubes a, b, c as `.npy` files under `<dir>/in`; returns that folder, the output folder and the source.
+    fn three_cubes(dir: &Path) -> (PathBuf, PathBuf, NpyCubes) {
+        let input = dir.join("in");
         std::fs::create_dir(&input).unwrap();
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
             write_npy(input.join(format!("{name}.npy")), &cube(i)).unwrap();
         }
-        let out = dir.path().join("out");
         let src = NpyCubes::new(&input);
+        (input, dir.join("out"), src)
+    }
+
+    #[test]
+    fn cache_reuses_matching_cases_and_recomputes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, out, src) = three_cubes(dir.path());
         let loads = std::cell::Cell::new(0);
         let mut load = || -> Result<Box<dyn Embedder>> {
             loads.set(loads.get() + 1);
@@ -541,13 +546,7 @@ mod tests {
     #[test]
     fn reused_token_files_report_the_provider_that_made_them() {
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in");
-        std::fs::create_dir(&input).unwrap();
-        for (i, name) in ["a", "b", "c"].iter().enumerate() {
-            write_npy(input.join(format!("{name}.npy")), &cube(i)).unwrap();
-        }
-        let out = dir.path().join("out");
-        let src = NpyCubes::new(&input);
+        let (_, out, src) = three_cubes(dir.path());
         let mut load =
             || -> Result<Box<dyn Embedder>> { Ok(Box::new(FakeEmbedder::new(&[1, 2], 5, 0))) };
         let c = cfg(&out);

@@ -231,12 +231,15 @@ fn shards_together_write_the_same_files_as_one_run() {
         }
     }
     // and the sharded folder is a complete cache for the single run
-    let log = ok(&run_mri_ad(&tiny_args(
-        s(&input),
-        s(&sharded),
-        s(&model),
-        "28",
-    )));
+    let rerun = || {
+        ok(&run_mri_ad(&tiny_args(
+            s(&input),
+            s(&sharded),
+            s(&model),
+            "28",
+        )))
+    };
+    let log = rerun();
     assert!(log.contains("0 computed, 5 reused"), "{log}");
     assert!(!log.contains("one execution provider"), "{log}");
     // a cache made partly elsewhere (here: one sidecar says CUDA) is reused, and the mix is reported
@@ -245,12 +248,7 @@ fn shards_together_write_the_same_files_as_one_run() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     side["provider"] = "CUDAExecutionProvider".into();
     std::fs::write(&path, side.to_string()).unwrap();
-    let log = ok(&run_mri_ad(&tiny_args(
-        s(&input),
-        s(&sharded),
-        s(&model),
-        "28",
-    )));
+    let log = rerun();
     assert!(log.contains("0 computed, 5 reused"), "{log}");
     assert!(
         log.contains(

@@ -108,7 +108,9 @@ pub struct RuntimeArgs {
     #[arg(long)]
     pub ort_lib: Option<std::path::PathBuf>,
     /// auto: CUDA if the CUDA execution provider really registers, else CPU with a notice; cuda: fail
-    /// (exit 2) with the provider's error when it cannot run; cpu.
+    /// (exit 2) with the provider's error when it cannot run; cpu. CUDA and CPU features differ slightly
+    /// (up to about 4e-4; onnx/README.md). The provider that ran is in summary.json; on volumes it is
+    /// also recorded per token file, and a run whose cached token files mix providers prints a notice.
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     pub device: String,
 }
@@ -127,7 +129,9 @@ impl RuntimeArgs {
 pub struct BackboneArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Slices per backbone call (default 14 = one pooling group).
+    /// Slices per backbone call (default 14 = one pooling group). Other values run other kernels, so the
+    /// tokens change slightly (on CUDA up to about 2e-4, on the CPU about 3e-8; onnx/README.md); the value
+    /// is recorded in each token sidecar, and cached token files are reused whatever it was.
     #[arg(long, default_value_t = 14)]
     pub batch: usize,
     /// Backbone blocks to use, 1-based (the model must export `layer_<k>` for each).

@@ -32,8 +32,8 @@ use crate::backbone::Embedder;
 use crate::io::cubes::{CaseInput, CubeSource};
 use crate::io::hash::sha256_file;
 use crate::io::tokens::{
-    mixed_providers_notice, sidecar_path, sidecar_provider, write_token_file, SIDECAR_SUFFIX,
-    TOKEN_SUFFIX, UNRECORDED_PROVIDER,
+    count_provider, mixed_providers_notice, sidecar_path, sidecar_provider, write_token_file,
+    SIDECAR_SUFFIX, TOKEN_SUFFIX,
 };
 use crate::progress::Progress;
 use crate::tokens::{TokenizeStats, Tokenizer, TokenizerConfig};
@@ -198,16 +198,6 @@ pub struct ExtractSummary {
     pub per_case: Vec<CaseReport>,
 }
 
-impl ExtractSummary {
-    /// Counts one token file in use under the provider that made it.
-    fn count_provider(&mut self, provider: &str) {
-        *self
-            .token_providers
-            .entry(provider.to_string())
-            .or_default() += 1;
-    }
-}
-
 /// The cache key of one case.
 fn cache_key(
     cfg: &ExtractConfig,
@@ -368,7 +358,7 @@ pub fn run_with(
         let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
         if let Some(side) = cached(&npz, &key) {
-            summary.count_provider(sidecar_provider(Some(&side)).unwrap_or(UNRECORDED_PROVIDER));
+            count_provider(&mut summary.token_providers, sidecar_provider(Some(&side)));
             if !cfg.quiet {
                 eprintln!("{}: up to date, reused", case.id);
             }
@@ -383,7 +373,7 @@ pub fn run_with(
         ensure(&mut backbone)?;
         let tokenizer = backbone.as_mut().expect("loaded");
         summary.provider = Some(tokenizer.provider().to_string());
-        summary.count_provider(tokenizer.provider());
+        count_provider(&mut summary.token_providers, Some(tokenizer.provider()));
         let cube = source.load(case, cfg.size)?;
         let bar = progress.bar(3 * cfg.size as u64, &case.id);
         let (set, stats) = tokenizer

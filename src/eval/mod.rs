@@ -183,8 +183,18 @@ pub enum Upsample {
 }
 
 impl Upsample {
-    /// The value names, as on the command line and in config files.
-    pub const NAMES: [&'static str; 2] = ["centres", "corners"];
+    /// Every mode, in the order of [`Upsample::NAMES`].
+    pub const ALL: [Upsample; 2] = [Upsample::Centres, Upsample::Corners];
+    /// The value names, as on the command line, in config files and in summary.json.
+    pub const NAMES: [&'static str; 2] = [Upsample::Centres.name(), Upsample::Corners.name()];
+
+    /// The value name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Upsample::Centres => "centres",
+            Upsample::Corners => "corners",
+        }
+    }
 
     /// The rule in words (for `summary.json`).
     pub fn rule(self) -> &'static str {
@@ -208,23 +218,21 @@ impl Upsample {
 impl std::str::FromStr for Upsample {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "centres" => Ok(Upsample::Centres),
-            "corners" => Ok(Upsample::Corners),
-            other => Err(format!(
-                "unknown upsampling {other:?}, expected one of {:?}",
-                Upsample::NAMES
-            )),
-        }
+        Upsample::ALL
+            .into_iter()
+            .find(|u| u.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown upsampling {s:?}, expected one of {:?}",
+                    Upsample::NAMES
+                )
+            })
     }
 }
 
 impl std::fmt::Display for Upsample {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Upsample::Centres => "centres",
-            Upsample::Corners => "corners",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -413,6 +421,18 @@ mod tests {
         let d = distance_to_mask(m.view(), (2, 4, 6)).unwrap();
         assert!((d - 5f64.sqrt()).abs() < 1e-12, "{d}");
         assert!((distance_to_mask(m.view(), (5, 6, 5)).unwrap() - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn upsample_names_round_trip_through_text_and_serde() {
+        for u in Upsample::ALL {
+            assert_eq!(u.to_string().parse::<Upsample>(), Ok(u));
+            assert_eq!(serde_json::to_value(u).unwrap(), u.name());
+        }
+        assert!("center"
+            .parse::<Upsample>()
+            .unwrap_err()
+            .contains("centres"));
     }
 
     #[test]

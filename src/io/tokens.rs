@@ -43,16 +43,20 @@ impl TokenFile {
 /// The name counted for a token file whose sidecar records no provider (or that has no sidecar).
 pub const UNRECORDED_PROVIDER: &str = "unrecorded";
 
-/// How many token files each execution provider made, from the providers their sidecars record (`None`:
-/// [`UNRECORDED_PROVIDER`]).
+/// Counts one token file under the provider that made it (`None`: [`UNRECORDED_PROVIDER`]).
+pub fn count_provider(counts: &mut BTreeMap<String, usize>, provider: Option<&str>) {
+    *counts
+        .entry(provider.unwrap_or(UNRECORDED_PROVIDER).to_string())
+        .or_insert(0) += 1;
+}
+
+/// How many token files each execution provider made, from the providers their sidecars record.
 pub fn count_providers<'a>(
     providers: impl IntoIterator<Item = Option<&'a str>>,
 ) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for p in providers {
-        *counts
-            .entry(p.unwrap_or(UNRECORDED_PROVIDER).to_string())
-            .or_insert(0) += 1;
+        count_provider(&mut counts, p);
     }
     counts
 }

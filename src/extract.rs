@@ -13,6 +13,11 @@
 //! recorded in the sidecar but is not part of the key: cached files are reused whatever made them, and
 //! [`ExtractSummary::token_providers`] counts them per provider, with a notice when the shard mixes them.
 //!
+//! Overlap: the cases to compute are known before any inference (their cache keys are checked first); a
+//! second thread loads and preprocesses their volumes in order, one case ahead of the backbone, so that on a
+//! GPU the next volume's preparation overlaps this one's inference. At most two cubes are held (the one
+//! being tokenised and the next); results and messages keep the case order.
+//!
 //! Sharding: cases are sorted by id; shard `i/N` (1-based) takes every case whose index `c` has
 //! `c mod N = i − 1`. The shards of one job write disjoint files into the same folder.
 //!
@@ -29,7 +34,7 @@ use serde_json::{json, Value};
 
 use crate::backbone::ort::{Device, OrtConfig, OrtEmbedder};
 use crate::backbone::Embedder;
-use crate::io::cubes::{CaseInput, CubeSource};
+use crate::io::cubes::{CaseInput, Cube, CubeSource};
 use crate::io::hash::sha256_file;
 use crate::io::tokens::{
     count_provider, mixed_providers_notice, sidecar_path, sidecar_provider, write_token_file,
@@ -353,79 +358,108 @@ pub fn run_with(
             p.matrix.write_npy(w).map_err(|e| e.to_string())
         })?;
     }
+    // Which cases are cached is decided first; the cubes of the others are then loaded on a second thread,
+    // one case ahead of the backbone (at most one cube waits), so that reading and preprocessing the next
+    // volume overlaps the inference of this one. Cases are still tokenised and reported in order.
+    let mut plans = Vec::with_capacity(cases.len());
     for case in &cases {
         let input_sha256 = sha256_file(&case.path)?;
         let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
-        if let Some(side) = cached(&npz, &key) {
-            count_provider(&mut summary.token_providers, sidecar_provider(Some(&side)));
-            if !cfg.quiet {
-                eprintln!("{}: up to date, reused", case.id);
+        let side = cached(&npz, &key);
+        plans.push((case, key, npz, side));
+    }
+    let to_compute: Vec<&CaseInput> = plans
+        .iter()
+        .filter(|p| p.3.is_none())
+        .map(|p| p.0)
+        .collect();
+    std::thread::scope(|scope| -> Result<()> {
+        let (send, cubes) = std::sync::mpsc::sync_channel::<Result<Cube>>(1);
+        if !to_compute.is_empty() {
+            scope.spawn(move || {
+                for case in to_compute {
+                    // A closed channel: the main thread stopped on an error; stop loading.
+                    if send.send(source.load(case, cfg.size)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        for (case, key, npz, side) in plans {
+            if let Some(side) = side {
+                count_provider(&mut summary.token_providers, sidecar_provider(Some(&side)));
+                if !cfg.quiet {
+                    eprintln!("{}: up to date, reused", case.id);
+                }
+                summary.reused += 1;
+                summary.per_case.push(CaseReport {
+                    case: case.id.clone(),
+                    computed: false,
+                    stats: None,
+                });
+                continue;
             }
-            summary.reused += 1;
+            ensure(&mut backbone)?;
+            let tokenizer = backbone.as_mut().expect("loaded");
+            summary.provider = Some(tokenizer.provider().to_string());
+            count_provider(&mut summary.token_providers, Some(tokenizer.provider()));
+            let cube = cubes
+                .recv()
+                .expect("the loader sends one cube per case to compute")?;
+            let bar = progress.bar(3 * cfg.size as u64, &case.id);
+            let (set, stats) = tokenizer
+                .tokenize(&case.id, cube.voxels.view(), cube.mask.view(), &bar)
+                .map_err(|e| match e {
+                    Error::BadInput { problem, .. } => Error::bad_input(&case.path, problem),
+                    other => other,
+                })?;
+            bar.finish_and_clear();
+            drop(cube);
+            write_token_file(&npz, &set)?;
+            let mut side = key.clone();
+            let extra = json!({
+                "case": case.id,
+                "input_file": case.path.display().to_string(),
+                "model_file": cfg.model.display().to_string(),
+                "provider": tokenizer.provider(),
+                "batch": cfg.tokenizer.batch,
+                "mri_ad_version": env!("CARGO_PKG_VERSION"),
+                "grid": set.grid,
+                "n_valid": set.n_valid(),
+                "stats": {
+                    "slices": stats.slices,
+                    "inferred": stats.inferred,
+                    "background_reused": stats.background_reused,
+                    "seconds": stats.seconds,
+                },
+            });
+            if let (Value::Object(s), Value::Object(x)) = (&mut side, extra) {
+                s.extend(x);
+            }
+            crate::io::atomic::write_json(&sidecar_path(&npz), &side)?;
+            if !cfg.quiet {
+                eprintln!(
+                    "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
+                    case.id,
+                    stats.seconds,
+                    stats.slices,
+                    stats.inferred,
+                    stats.background_reused,
+                    stats.slices as f64 / stats.seconds.max(1e-9)
+                );
+            }
+            summary.computed += 1;
+            summary.slices_inferred += stats.inferred;
+            summary.background_reused += stats.background_reused;
             summary.per_case.push(CaseReport {
                 case: case.id.clone(),
-                computed: false,
-                stats: None,
+                computed: true,
+                stats: Some(stats),
             });
-            continue;
         }
-        ensure(&mut backbone)?;
-        let tokenizer = backbone.as_mut().expect("loaded");
-        summary.provider = Some(tokenizer.provider().to_string());
-        count_provider(&mut summary.token_providers, Some(tokenizer.provider()));
-        let cube = source.load(case, cfg.size)?;
-        let bar = progress.bar(3 * cfg.size as u64, &case.id);
-        let (set, stats) = tokenizer
-            .tokenize(&case.id, cube.voxels.view(), cube.mask.view(), &bar)
-            .map_err(|e| match e {
-                Error::BadInput { problem, .. } => Error::bad_input(&case.path, problem),
-                other => other,
-            })?;
-        bar.finish_and_clear();
-        drop(cube);
-        write_token_file(&npz, &set)?;
-        let mut side = key.clone();
-        let extra = json!({
-            "case": case.id,
-            "input_file": case.path.display().to_string(),
-            "model_file": cfg.model.display().to_string(),
-            "provider": tokenizer.provider(),
-            "batch": cfg.tokenizer.batch,
-            "mri_ad_version": env!("CARGO_PKG_VERSION"),
-            "grid": set.grid,
-            "n_valid": set.n_valid(),
-            "stats": {
-                "slices": stats.slices,
-                "inferred": stats.inferred,
-                "background_reused": stats.background_reused,
-                "seconds": stats.seconds,
-            },
-        });
-        if let (Value::Object(s), Value::Object(x)) = (&mut side, extra) {
-            s.extend(x);
-        }
-        crate::io::atomic::write_json(&sidecar_path(&npz), &side)?;
-        if !cfg.quiet {
-            eprintln!(
-                "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
-                case.id,
-                stats.seconds,
-                stats.slices,
-                stats.inferred,
-                stats.background_reused,
-                stats.slices as f64 / stats.seconds.max(1e-9)
-            );
-        }
-        summary.computed += 1;
-        summary.slices_inferred += stats.inferred;
-        summary.background_reused += stats.background_reused;
-        summary.per_case.push(CaseReport {
-            case: case.id.clone(),
-            computed: true,
-            stats: Some(stats),
-        });
-    }
+        Ok(())
+    })?;
     summary.seconds = start.elapsed().as_secs_f64();
     if let (false, Some(notice)) = (cfg.quiet, mixed_providers_notice(&summary.token_providers)) {
         eprintln!("mri-ad: notice: {notice}");
@@ -531,6 +565,36 @@ mod tests {
         assert_eq!(s.reused, 3);
         assert_eq!(s.token_providers, [("fake".to_string(), 3)].into());
         assert_eq!(mixed_providers_notice(&s.token_providers), None);
+    }
+
+    #[test]
+    fn a_bad_case_stops_the_run_in_case_order_and_the_loader_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, out, src) = three_cubes(dir.path());
+        std::fs::write(input.join("b.npy"), b"not an array").unwrap();
+        let mut load =
+            || -> Result<Box<dyn Embedder>> { Ok(Box::new(FakeEmbedder::new(&[1, 2], 5, 0))) };
+        // b fails while it is loaded one case ahead of a: a is still finished first, c is never computed.
+        let e = run_with(&cfg(&out), &src, "m1", &mut load).unwrap_err();
+        assert!(e.to_string().contains("b.npy") && e.exit_code() == 2, "{e}");
+        assert!(out.join("a.tokens.npz").is_file() && out.join("a.tokens.json").is_file());
+        assert!(!out.join("c.tokens.npz").exists() && !out.join("c.tokens.json").exists());
+        // A backbone that cannot be loaded stops the run too, while the loader waits with the next cube.
+        let mut broken =
+            || -> Result<Box<dyn Embedder>> { Err(Error::Resource("no backbone".into())) };
+        write_npy(input.join("b.npy"), &cube(1)).unwrap();
+        let fresh = dir.path().join("out2");
+        let e = run_with(&cfg(&fresh), &src, "m1", &mut broken).unwrap_err();
+        assert!(e.to_string().contains("no backbone"), "{e}");
+        // With a fixed b, the first folder resumes: a reused, b and c computed, in order.
+        let s = run_with(&cfg(&out), &src, "m1", &mut load).unwrap();
+        assert_eq!((s.computed, s.reused), (2, 1));
+        let order: Vec<(&str, bool)> = s
+            .per_case
+            .iter()
+            .map(|c| (c.case.as_str(), c.computed))
+            .collect();
+        assert_eq!(order, [("a", false), ("b", true), ("c", true)]);
     }
 
     #[test]

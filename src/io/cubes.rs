@@ -50,7 +50,7 @@ pub struct Cube {
 }
 
 /// A provider of canonical cubes (see the module doc).
-pub trait CubeSource {
+pub trait CubeSource: Sync {
     /// The cases, sorted by id.
     fn cases(&self) -> Result<Vec<CaseInput>>;
     /// Loads one case as a cube of edge `size`; errors name the input file.

@@ -18,11 +18,15 @@
 //!   of the 14³ block it describes (`--upsample centres`, a deviation from §7.2's align-corners, which puts
 //!   the outer tokens on the cube's faces, up to 6.5 voxels from their blocks; `--upsample corners` restores
 //!   it, and `eval` of a run from before the flag existed uses it). See [`eval::Upsample`].
-//! * Memory: volumes are read one at a time; the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps
-//!   (exact to about 1e-6), so no full-resolution map of the batch is held.
+//! * Memory and threads: the crop box, Nyúl and maps stages read and prepare one volume per worker thread
+//!   (`--threads`), with no more volumes at once than `--memory-budget` holds at an estimated
+//!   [`map_case_bytes`] each; the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about
+//!   1e-6, integer counts merged per case), so no full-resolution map of the batch is held. Results are
+//!   gathered in case order, so the outputs do not depend on the number of threads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use ndarray::Array3;
@@ -177,12 +181,21 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let cases = discover_cases(cfg)?;
     let mut preprocessor = Preprocessor::new(cfg.preprocess.clone())?;
     stage(&mut timings, "discovery", t);
+    // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
+    let workers = map_workers(
+        cfg.score.threads,
+        cfg.score.memory_budget,
+        cfg.preprocess.size,
+        input_voxels(&cases[0])?,
+        cases.len(),
+    );
+    let pool = worker_pool(workers)?;
     // The batch crop box reads every volume once: a volume that cannot be read or lies on another grid
     // stops the run before its folder exists.
     if cfg.preprocess.crop == CropMode::Batch {
         let t = Instant::now();
         let paths: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
-        let crop = preprocessor.union_box(&paths, &progress)?;
+        let crop = pool.install(|| preprocessor.union_box(&paths, &progress))?;
         preprocessor = preprocessor.with_batch_box(crop);
         stage(&mut timings, "crop box", t);
     }
@@ -216,16 +229,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
                 cases.iter().collect()
             };
             let bar = progress.bar(train.len() as u64, "Nyúl landmarks");
-            let mut per_volume = Vec::new();
-            for c in train {
+            let per_volume = for_each_case(&pool, &train, &bar, |_, c| {
                 let p = preprocessor.prepare(&nifti::read_volume(&c.input.path)?, None)?;
-                per_volume.push(crate::volume::nyul::landmarks(
-                    &p.cube,
-                    &p.mask,
-                    &c.input.path,
-                )?);
-                bar.inc(1);
-            }
+                crate::volume::nyul::landmarks(&p.cube, &p.mask, &c.input.path)
+            })?;
             bar.finish_and_clear();
             NyulModel::fit(&per_volume)?
         }
@@ -277,6 +284,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         } else {
             None
         },
+        pool: &pool,
     };
     let evaluation =
         maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)?;
@@ -375,57 +383,103 @@ struct MapsJob<'a> {
     write: bool,
     /// Draw the QC montages into this folder.
     qc: Option<PathBuf>,
+    /// The threads the cases are worked on with, one case each (see [`map_workers`]).
+    pool: &'a rayon::ThreadPool,
 }
 
-/// Writes the anomaly maps on each input's grid and, with labels, computes the metrics of §8.3 and writes
-/// the binary masks at the token-grid F1-max threshold.
-fn maps_and_metrics(
-    job: &MapsJob,
-    preprocessor: &Preprocessor,
-    cases: &[BatchCase],
-    scores: &[Vec<f32>],
-    progress: &Progress,
-) -> Result<Evaluation> {
-    let (size, grid) = (job.size, job.grid);
-    let patch = size / grid[0];
-    let token_grid = |a: usize| {
-        Array3::from_shape_vec((grid[0], grid[1], grid[2]), scores[a].clone())
+/// Bytes one case needs in the maps stage, an upper estimate (measured at 224³ with 1-mm MNI inputs: about
+/// half of it): the cube, its brain mask, the upsampled map, the lesion
+/// cube, the predicted mask and the sorted voxel-AP groups of an `S³` cube (about 32 bytes per cube voxel),
+/// the input volume, its label map and the map and mask resampled onto its grid (16 bytes per input voxel),
+/// and the case's 2²⁰-bin histogram.
+fn map_case_bytes(size: usize, input_voxels: usize) -> usize {
+    32 * size.pow(3) + 16 * input_voxels + 16 * (1 << 20)
+}
+
+/// How many cases the maps stage works on at once: one per thread (`threads`, 0 = one per core), no more
+/// than the cases, and no more than `budget_mib` holds at [`map_case_bytes`] each (at least one).
+fn map_workers(
+    threads: usize,
+    budget_mib: usize,
+    size: usize,
+    input_voxels: usize,
+    cases: usize,
+) -> usize {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let fit = budget_mib * 1024 * 1024 / map_case_bytes(size, input_voxels);
+    threads.min(fit).min(cases).max(1)
+}
+
+/// The number of voxels of a case's input volume (from its header), to size [`map_workers`]; the first case
+/// stands for the batch (with `--crop batch`, the default, every volume is on its grid).
+fn input_voxels(case: &BatchCase) -> Result<usize> {
+    let h = nifti::read_header(&case.input.path)?;
+    Ok(h.dim[1..4].iter().map(|&d| d.max(1) as usize).product())
+}
+
+/// What the first pass over one case gives (its voxels go straight into the batch histogram).
+struct CasePass {
+    /// With labels: 1 when the case has a lesion.
+    label: Option<u8>,
+    /// Lesion cases: the distance in cube voxels from the hottest voxel of the upsampled map to the lesion
+    /// (0: it lies in the lesion; otherwise how near a miss is).
+    hottest_distance: Option<f64>,
+    /// Lesion cases: the voxel AP of the case's own map (threshold-free, no shared threshold).
+    ap: Option<f64>,
+    /// Without labels: the fit of the label-free mask threshold of §9.
+    gmm: Option<Value>,
+    /// With labels: the token labels (a token is positive when its block holds a lesion voxel).
+    token_labels: Vec<bool>,
+    qc_seconds: f64,
+}
+
+/// What the passes over the cases share.
+struct MapsContext<'a> {
+    job: &'a MapsJob<'a>,
+    preprocessor: &'a Preprocessor,
+    scores: &'a [Vec<f32>],
+    maps_dir: Option<PathBuf>,
+    gmm_masks_dir: Option<PathBuf>,
+    overlay: (f32, f32),
+    range: (f32, f32),
+}
+
+impl MapsContext<'_> {
+    fn token_grid(&self, a: usize) -> Array3<f32> {
+        let g = self.job.grid;
+        Array3::from_shape_vec((g[0], g[1], g[2]), self.scores[a].clone())
             .expect("token scores have M = grid entries")
-    };
-    let maps_dir = if job.write {
-        Some(outdir::subdir(job.out, "maps")?)
-    } else {
-        None
-    };
-    // Pass 1: maps; with labels, cube-space lesion masks → token labels and the voxel histogram.
-    let (lo, hi) = eval::score_range(scores);
-    let mut histogram = eval::ScoreHistogram::new(lo as f64, hi as f64, 1 << 20);
-    let mut token_scores = Vec::new();
-    let mut token_labels = Vec::new();
-    let mut case_labels = vec![None; cases.len()];
-    // Lesion cases: the distance in cube voxels from the hottest voxel of the upsampled map to the lesion
-    // (0: it lies in the lesion; otherwise how near a miss is).
-    let mut hottest_distance: Vec<(String, f64)> = Vec::new();
-    // Lesion cases: the voxel AP of the case's own map (threshold-free localisation, no shared threshold).
-    let mut case_ap: Vec<(String, f64)> = Vec::new();
-    // Without labels: the label-free masks of §9, one GMM threshold per volume.
-    let gmm_masks_dir = if job.write && !job.with_labels {
-        Some(outdir::subdir(job.out, "masks")?)
-    } else {
-        None
-    };
-    let mut gmm_per_case = serde_json::Map::new();
-    let overlay = report::plots::qc::overlay_range(scores);
-    let mut qc_seconds = 0.0;
-    let bar = progress.bar(
-        cases.len() as u64,
-        if job.write { "maps" } else { "evaluation" },
-    );
-    for (a, c) in cases.iter().enumerate() {
+    }
+
+    fn upsampled(&self, a: usize) -> Array3<f32> {
+        let s = self.job.size;
+        eval::upsample_trilinear(self.token_grid(a).view(), [s, s, s], self.job.upsample)
+    }
+
+    /// Pass 1 for case `a`: its map on its input's grid, the label-free mask without labels, its QC montage,
+    /// and with labels its per-case metrics, token labels and histogram counts.
+    fn first_pass(
+        &self,
+        a: usize,
+        c: &BatchCase,
+        histogram: &Mutex<eval::ScoreHistogram>,
+    ) -> Result<CasePass> {
         let volume = nifti::read_volume(&c.input.path)?;
-        let prepared = preprocessor.prepare(&volume, None)?;
-        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size], job.upsample);
-        if let Some(dir) = &maps_dir {
+        let prepared = self.preprocessor.prepare(&volume, None)?;
+        let up = self.upsampled(a);
+        let mut pass = CasePass {
+            label: None,
+            hottest_distance: None,
+            ap: None,
+            gmm: None,
+            token_labels: Vec::new(),
+            qc_seconds: 0.0,
+        };
+        if let Some(dir) = &self.maps_dir {
             let native = prepared.transform.map_to_native(&up, 0.0)?;
             nifti::write_map_like(
                 &dir.join(format!("{}_anomaly.nii.gz", c.input.id)),
@@ -433,7 +487,7 @@ fn maps_and_metrics(
                 &native,
             )?;
         }
-        if let Some(dir) = &gmm_masks_dir {
+        if let Some(dir) = &self.gmm_masks_dir {
             let fit = gmm_mask_threshold(&up, &prepared.mask, &c.input.path)?;
             let predicted = ndarray::Zip::from(&up)
                 .and(&prepared.mask)
@@ -444,54 +498,175 @@ fn maps_and_metrics(
                 &volume,
                 &native,
             )?;
-            gmm_per_case.insert(
-                c.input.id.clone(),
-                serde_json::to_value(&fit).expect("serialisable"),
-            );
+            pass.gmm = Some(serde_json::to_value(&fit).expect("serialisable"));
         }
-        let mask = if job.with_labels {
+        let mask = if self.job.with_labels {
             Some(lesion_cube(c, &prepared.transform)?)
         } else {
             None
         };
-        if let Some(dir) = &job.qc {
+        if let Some(dir) = &self.job.qc {
             let t = Instant::now();
             let image = report::plots::QcImage {
                 case: &c.input.id,
                 cube: prepared.cube.view(),
                 map: up.view(),
                 label: mask.as_ref().map(|m| m.view()),
-                threshold: overlay.0,
-                top: overlay.1,
-                score: scores[a].iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                threshold: self.overlay.0,
+                top: self.overlay.1,
+                score: self.scores[a]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max),
             };
             report::plots::qc_montage(&dir.join(format!("{}.png", c.input.id)), &image)?;
-            qc_seconds += t.elapsed().as_secs_f64();
+            pass.qc_seconds = t.elapsed().as_secs_f64();
         }
+        drop(prepared);
+        drop(volume);
         if let Some(mask) = mask {
-            case_labels[a] = Some(mask.iter().any(|&v| v) as u8);
-            if case_labels[a] == Some(1) {
+            let lesion = mask.iter().any(|&v| v);
+            pass.label = Some(lesion as u8);
+            if lesion {
                 // The same voxel the QC montage marks (ties: the one nearest their centre).
                 let hottest = report::plots::qc::hottest(up.view());
-                hottest_distance.push((
-                    c.input.id.clone(),
-                    eval::distance_to_mask(mask.view(), hottest)
-                        .expect("a lesion case has a lesion"),
-                ));
-                let ap = eval::average_precision(
+                pass.hottest_distance = eval::distance_to_mask(mask.view(), hottest);
+                pass.ap = eval::average_precision(
                     up.as_slice().expect("upsampled maps are contiguous"),
                     mask.as_slice().expect("lesion cubes are contiguous"),
                 );
-                case_ap.push((c.input.id.clone(), ap.expect("a lesion case has positives")));
             }
-            histogram.add(up.iter().copied(), mask.iter().copied());
-            token_scores.extend(scores[a].iter().copied());
-            token_labels.extend(eval::pool_labels(mask.view(), patch).iter().copied());
+            let patch = self.job.size / self.job.grid[0];
+            pass.token_labels = eval::pool_labels(mask.view(), patch)
+                .iter()
+                .copied()
+                .collect();
+            // Integer counts: the batch histogram is the same whatever order the cases finish in.
+            let mut counts =
+                eval::ScoreHistogram::new(self.range.0 as f64, self.range.1 as f64, HISTOGRAM_BINS);
+            counts.add(up.iter().copied(), mask.iter().copied());
+            histogram
+                .lock()
+                .expect("no worker panicked holding the histogram")
+                .merge(&counts);
         }
-        bar.inc(1);
+        Ok(pass)
     }
+
+    /// Pass 2 for case `a`: its Dice at the threshold `t` (none: nothing is predicted) and, with `masks_dir`,
+    /// its binary mask on its input's grid.
+    fn second_pass(
+        &self,
+        a: usize,
+        c: &BatchCase,
+        t: Option<f64>,
+        masks_dir: Option<&Path>,
+    ) -> Result<f64> {
+        let volume = nifti::read_volume(&c.input.path)?;
+        let prepared = self.preprocessor.prepare(&volume, None)?;
+        let up = self.upsampled(a);
+        let mask = lesion_cube(c, &prepared.transform)?;
+        let predicted = up.mapv(|v| t.is_some_and(|t| v as f64 >= t));
+        let dice = eval::dice(predicted.iter().copied(), mask.iter().copied());
+        if let Some(dir) = masks_dir {
+            let native = prepared
+                .transform
+                .mask_to_native(&predicted.mapv(|v| v as u8))?;
+            nifti::write_mask_like(
+                &dir.join(format!("{}_mask.nii.gz", c.input.id)),
+                &volume,
+                &native,
+            )?;
+        }
+        Ok(dice)
+    }
+}
+
+/// Bins of the voxel-AUROC histogram.
+const HISTOGRAM_BINS: usize = 1 << 20;
+
+/// A pool of `workers` threads.
+fn worker_pool(workers: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .map_err(|e| Error::Resource(format!("cannot start the worker threads: {e}")))
+}
+
+/// Runs `work` on every item on the threads of `pool` and returns the results in item order; the first
+/// error in item order wins, so that a failing batch reports the same error however the work was scheduled.
+fn for_each_case<I: Sync, T: Send>(
+    pool: &rayon::ThreadPool,
+    items: &[I],
+    bar: &indicatif::ProgressBar,
+    work: impl Fn(usize, &I) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    use rayon::prelude::*;
+    let results: Vec<Result<T>> = pool.install(|| {
+        items
+            .par_iter()
+            .enumerate()
+            .map(|(a, item)| {
+                let r = work(a, item);
+                bar.inc(1);
+                r
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Writes the anomaly maps on each input's grid and, with labels, computes the metrics of §8.3 and writes
+/// the binary masks at the token-grid F1-max threshold. Cases are worked on one per thread of `job.pool`; every
+/// result is gathered in case order, so the outputs do not depend on the number of workers.
+fn maps_and_metrics(
+    job: &MapsJob,
+    preprocessor: &Preprocessor,
+    cases: &[BatchCase],
+    scores: &[Vec<f32>],
+    progress: &Progress,
+) -> Result<Evaluation> {
+    let range = eval::score_range(scores);
+    let ctx = MapsContext {
+        job,
+        preprocessor,
+        scores,
+        maps_dir: if job.write {
+            Some(outdir::subdir(job.out, "maps")?)
+        } else {
+            None
+        },
+        // Without labels: the label-free masks of §9, one GMM threshold per volume.
+        gmm_masks_dir: if job.write && !job.with_labels {
+            Some(outdir::subdir(job.out, "masks")?)
+        } else {
+            None
+        },
+        overlay: report::plots::qc::overlay_range(scores),
+        range,
+    };
+    let histogram = Mutex::new(eval::ScoreHistogram::new(
+        range.0 as f64,
+        range.1 as f64,
+        HISTOGRAM_BINS,
+    ));
+    // Pass 1: maps; with labels, cube-space lesion masks → token labels and the voxel histogram.
+    let bar = progress.bar(
+        cases.len() as u64,
+        if job.write { "maps" } else { "evaluation" },
+    );
+    let passes = for_each_case(job.pool, cases, &bar, |a, c| {
+        ctx.first_pass(a, c, &histogram)
+    })?;
     bar.finish_and_clear();
+    let qc_seconds = passes.iter().map(|p| p.qc_seconds).sum();
+    let case_labels: Vec<Option<u8>> = passes.iter().map(|p| p.label).collect();
     if !job.with_labels {
+        let gmm_per_case: serde_json::Map<String, Value> = cases
+            .iter()
+            .zip(&passes)
+            .filter_map(|(c, p)| Some((c.input.id.clone(), p.gmm.clone()?)))
+            .collect();
         return Ok(Evaluation {
             case_labels,
             metrics: Value::Null,
@@ -508,6 +683,35 @@ fn maps_and_metrics(
             qc_seconds,
         });
     }
+    let histogram = histogram
+        .into_inner()
+        .expect("no worker panicked holding the histogram");
+    let token_scores: Vec<f32> = scores.iter().flatten().copied().collect();
+    let token_labels: Vec<bool> = passes
+        .iter()
+        .flat_map(|p| p.token_labels.iter().copied())
+        .collect();
+    let lesion_cases: Vec<(&BatchCase, &CasePass)> = cases
+        .iter()
+        .zip(&passes)
+        .filter(|(_, p)| p.label == Some(1))
+        .collect();
+    let hottest_distance: Vec<(String, f64)> = lesion_cases
+        .iter()
+        .map(|(c, p)| {
+            let d = p.hottest_distance.expect("a lesion case has a lesion");
+            (c.input.id.clone(), d)
+        })
+        .collect();
+    let case_ap: Vec<(String, f64)> = lesion_cases
+        .iter()
+        .map(|(c, p)| {
+            (
+                c.input.id.clone(),
+                p.ap.expect("a lesion case has positives"),
+            )
+        })
+        .collect();
     // Patient level.
     let patient_scores: Vec<f32> = scores
         .iter()
@@ -516,31 +720,18 @@ fn maps_and_metrics(
     let patient_labels: Vec<bool> = case_labels.iter().map(|l| *l == Some(1)).collect();
     let threshold = eval::f1_max(&token_scores, &token_labels);
     // Pass 2: Dice at t* and the binary masks on each input's grid.
+    let t = threshold.map(|b| b.1);
     let masks_dir = if job.write {
         Some(outdir::subdir(job.out, "masks")?)
     } else {
         None
     };
-    let mut dice = Vec::with_capacity(cases.len());
-    for (a, c) in cases.iter().enumerate() {
-        let volume = nifti::read_volume(&c.input.path)?;
-        let prepared = preprocessor.prepare(&volume, None)?;
-        let up = eval::upsample_trilinear(token_grid(a).view(), [size, size, size], job.upsample);
-        let mask = lesion_cube(c, &prepared.transform)?;
-        let t = threshold.map(|b| b.1);
-        let predicted = up.mapv(|v| t.is_some_and(|t| v as f64 >= t));
-        dice.push(eval::dice(predicted.iter().copied(), mask.iter().copied()));
-        if let Some(dir) = &masks_dir {
-            let native = prepared
-                .transform
-                .mask_to_native(&predicted.mapv(|v| v as u8))?;
-            nifti::write_mask_like(
-                &dir.join(format!("{}_mask.nii.gz", c.input.id)),
-                &volume,
-                &native,
-            )?;
-        }
-    }
+    let bar = progress.bar(cases.len() as u64, "Dice and masks");
+    let dice = for_each_case(job.pool, cases, &bar, |a, c| {
+        ctx.second_pass(a, c, t, masks_dir.as_deref())
+    })?;
+    bar.finish_and_clear();
+
     let lesion_dice: Vec<f64> = dice
         .iter()
         .zip(&patient_labels)
@@ -553,7 +744,7 @@ fn maps_and_metrics(
         .map(|(c, &d)| (c.input.id.clone(), json!(d)))
         .collect();
     let metrics = json!({
-        "space": format!("canonical cube {size}³ (labels resampled by nearest neighbour)"),
+        "space": format!("canonical cube {}³ (labels resampled by nearest neighbour)", job.size),
         "patient_auroc": eval::auroc(&patient_scores, &patient_labels),
         "patient_f1_max": eval::f1_max(&patient_scores, &patient_labels).map(|b| b.0),
         "voxel_auroc": histogram.auroc(),
@@ -746,9 +937,40 @@ pub fn evaluate_run(run: &Path, labels: &Path, progress: &Progress) -> Result<Va
         with_labels: true,
         write: false,
         qc: None,
+        pool: &worker_pool(map_workers(
+            0,
+            ScoreConfig::default().memory_budget,
+            size,
+            input_voxels(&cases[0])?,
+            cases.len(),
+        ))?,
     };
     let evaluation = maps_and_metrics(&job, &preprocessor, &cases, &scores, progress)?;
     let doc = json!({"run": run, "labels": labels, "metrics": evaluation.metrics});
     atomic::write_json(&run.join("eval.json"), &doc)?;
     Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_workers_are_capped_by_threads_cases_and_memory() {
+        // 224³ cube, 197 × 233 × 189 input: about 0.5 GiB a case.
+        let (size, voxels) = (224, 197 * 233 * 189);
+        let per_case = map_case_bytes(size, voxels);
+        assert!((400 << 20..600 << 20).contains(&per_case), "{per_case}");
+        assert_eq!(map_workers(16, 1 << 20, size, voxels, 30), 16, "threads");
+        assert_eq!(map_workers(16, 1 << 20, size, voxels, 5), 5, "cases");
+        let budget_mib = 3 * per_case / (1 << 20) + 1;
+        assert_eq!(map_workers(16, budget_mib, size, voxels, 30), 3, "memory");
+        assert_eq!(map_workers(16, 1, size, voxels, 30), 1, "at least one");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            map_workers(0, 1 << 20, size, voxels, 1000),
+            cores,
+            "0 = one per core"
+        );
+    }
 }

@@ -263,6 +263,7 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     let scaling = &summary["scoring"]["similarity_scaling"];
     assert_eq!(scaling["ranks"].as_array().unwrap().len(), 5, "{scaling}");
     let before = std::fs::read(out.join("scores.csv")).unwrap();
+    let first_metrics = summary["metrics"].clone();
 
     // `eval` recomputes the same metrics from the finished run.
     let eval = |run: &Path| -> serde_json::Value {
@@ -374,8 +375,29 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         assert!(on > 0 && on < mask.data.len() / 2, "{case}: {on} voxels on");
     }
 
-    // The same command again resumes: no token is recomputed, the results are identical.
-    ok(&run_mri_ad(&args));
+    // The same command again, with three worker threads instead of one, resumes: no token is recomputed,
+    // and the results, maps and masks are byte-identical (the maps stage works on cases in parallel).
+    let outputs = |dir: &Path| -> Vec<Vec<u8>> {
+        let mut files = vec!["nyul.json".to_string()];
+        for id in ["h0", "h1", "h2", "h3", "q0", "q1", "q2"] {
+            files.push(format!("maps/{id}_anomaly.nii.gz"));
+            files.push(format!("masks/{id}_mask.nii.gz"));
+        }
+        files
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect()
+    };
+    let one_thread = outputs(&out);
+    let threads = args.iter().position(|a| *a == "--threads").unwrap() + 1;
+    assert_eq!(args[threads], "1");
+    let mut three_threads = args.to_vec();
+    three_threads[threads] = "3";
+    ok(&run_mri_ad(&three_threads));
+    assert!(
+        outputs(&out) == one_thread,
+        "outputs differ with --threads 3"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["backbone"]["computed"], 0);
@@ -387,6 +409,7 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         serde_json::json!({"CPUExecutionProvider": 7})
     );
     assert_eq!(std::fs::read(out.join("scores.csv")).unwrap(), before);
+    assert_eq!(summary["metrics"], first_metrics);
     check_plots(&out, &ids, true);
 
     // A query case without its label is refused before anything is computed.

@@ -159,10 +159,12 @@ pub struct ScoringArgs {
     /// Seed of every random choice [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Worker threads, 0 = one per core [default: 0].
+    /// Worker threads, 0 = one per core [default: 0]: for scoring and, on volumes, for the crop box, Nyúl
+    /// and maps stages (one volume per thread, within --memory-budget).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192].
+    /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192]; on volumes it also caps
+    /// how many volumes the crop box, Nyúl and maps stages hold at once (about 0.5 GiB each at 224³).
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<usize>,
 }

@@ -334,6 +334,21 @@ impl ScoreHistogram {
         }
     }
 
+    /// Adds the counts of `other`, a histogram with the same bins (counts are integers, so the result does
+    /// not depend on the order histograms are merged in).
+    pub fn merge(&mut self, other: &ScoreHistogram) {
+        assert!(
+            self.lo == other.lo && self.width == other.width && self.pos.len() == other.pos.len(),
+            "merged histograms must have the same bins"
+        );
+        for (a, b) in self.pos.iter_mut().zip(&other.pos) {
+            *a += b;
+        }
+        for (a, b) in self.neg.iter_mut().zip(&other.neg) {
+            *a += b;
+        }
+    }
+
     /// The AUROC of the binned scores (`None` unless both classes were added).
     pub fn auroc(&self) -> Option<f64> {
         let groups: Vec<(f64, u64, u64)> = (0..self.pos.len())
@@ -508,6 +523,33 @@ mod tests {
             (coarse.auroc().unwrap() - exact).abs() > 1e-3,
             "coarse bins must lose precision"
         );
+    }
+
+    #[test]
+    fn merged_histograms_equal_one_histogram_of_all_the_scores() {
+        let scores = [0.1f32, 0.5, 0.5, 0.9, 0.3, 0.7];
+        let labels = [false, true, false, true, false, true];
+        let mut all = ScoreHistogram::new(0.0, 1.0, 8);
+        all.add(scores.iter().copied(), labels.iter().copied());
+        // In halves, merged in either order.
+        let half = |r: std::ops::Range<usize>| {
+            let mut h = ScoreHistogram::new(0.0, 1.0, 8);
+            h.add(scores[r.clone()].iter().copied(), labels[r].iter().copied());
+            h
+        };
+        for (first, second) in [(half(0..3), half(3..6)), (half(3..6), half(0..3))] {
+            let mut merged = first;
+            merged.merge(&second);
+            assert_eq!((&merged.pos, &merged.neg), (&all.pos, &all.neg));
+            assert_eq!(merged.auroc(), all.auroc());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "same bins")]
+    fn histograms_with_other_bins_are_not_merged() {
+        let mut a = ScoreHistogram::new(0.0, 1.0, 8);
+        a.merge(&ScoreHistogram::new(0.0, 2.0, 8));
     }
 
     #[test]

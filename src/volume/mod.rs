@@ -270,39 +270,45 @@ impl Preprocessor {
 
     /// The union of the crop boxes of `paths` (each read once), checking that every volume lies on the grid
     /// of the first: the same size and the same affine within [`GRID_TOLERANCE_MM`]. A volume on another
-    /// grid is an error that names both files and points to `--crop volume`.
+    /// grid is an error that names both files and points to `--crop volume`. The volumes are read on the
+    /// threads of the current rayon pool (install a smaller pool to hold fewer volumes at once).
     pub fn union_box(
         &self,
         paths: &[&std::path::Path],
         progress: &crate::progress::Progress,
     ) -> Result<CropBox> {
+        use rayon::prelude::*;
         let bar = progress.bar(paths.len() as u64, "crop box");
+        // Each volume is read on a worker of the current rayon pool; the grids are then checked in the
+        // order of `paths`, so the error reported is the same however the reads were scheduled.
+        let read: Vec<Result<([usize; 3], Affine, CropBox)>> = paths
+            .par_iter()
+            .map(|path| {
+                let vol = nifti::read_volume(path)?;
+                let b = self.crop_box(&vol, None)?;
+                bar.inc(1);
+                Ok((vol.size_ijk(), vol.affine, b))
+            })
+            .collect();
         // The first volume's grid: size, affine and file.
-        let mut reference: Option<([usize; 3], Affine, std::path::PathBuf)> = None;
+        let mut reference: Option<([usize; 3], Affine, &std::path::Path)> = None;
         let mut union: Option<CropBox> = None;
-        for path in paths {
-            let vol = nifti::read_volume(path)?;
-            let b = self.crop_box(&vol, None)?;
+        for (path, r) in paths.iter().zip(read) {
+            let (vol_size, vol_affine, b) = r?;
             match &reference {
-                None => reference = Some((vol.size_ijk(), vol.affine, vol.path.clone())),
+                None => reference = Some((vol_size, vol_affine, path)),
                 Some((size, affine, first)) => {
-                    if !nifti::same_grid(
-                        *size,
-                        affine,
-                        vol.size_ijk(),
-                        &vol.affine,
-                        GRID_TOLERANCE_MM,
-                    ) {
+                    if !nifti::same_grid(*size, affine, vol_size, &vol_affine, GRID_TOLERANCE_MM) {
                         return Err(Error::bad_input(
-                            &vol.path,
+                            path,
                             format!(
                                 "lies on another voxel grid than {} (size {:?} vs {size:?}, affine {:?} vs \
                                  {affine:?}); one crop box for the batch (--crop batch, the default) needs \
                                  every volume on one grid, as after registration to one atlas: use --crop \
                                  volume for volumes on different grids",
                                 first.display(),
-                                vol.size_ijk(),
-                                vol.affine
+                                vol_size,
+                                vol_affine
                             ),
                         ));
                     }
@@ -312,7 +318,6 @@ impl Preprocessor {
                 Some(u) => u.union(&b),
                 None => b,
             });
-            bar.inc(1);
         }
         bar.finish_and_clear();
         union.ok_or_else(|| Error::BadBatch {

@@ -16,7 +16,9 @@
 //! Overlap: the cases to compute are known before any inference (their cache keys are checked first); a
 //! second thread loads and preprocesses their volumes in order, one case ahead of the backbone, so that on a
 //! GPU the next volume's preparation overlaps this one's inference. At most two cubes are held (the one
-//! being tokenised and the next); results and messages keep the case order.
+//! being tokenised and the next, which the loader keeps until it is taken); results, messages and the
+//! error reported keep the case order. Input files are hashed for the cache keys before the first
+//! inference, so an unreadable input stops the run before any case is computed.
 //!
 //! Sharding: cases are sorted by id; shard `i/N` (1-based) takes every case whose index `c` has
 //! `c mod N = i − 1`. The shards of one job write disjoint files into the same folder.
@@ -310,6 +312,14 @@ pub fn run(cfg: &ExtractConfig, source: &dyn CubeSource) -> Result<ExtractSummar
     run_with(cfg, source, &model_sha256, &mut load)
 }
 
+/// One case of a shard: its cache key and token file, and the sidecar when the cached files are current.
+struct CasePlan<'a> {
+    case: &'a CaseInput,
+    key: Value,
+    npz: PathBuf,
+    cached_sidecar: Option<Value>,
+}
+
 /// Runs `extract` with any backbone: `load` is called at most once, when the first case needs computing.
 pub fn run_with(
     cfg: &ExtractConfig,
@@ -359,35 +369,50 @@ pub fn run_with(
         })?;
     }
     // Which cases are cached is decided first; the cubes of the others are then loaded on a second thread,
-    // one case ahead of the backbone (at most one cube waits), so that reading and preprocessing the next
-    // volume overlaps the inference of this one. Cases are still tokenised and reported in order.
+    // one case ahead of the backbone (a rendezvous channel: the loader holds the next cube until the
+    // backbone takes it), so that reading and preprocessing the next volume overlaps the inference of this
+    // one. Cases are still tokenised and reported in order.
     let mut plans = Vec::with_capacity(cases.len());
     for case in &cases {
         let input_sha256 = sha256_file(&case.path)?;
         let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
-        let side = cached(&npz, &key);
-        plans.push((case, key, npz, side));
+        let cached_sidecar = cached(&npz, &key);
+        plans.push(CasePlan {
+            case,
+            key,
+            npz,
+            cached_sidecar,
+        });
     }
     let to_compute: Vec<&CaseInput> = plans
         .iter()
-        .filter(|p| p.3.is_none())
-        .map(|p| p.0)
+        .filter(|p| p.cached_sidecar.is_none())
+        .map(|p| p.case)
         .collect();
     std::thread::scope(|scope| -> Result<()> {
-        let (send, cubes) = std::sync::mpsc::sync_channel::<Result<Cube>>(1);
-        if !to_compute.is_empty() {
+        let (send, cubes) = std::sync::mpsc::sync_channel::<Result<Cube>>(0);
+        let mut loader = (!to_compute.is_empty()).then(|| {
             scope.spawn(move || {
                 for case in to_compute {
-                    // A closed channel: the main thread stopped on an error; stop loading.
-                    if send.send(source.load(case, cfg.size)).is_err() {
+                    let cube = source.load(case, cfg.size);
+                    let failed = cube.is_err();
+                    // A closed channel: the main thread stopped on an error; stop loading. After a
+                    // failed load the run stops at that case anyway.
+                    if send.send(cube).is_err() || failed {
                         break;
                     }
                 }
-            });
-        }
-        for (case, key, npz, side) in plans {
-            if let Some(side) = side {
+            })
+        });
+        for CasePlan {
+            case,
+            key,
+            npz,
+            cached_sidecar,
+        } in plans
+        {
+            if let Some(side) = cached_sidecar {
                 count_provider(&mut summary.token_providers, sidecar_provider(Some(&side)));
                 if !cfg.quiet {
                     eprintln!("{}: up to date, reused", case.id);
@@ -404,9 +429,14 @@ pub fn run_with(
             let tokenizer = backbone.as_mut().expect("loaded");
             summary.provider = Some(tokenizer.provider().to_string());
             count_provider(&mut summary.token_providers, Some(tokenizer.provider()));
-            let cube = cubes
-                .recv()
-                .expect("the loader sends one cube per case to compute")?;
+            let cube = match cubes.recv() {
+                Ok(cube) => cube?,
+                // The loader ended without sending this case's cube: it panicked; raise its panic here.
+                Err(_) => match loader.take().map(|h| h.join()) {
+                    Some(Err(panic)) => std::panic::resume_unwind(panic),
+                    _ => unreachable!("the loader sends a cube for every case to compute"),
+                },
+            };
             let bar = progress.bar(3 * cfg.size as u64, &case.id);
             let (set, stats) = tokenizer
                 .tokenize(&case.id, cube.voxels.view(), cube.mask.view(), &bar)

@@ -31,6 +31,7 @@ pub mod eval;
 pub mod extract;
 pub mod io;
 pub mod knn;
+pub mod parallel;
 pub mod pipeline;
 pub mod pipeline2d;
 pub mod progress;

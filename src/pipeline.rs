@@ -18,9 +18,9 @@
 //!   of the 14³ block it describes (`--upsample centres`, a deviation from §7.2's align-corners, which puts
 //!   the outer tokens on the cube's faces, up to 6.5 voxels from their blocks; `--upsample corners` restores
 //!   it, and `eval` of a run from before the flag existed uses it). See [`eval::Upsample`].
-//! * Memory and threads: the crop box, Nyúl and maps stages read and prepare one volume per worker thread
-//!   (`--threads`), with no more volumes at once than `--memory-budget` holds at an estimated
-//!   [`map_case_bytes`] each; the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about
+//! * Memory and threads: the crop box, Nyúl and maps stages read and prepare one volume per worker
+//!   ([`crate::parallel`]): as many workers as `--threads`, but no more volumes at once than `--memory-budget`
+//!   holds at an estimated [`map_case_bytes`] each (the resampling inside each volume uses every core); the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about
 //!   1e-6, integer counts merged per case), so no full-resolution map of the batch is held. Results are
 //!   gathered in case order, so the outputs do not depend on the number of threads.
 
@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 use crate::extract::ExtractConfig;
 use crate::io::cubes::{CaseInput, NiftiCubes};
 use crate::io::{atomic, discover, nifti, outdir, tokens};
+use crate::parallel::map_in_order;
 use crate::progress::Progress;
 use crate::report;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
@@ -189,13 +190,12 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         input_voxels(&cases[0])?,
         cases.len(),
     );
-    let pool = worker_pool(workers)?;
     // The batch crop box reads every volume once: a volume that cannot be read or lies on another grid
     // stops the run before its folder exists.
     if cfg.preprocess.crop == CropMode::Batch {
         let t = Instant::now();
         let paths: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
-        let crop = pool.install(|| preprocessor.union_box(&paths, &progress))?;
+        let crop = preprocessor.union_box(&paths, workers, &progress)?;
         preprocessor = preprocessor.with_batch_box(crop);
         stage(&mut timings, "crop box", t);
     }
@@ -228,12 +228,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
             } else {
                 cases.iter().collect()
             };
-            let bar = progress.bar(train.len() as u64, "Nyúl landmarks");
-            let per_volume = for_each_case(&pool, &train, &bar, |_, c| {
-                let p = preprocessor.prepare(&nifti::read_volume(&c.input.path)?, None)?;
-                crate::volume::nyul::landmarks(&p.cube, &p.mask, &c.input.path)
-            })?;
-            bar.finish_and_clear();
+            let paths: Vec<&Path> = train.iter().map(|c| c.input.path.as_path()).collect();
+            let per_volume = preprocessor.nyul_landmarks(&paths, workers, &progress)?;
             NyulModel::fit(&per_volume)?
         }
     };
@@ -284,14 +280,14 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         } else {
             None
         },
-        pool: &pool,
+        workers,
     };
     let evaluation =
         maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)?;
     stage(&mut timings, "maps and evaluation", t);
     if cfg.plots {
         timings.push(
-            json!({"stage": "plots: QC montages (inside maps)", "seconds": evaluation.qc_seconds}),
+            json!({"stage": "plots: QC montages (inside maps, summed over its workers)", "seconds": evaluation.qc_seconds}),
         );
     }
 
@@ -383,17 +379,26 @@ struct MapsJob<'a> {
     write: bool,
     /// Draw the QC montages into this folder.
     qc: Option<PathBuf>,
-    /// The threads the cases are worked on with, one case each (see [`map_workers`]).
-    pool: &'a rayon::ThreadPool,
+    /// How many cases are worked on at once (see [`map_workers`]).
+    workers: usize,
 }
 
-/// Bytes one case needs in the maps stage, an upper estimate (measured at 224³ with 1-mm MNI inputs: about
-/// half of it): the cube, its brain mask, the upsampled map, the lesion
+/// How many volumes `eval` works on at once: `threads` (0 = one per core) within `memory_budget` MiB, as
+/// `--threads` and `--memory-budget` of `score`.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    pub threads: usize,
+    pub memory_budget: usize,
+}
+
+/// Bytes one case needs in the maps stage, an estimate on the high side (measured at 224³ with 1-mm MNI
+/// inputs: about half of it; a map with mostly distinct values can need more for its voxel-AP groups): the
+/// cube, its brain mask, the upsampled map, the lesion
 /// cube, the predicted mask and the sorted voxel-AP groups of an `S³` cube (about 32 bytes per cube voxel),
 /// the input volume, its label map and the map and mask resampled onto its grid (16 bytes per input voxel),
 /// and the case's 2²⁰-bin histogram.
 fn map_case_bytes(size: usize, input_voxels: usize) -> usize {
-    32 * size.pow(3) + 16 * input_voxels + 16 * (1 << 20)
+    32 * size.pow(3) + 16 * input_voxels + 16 * HISTOGRAM_BINS
 }
 
 /// How many cases the maps stage works on at once: one per thread (`threads`, 0 = one per core), no more
@@ -585,40 +590,10 @@ impl MapsContext<'_> {
 /// Bins of the voxel-AUROC histogram.
 const HISTOGRAM_BINS: usize = 1 << 20;
 
-/// A pool of `workers` threads.
-fn worker_pool(workers: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .build()
-        .map_err(|e| Error::Resource(format!("cannot start the worker threads: {e}")))
-}
-
-/// Runs `work` on every item on the threads of `pool` and returns the results in item order; the first
-/// error in item order wins, so that a failing batch reports the same error however the work was scheduled.
-fn for_each_case<I: Sync, T: Send>(
-    pool: &rayon::ThreadPool,
-    items: &[I],
-    bar: &indicatif::ProgressBar,
-    work: impl Fn(usize, &I) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    use rayon::prelude::*;
-    let results: Vec<Result<T>> = pool.install(|| {
-        items
-            .par_iter()
-            .enumerate()
-            .map(|(a, item)| {
-                let r = work(a, item);
-                bar.inc(1);
-                r
-            })
-            .collect()
-    });
-    results.into_iter().collect()
-}
-
 /// Writes the anomaly maps on each input's grid and, with labels, computes the metrics of §8.3 and writes
-/// the binary masks at the token-grid F1-max threshold. Cases are worked on one per thread of `job.pool`; every
-/// result is gathered in case order, so the outputs do not depend on the number of workers.
+/// the binary masks at the token-grid F1-max threshold. Cases are worked on `job.workers` at a time
+/// ([`map_in_order`]); every result is gathered in case order, so the outputs do not depend on the number of
+/// workers.
 fn maps_and_metrics(
     job: &MapsJob,
     preprocessor: &Preprocessor,
@@ -655,7 +630,7 @@ fn maps_and_metrics(
         cases.len() as u64,
         if job.write { "maps" } else { "evaluation" },
     );
-    let passes = for_each_case(job.pool, cases, &bar, |a, c| {
+    let passes = map_in_order(job.workers, cases, &|| bar.inc(1), &|a, c| {
         ctx.first_pass(a, c, &histogram)
     })?;
     bar.finish_and_clear();
@@ -726,8 +701,11 @@ fn maps_and_metrics(
     } else {
         None
     };
-    let bar = progress.bar(cases.len() as u64, "Dice and masks");
-    let dice = for_each_case(job.pool, cases, &bar, |a, c| {
+    let bar = progress.bar(
+        cases.len() as u64,
+        if job.write { "Dice and masks" } else { "Dice" },
+    );
+    let dice = map_in_order(job.workers, cases, &|| bar.inc(1), &|a, c| {
         ctx.second_pass(a, c, t, masks_dir.as_deref())
     })?;
     bar.finish_and_clear();
@@ -870,7 +848,12 @@ pub fn write_scoring_outputs(
 
 /// `mri-ad eval`: recomputes the metrics of a finished run (token scores and inputs as recorded in its
 /// summary.json) against the label maps of `labels`; writes `<run>/eval.json` and returns it.
-pub fn evaluate_run(run: &Path, labels: &Path, progress: &Progress) -> Result<Value> {
+pub fn evaluate_run(
+    run: &Path,
+    labels: &Path,
+    workers: Workers,
+    progress: &Progress,
+) -> Result<Value> {
     let summary_path = run.join("summary.json");
     let text = std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
     let summary: Value = serde_json::from_str(&text)
@@ -937,13 +920,13 @@ pub fn evaluate_run(run: &Path, labels: &Path, progress: &Progress) -> Result<Va
         with_labels: true,
         write: false,
         qc: None,
-        pool: &worker_pool(map_workers(
-            0,
-            ScoreConfig::default().memory_budget,
+        workers: map_workers(
+            workers.threads,
+            workers.memory_budget,
             size,
             input_voxels(&cases[0])?,
             cases.len(),
-        ))?,
+        ),
     };
     let evaluation = maps_and_metrics(&job, &preprocessor, &cases, &scores, progress)?;
     let doc = json!({"run": run, "labels": labels, "metrics": evaluation.metrics});

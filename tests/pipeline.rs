@@ -278,6 +278,23 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap()
     };
     assert_eq!(eval(&out)["metrics"], summary["metrics"]);
+    // One volume at a time gives the same metrics; a zero memory budget is refused, naming the flag.
+    let eval_with = |extra: &[&str]| {
+        run_mri_ad(
+            &[
+                &["eval", "--run", s(&out), "--labels", s(&labels), "--quiet"],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    ok(&eval_with(&["--threads", "1"]));
+    let one: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(one["metrics"], summary["metrics"]);
+    let o = eval_with(&["--memory-budget", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--memory-budget"), "{}", stderr(&o));
     // The maps put each token's score at its block's centre by default, and eval reads that back. A run
     // from before the setting existed (no `maps` in summary.json) was made with align-corners, and eval
     // evaluates it so: other per-case voxel APs from the same token scores.
@@ -376,19 +393,25 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     }
 
     // The same command again, with three worker threads instead of one, resumes: no token is recomputed,
-    // and the results, maps and masks are byte-identical (the maps stage works on cases in parallel).
+    // and the results, maps, masks and QC montages are byte-identical (the volume stages work on cases in
+    // parallel).
+    let mut files = vec!["nyul.json".to_string()];
+    for id in ["h0", "h1", "h2", "h3", "q0", "q1", "q2"] {
+        files.push(format!("maps/{id}_anomaly.nii.gz"));
+        files.push(format!("masks/{id}_mask.nii.gz"));
+        files.push(format!("plots/qc/{id}.png"));
+    }
     let outputs = |dir: &Path| -> Vec<Vec<u8>> {
-        let mut files = vec!["nyul.json".to_string()];
-        for id in ["h0", "h1", "h2", "h3", "q0", "q1", "q2"] {
-            files.push(format!("maps/{id}_anomaly.nii.gz"));
-            files.push(format!("masks/{id}_mask.nii.gz"));
-        }
         files
             .iter()
             .map(|f| std::fs::read(dir.join(f)).unwrap())
             .collect()
     };
     let one_thread = outputs(&out);
+    // Removed first, so that a file the second run failed to write cannot pass as the first run's.
+    for f in &files {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
     let threads = args.iter().position(|a| *a == "--threads").unwrap() + 1;
     assert_eq!(args[threads], "1");
     let mut three_threads = args.to_vec();

@@ -14,6 +14,12 @@ pub struct EvalArgs {
     /// Folder of lesion label maps for the query cases (any label > 0 is lesion), paired by case id.
     #[arg(long, value_name = "DIR")]
     pub labels: PathBuf,
+    /// How many volumes are worked on at once, 0 = one per core (within --memory-budget).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Memory budget in MiB: caps how many volumes are held at once (about 0.5 GiB each at 224³).
+    #[arg(long, value_name = "MIB", default_value_t = crate::score::ScoreConfig::default().memory_budget)]
+    pub memory_budget: usize,
     /// Hide the progress bar (hidden anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
@@ -25,7 +31,17 @@ pub struct EvalArgs {
 /// Runs `mri-ad eval`: writes `<run>/eval.json` and prints the metrics.
 pub fn run(args: EvalArgs) -> Result<()> {
     let progress = Progress::new(!args.no_progress && !args.quiet);
-    let doc = crate::pipeline::evaluate_run(&args.run, &args.labels, &progress)?;
+    if args.memory_budget == 0 {
+        return Err(crate::Error::bad_argument(
+            "--memory-budget",
+            "must be at least 1",
+        ));
+    }
+    let workers = crate::pipeline::Workers {
+        threads: args.threads,
+        memory_budget: args.memory_budget,
+    };
+    let doc = crate::pipeline::evaluate_run(&args.run, &args.labels, workers, &progress)?;
     if !args.quiet {
         println!(
             "{}",

@@ -159,8 +159,8 @@ pub struct ScoringArgs {
     /// Seed of every random choice [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Worker threads, 0 = one per core [default: 0]: for scoring and, on volumes, for the crop box, Nyúl
-    /// and maps stages (one volume per thread, within --memory-budget).
+    /// Worker threads, 0 = one per core [default: 0]: for scoring and, on volumes, how many volumes the
+    /// crop box, Nyúl and maps stages work on at once (within --memory-budget).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192]; on volumes it also caps

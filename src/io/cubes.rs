@@ -29,7 +29,7 @@ use ndarray_npy::ReadNpyExt;
 
 use crate::io::{discover, nifti};
 use crate::progress::Progress;
-use crate::volume::nyul::{self, NyulModel};
+use crate::volume::nyul::NyulModel;
 use crate::volume::{CropMode, PreprocessConfig, Preprocessor};
 use crate::{Error, Result};
 
@@ -149,20 +149,15 @@ impl NiftiCubes {
         let mut preprocessor = Preprocessor::new(config)?;
         if preprocessor.config.crop == CropMode::Batch {
             let paths: Vec<&Path> = cases.iter().map(|c| c.path.as_path()).collect();
-            let crop = preprocessor.union_box(&paths, progress)?;
+            // One volume at a time: `extract` has no memory budget to size more workers by.
+            let crop = preprocessor.union_box(&paths, 1, progress)?;
             preprocessor = preprocessor.with_batch_box(crop);
         }
         let nyul = match nyul {
             Some(model) => model,
             None => {
-                let bar = progress.bar(cases.len() as u64, "Nyúl landmarks");
-                let mut per_volume = Vec::with_capacity(cases.len());
-                for case in &cases {
-                    let prepared = preprocessor.prepare(&nifti::read_volume(&case.path)?, None)?;
-                    per_volume.push(nyul::landmarks(&prepared.cube, &prepared.mask, &case.path)?);
-                    bar.inc(1);
-                }
-                bar.finish_and_clear();
+                let paths: Vec<&Path> = cases.iter().map(|c| c.path.as_path()).collect();
+                let per_volume = preprocessor.nyul_landmarks(&paths, 1, progress)?;
                 NyulModel::fit(&per_volume)?
             }
         };

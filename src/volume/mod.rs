@@ -268,33 +268,26 @@ impl Preprocessor {
         self
     }
 
-    /// The union of the crop boxes of `paths` (each read once), checking that every volume lies on the grid
-    /// of the first: the same size and the same affine within [`GRID_TOLERANCE_MM`]. A volume on another
-    /// grid is an error that names both files and points to `--crop volume`. The volumes are read on the
-    /// threads of the current rayon pool (install a smaller pool to hold fewer volumes at once).
+    /// The union of the crop boxes of `paths` (each read once, `workers` at a time: see
+    /// [`crate::parallel`]), checking that every volume lies on the grid of the first: the same size and the
+    /// same affine within [`GRID_TOLERANCE_MM`]. A volume on another grid is an error that names both files
+    /// and points to `--crop volume`.
     pub fn union_box(
         &self,
         paths: &[&std::path::Path],
+        workers: usize,
         progress: &crate::progress::Progress,
     ) -> Result<CropBox> {
-        use rayon::prelude::*;
         let bar = progress.bar(paths.len() as u64, "crop box");
-        // Each volume is read on a worker of the current rayon pool; the grids are then checked in the
-        // order of `paths`, so the error reported is the same however the reads were scheduled.
-        let read: Vec<Result<([usize; 3], Affine, CropBox)>> = paths
-            .par_iter()
-            .map(|path| {
-                let vol = nifti::read_volume(path)?;
-                let b = self.crop_box(&vol, None)?;
-                bar.inc(1);
-                Ok((vol.size_ijk(), vol.affine, b))
-            })
-            .collect();
+        let read = crate::parallel::map_in_order(workers, paths, &|| bar.inc(1), &|_, path| {
+            let vol = nifti::read_volume(path)?;
+            let b = self.crop_box(&vol, None)?;
+            Ok((vol.size_ijk(), vol.affine, b))
+        })?;
         // The first volume's grid: size, affine and file.
         let mut reference: Option<([usize; 3], Affine, &std::path::Path)> = None;
         let mut union: Option<CropBox> = None;
-        for (path, r) in paths.iter().zip(read) {
-            let (vol_size, vol_affine, b) = r?;
+        for (path, (vol_size, vol_affine, b)) in paths.iter().zip(read) {
             match &reference {
                 None => reference = Some((vol_size, vol_affine, path)),
                 Some((size, affine, first)) => {
@@ -324,6 +317,24 @@ impl Preprocessor {
             path: "batch".into(),
             problem: "no volume to compute a crop box from".into(),
         })
+    }
+
+    /// The Nyúl landmarks of each volume of `paths` (read and prepared `workers` at a time, in order), to
+    /// fit a [`nyul::NyulModel`] on.
+    pub fn nyul_landmarks(
+        &self,
+        paths: &[&std::path::Path],
+        workers: usize,
+        progress: &crate::progress::Progress,
+    ) -> Result<Vec<[f64; 13]>> {
+        let bar = progress.bar(paths.len() as u64, "Nyúl landmarks");
+        let per_volume =
+            crate::parallel::map_in_order(workers, paths, &|| bar.inc(1), &|_, path| {
+                let prepared = self.prepare(&nifti::read_volume(path)?, None)?;
+                nyul::landmarks(&prepared.cube, &prepared.mask, path)
+            })?;
+        bar.finish_and_clear();
+        Ok(per_volume)
     }
 
     /// The canonical brain mask of a volume: `V > 0`, or `mask > 0` for a user mask on the same grid.
@@ -492,7 +503,7 @@ mod tests {
         })
         .unwrap();
         let progress = crate::progress::Progress::new(false);
-        let b = pre.union_box(&[&p1, &p2], &progress).unwrap();
+        let b = pre.union_box(&[&p1, &p2], 2, &progress).unwrap();
         // (x, y, z) order: x from 7..14 ∪ 2..9, y 6..12 ∪ 8..16, z 5..10 ∪ 3..15, each ± 1
         assert_eq!((b.lo, b.hi), ([1, 5, 2], [15, 17, 16]));
         let pre = pre.with_batch_box(b);
@@ -515,7 +526,7 @@ mod tests {
         assert_ne!(alone.transform.crop, b);
         let e = Preprocessor::new(PreprocessConfig::default())
             .unwrap()
-            .union_box(&[&p1, &p3], &progress)
+            .union_box(&[&p1, &p3], 2, &progress)
             .unwrap_err();
         let msg = e.to_string();
         assert!(

@@ -510,6 +510,7 @@ mod tests {
     use crate::io::cubes::NpyCubes;
     use ndarray::Array3;
     use ndarray_npy::write_npy;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn cfg(out: &Path) -> ExtractConfig {
         ExtractConfig {
@@ -597,6 +598,29 @@ mod tests {
         assert_eq!(mixed_providers_notice(&s.token_providers), None);
     }
 
+    /// A cube source that counts its loads and can panic on one case.
+    struct Counting {
+        inner: NpyCubes,
+        loads: AtomicUsize,
+        panic_on: Option<&'static str>,
+    }
+
+    impl CubeSource for Counting {
+        fn cases(&self) -> Result<Vec<CaseInput>> {
+            self.inner.cases()
+        }
+        fn load(&self, case: &CaseInput, size: usize) -> Result<Cube> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            if self.panic_on == Some(case.id.as_str()) {
+                panic!("loading c broke");
+            }
+            self.inner.load(case, size)
+        }
+        fn preprocessing(&self) -> Value {
+            self.inner.preprocessing()
+        }
+    }
+
     #[test]
     fn a_bad_case_stops_the_run_in_case_order_and_the_loader_with_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -604,11 +628,36 @@ mod tests {
         std::fs::write(input.join("b.npy"), b"not an array").unwrap();
         let mut load =
             || -> Result<Box<dyn Embedder>> { Ok(Box::new(FakeEmbedder::new(&[1, 2], 5, 0))) };
-        // b fails while it is loaded one case ahead of a: a is still finished first, c is never computed.
-        let e = run_with(&cfg(&out), &src, "m1", &mut load).unwrap_err();
+        // b fails while it is loaded one case ahead of a: a is still finished first, and the loader stops
+        // there (c is never loaded, let alone computed).
+        let counting = Counting {
+            inner: src.clone(),
+            loads: AtomicUsize::new(0),
+            panic_on: None,
+        };
+        let e = run_with(&cfg(&out), &counting, "m1", &mut load).unwrap_err();
         assert!(e.to_string().contains("b.npy") && e.exit_code() == 2, "{e}");
+        assert_eq!(
+            counting.loads.load(Ordering::SeqCst),
+            2,
+            "a and b loaded, not c"
+        );
         assert!(out.join("a.tokens.npz").is_file() && out.join("a.tokens.json").is_file());
         assert!(!out.join("c.tokens.npz").exists() && !out.join("c.tokens.json").exists());
+        // A loader that panics: its own panic reaches the caller.
+        let panicking = Counting {
+            inner: src.clone(),
+            loads: AtomicUsize::new(0),
+            panic_on: Some("c"),
+        };
+        write_npy(input.join("b.npy"), &cube(1)).unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_with(&cfg(&dir.path().join("out3")), &panicking, "m1", &mut load)
+        }))
+        .unwrap_err();
+        assert_eq!(caught.downcast_ref::<&str>(), Some(&"loading c broke"));
+        std::fs::write(input.join("b.npy"), b"not an array").unwrap();
+        run_with(&cfg(&out), &src, "m1", &mut load).unwrap_err();
         // A backbone that cannot be loaded stops the run too, while the loader waits with the next cube.
         let mut broken =
             || -> Result<Box<dyn Embedder>> { Err(Error::Resource("no backbone".into())) };

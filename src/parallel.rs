@@ -8,12 +8,22 @@
 //!   start another queued item on top of its stack, so a rayon pool of `w` threads can hold more than `w`
 //!   items (and their volumes) at once. Here exactly `workers` items are in flight at most; the parallel
 //!   loops *inside* an item (resampling) still run on rayon's global pool, on every core.
-//! * After an item fails, items after it that have not started are skipped; items before it all run, so
-//!   the error reported is the one a serial loop would have reported, whatever the scheduling.
+//! * Once an item has failed (an error or a panic), items after it that have not started yet are skipped;
+//!   items before it all run, so the failure reported is the one a serial loop would have met first,
+//!   whatever the scheduling (a panic is raised again on the caller's thread with its own payload). Items
+//!   that started while a slow item was failing still finish: the stop is not immediate.
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::Result;
+
+/// What became of one item.
+enum Outcome<T> {
+    Done(Result<T>),
+    Panicked(Box<dyn Any + Send>),
+}
 
 /// Runs `work(i, &items[i])` for every item on `workers` threads (at least one, at most one per item) and
 /// returns the results in item order; `done` is called after each item that ran (a progress bar's `inc`).
@@ -24,35 +34,38 @@ pub fn map_in_order<I: Sync, T: Send>(
     work: &(dyn Fn(usize, &I) -> Result<T> + Sync),
 ) -> Result<Vec<T>> {
     let next = AtomicUsize::new(0);
-    let first_error = AtomicUsize::new(usize::MAX);
-    let results: Mutex<Vec<Option<Result<T>>>> =
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let outcomes: Mutex<Vec<Option<Outcome<T>>>> =
         Mutex::new((0..items.len()).map(|_| None).collect());
     let workers = workers.clamp(1, items.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= items.len() || i > first_error.load(Ordering::SeqCst) {
+                if i >= items.len() || i > first_failure.load(Ordering::SeqCst) {
                     break;
                 }
-                let r = work(i, &items[i]);
-                if r.is_err() {
-                    first_error.fetch_min(i, Ordering::SeqCst);
+                let outcome = match catch_unwind(AssertUnwindSafe(|| work(i, &items[i]))) {
+                    Ok(r) => Outcome::Done(r),
+                    Err(panic) => Outcome::Panicked(panic),
+                };
+                if !matches!(outcome, Outcome::Done(Ok(_))) {
+                    first_failure.fetch_min(i, Ordering::SeqCst);
                 }
-                results
-                    .lock()
-                    .expect("no worker panicked holding the results")[i] = Some(r);
+                // The lock is held only for this store, never while `work` runs: it cannot be poisoned.
+                outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
                 done();
             });
         }
     });
-    let results = results
-        .into_inner()
-        .expect("no worker panicked holding the results");
+    let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::with_capacity(items.len());
-    for r in results {
-        // Every item before the first failing one ran; the loop returns at that one.
-        out.push(r.expect("items before the first error all ran")?);
+    for outcome in outcomes {
+        // Every item before the first failing one ran; the loop leaves at that one.
+        match outcome.expect("items before the first failure all ran") {
+            Outcome::Done(r) => out.push(r?),
+            Outcome::Panicked(panic) => resume_unwind(panic),
+        }
     }
     Ok(out)
 }
@@ -97,7 +110,7 @@ mod tests {
         let e = map_in_order(4, &items, &|| {}, &|i, _| {
             ran.fetch_add(1, Ordering::SeqCst);
             match i {
-                // Item 9 fails after item 5 has failed (it sleeps less, so it may fail first).
+                // Item 9 is later in order but fails first; item 5 sleeps 30 ms before failing.
                 5 => {
                     std::thread::sleep(Duration::from_millis(30));
                     Err(Error::Resource("item 5".into()))
@@ -113,6 +126,26 @@ mod tests {
         assert!(e.to_string().contains("item 5"), "{e}");
         let ran = ran.load(Ordering::SeqCst);
         assert!(ran < 40, "{ran} items ran after the errors");
+    }
+
+    #[test]
+    fn a_panicking_item_stops_the_batch_and_its_panic_reaches_the_caller() {
+        let items: Vec<usize> = (0..40).collect();
+        let ran = AtomicUsize::new(0);
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            map_in_order(2, &items, &|| {}, &|i, _| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                if i == 3 {
+                    panic!("item 3 broke");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                Ok(i)
+            })
+        }))
+        .unwrap_err();
+        assert_eq!(caught.downcast_ref::<&str>(), Some(&"item 3 broke"));
+        let ran = ran.load(Ordering::SeqCst);
+        assert!(ran < 40, "{ran} items ran after the panic");
     }
 
     #[test]

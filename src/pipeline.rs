@@ -19,10 +19,11 @@
 //!   the outer tokens on the cube's faces, up to 6.5 voxels from their blocks; `--upsample corners` restores
 //!   it, and `eval` of a run from before the flag existed uses it). See [`eval::Upsample`].
 //! * Memory and threads: the crop box, Nyúl and maps stages read and prepare one volume per worker
-//!   ([`crate::parallel`]): as many workers as `--threads`, but no more volumes at once than `--memory-budget`
-//!   holds at an estimated [`map_case_bytes`] each (the resampling inside each volume uses every core); the voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about
-//!   1e-6, integer counts merged per case), so no full-resolution map of the batch is held. Results are
-//!   gathered in case order, so the outputs do not depend on the number of threads.
+//!   ([`crate::parallel`]): as many workers as `--threads`, but no more volumes at once than
+//!   `--memory-budget` holds at an estimated [`map_case_bytes`] each (the resampling inside each volume
+//!   uses every core). The voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about 1e-6,
+//!   integer counts merged per case), so no full-resolution map of the batch is held. Results are gathered
+//!   in case order, so the outputs do not depend on the number of threads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -401,8 +402,8 @@ fn map_case_bytes(size: usize, input_voxels: usize) -> usize {
     32 * size.pow(3) + 16 * input_voxels + 16 * HISTOGRAM_BINS
 }
 
-/// How many cases the maps stage works on at once: one per thread (`threads`, 0 = one per core), no more
-/// than the cases, and no more than `budget_mib` holds at [`map_case_bytes`] each (at least one).
+/// How many volumes the crop box, Nyúl and maps stages work on at once: `threads` (0 = one per core), no
+/// more than the cases, and no more than `budget_mib` holds at [`map_case_bytes`] each (at least one).
 fn map_workers(
     threads: usize,
     budget_mib: usize,

@@ -14,7 +14,8 @@ pub struct EvalArgs {
     /// Folder of lesion label maps for the query cases (any label > 0 is lesion), paired by case id.
     #[arg(long, value_name = "DIR")]
     pub labels: PathBuf,
-    /// How many volumes are worked on at once, 0 = one per core (within --memory-budget).
+    /// How many volumes are worked on at once, 0 = one per core (within --memory-budget; the resampling
+    /// inside each volume still uses every core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Memory budget in MiB: caps how many volumes are held at once (about 0.5 GiB each at 224³).

@@ -160,7 +160,8 @@ pub struct ScoringArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Worker threads, 0 = one per core [default: 0]: for scoring and, on volumes, how many volumes the
-    /// crop box, Nyúl and maps stages work on at once (within --memory-budget).
+    /// crop box, Nyúl and maps stages work on at once (within --memory-budget; the resampling inside each
+    /// volume still uses every core).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192]; on volumes it also caps

@@ -279,44 +279,48 @@ impl Preprocessor {
         progress: &crate::progress::Progress,
     ) -> Result<CropBox> {
         let bar = progress.bar(paths.len() as u64, "crop box");
-        let read = crate::parallel::map_in_order(workers, paths, &|| bar.inc(1), &|_, path| {
-            let vol = nifti::read_volume(path)?;
-            let b = self.crop_box(&vol, None)?;
-            Ok((vol.size_ijk(), vol.affine, b))
-        })?;
-        // The first volume's grid: size, affine and file.
-        let mut reference: Option<([usize; 3], Affine, &std::path::Path)> = None;
-        let mut union: Option<CropBox> = None;
-        for (path, (vol_size, vol_affine, b)) in paths.iter().zip(read) {
-            match &reference {
-                None => reference = Some((vol_size, vol_affine, path)),
-                Some((size, affine, first)) => {
-                    if !nifti::same_grid(*size, affine, vol_size, &vol_affine, GRID_TOLERANCE_MM) {
-                        return Err(Error::bad_input(
-                            path,
-                            format!(
-                                "lies on another voxel grid than {} (size {:?} vs {size:?}, affine {:?} vs \
-                                 {affine:?}); one crop box for the batch (--crop batch, the default) needs \
-                                 every volume on one grid, as after registration to one atlas: use --crop \
-                                 volume for volumes on different grids",
-                                first.display(),
-                                vol_size,
-                                vol_affine
-                            ),
-                        ));
-                    }
-                }
-            }
-            union = Some(match union {
-                Some(u) => u.union(&b),
-                None => b,
+        let Some((&first, rest)) = paths.split_first() else {
+            return Err(Error::BadBatch {
+                path: "batch".into(),
+                problem: "no volume to compute a crop box from".into(),
             });
+        };
+        // The first volume's grid is the reference; every other volume is checked against it as it is
+        // read, so that a volume on another grid stops the batch like any other bad input.
+        let reference = nifti::read_volume(first)?;
+        let mut union = self.crop_box(&reference, None)?;
+        bar.inc(1);
+        let (size, affine) = (reference.size_ijk(), reference.affine);
+        drop(reference);
+        let boxes = crate::parallel::map_in_order(workers, rest, &|| bar.inc(1), &|_, path| {
+            let vol = nifti::read_volume(path)?;
+            if !nifti::same_grid(
+                size,
+                &affine,
+                vol.size_ijk(),
+                &vol.affine,
+                GRID_TOLERANCE_MM,
+            ) {
+                return Err(Error::bad_input(
+                    path,
+                    format!(
+                        "lies on another voxel grid than {} (size {:?} vs {size:?}, affine {:?} vs \
+                         {affine:?}); one crop box for the batch (--crop batch, the default) needs every \
+                         volume on one grid, as after registration to one atlas: use --crop volume for \
+                         volumes on different grids",
+                        first.display(),
+                        vol.size_ijk(),
+                        vol.affine
+                    ),
+                ));
+            }
+            self.crop_box(&vol, None)
+        })?;
+        for b in &boxes {
+            union = union.union(b);
         }
         bar.finish_and_clear();
-        union.ok_or_else(|| Error::BadBatch {
-            path: "batch".into(),
-            problem: "no volume to compute a crop box from".into(),
-        })
+        Ok(union)
     }
 
     /// The Nyúl landmarks of each volume of `paths` (read and prepared `workers` at a time, in order), to
@@ -534,6 +538,22 @@ mod tests {
             "{msg}"
         );
         assert_eq!(e.exit_code(), 2);
+        // The volume on another grid is reported, not a bad file after it, with one worker or several: the
+        // first bad input in order, as a serial loop would report it.
+        let junk = p1.with_file_name("junk.nii");
+        std::fs::write(&junk, b"not an image").unwrap();
+        for workers in [1, 3] {
+            let e = Preprocessor::new(PreprocessConfig::default())
+                .unwrap()
+                .union_box(&[&p1, &p3, &junk, &p2], workers, &progress)
+                .unwrap_err();
+            assert!(e.to_string().contains("moved.nii"), "{workers}: {e}");
+        }
+        let e = Preprocessor::new(PreprocessConfig::default())
+            .unwrap()
+            .union_box(&[&p1, &junk, &p3], 3, &progress)
+            .unwrap_err();
+        assert!(e.to_string().contains("junk.nii"), "{e}");
     }
 
     #[test]

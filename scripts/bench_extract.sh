@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 py=$(scripts/setup-python.sh | tail -n 1)
 "$py" scripts/build_default_model.py >/dev/null
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
-  ORT_DYLIB_PATH=$("$py" -c "import glob, os, onnxruntime; d = os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'); print(sorted(glob.glob(os.path.join(d, 'libonnxruntime.so.*')))[0])")
+  ORT_DYLIB_PATH=$("$py" scripts/ort_lib.py)
   export ORT_DYLIB_PATH
 fi
 cargo bench --locked --bench extract -- "$@"

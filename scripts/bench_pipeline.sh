@@ -17,7 +17,7 @@ size=${1:-112}
 py=$(scripts/setup-python.sh | tail -n 1)
 "$py" scripts/build_default_model.py >&2
 cargo build --release --locked >&2
-ort=$("$py" -c "import glob, os, onnxruntime; d = os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'); print(sorted(glob.glob(os.path.join(d, 'libonnxruntime.so.*')))[0])")
+ort=$("$py" scripts/ort_lib.py)
 if [ ! -f demo/cohort/truth.json ]; then
   "$py" scripts/make_demo_cohort.py --out demo/cohort >&2
 fi

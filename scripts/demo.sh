@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 py=$(scripts/setup-python.sh | tail -n 1)
 "$py" scripts/build_default_model.py >&2
 cargo build --release --locked
-ort=$("$py" -c "import glob, os, onnxruntime; d = os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'); print(sorted(glob.glob(os.path.join(d, 'libonnxruntime.so.*')))[0])")
+ort=$("$py" scripts/ort_lib.py)
 if [ ! -f demo/cohort/truth.json ]; then
   echo "writing the demo cohort to demo/cohort (20 healthy, 10 lesion volumes, 4 sharing one lesion)" >&2
   "$py" scripts/make_demo_cohort.py --out demo/cohort

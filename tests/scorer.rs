@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{mri_ad, run_script, s};
+use common::{mri_ad, ok, run_mri_ad, run_script, s};
 use mri_ad::score::codegraph::leiden::{CommunityDetector, Graph, Leiden};
 
 fn score(tokens: &Path, out: &Path, extra: &[&str]) {
@@ -307,23 +307,21 @@ fn token_files_from_several_providers_are_reported() {
             "--kind", "clean", "--n", "6", "--grid", "4", "4", "4", "--seed", "1",
         ],
     );
-    let mut cases: Vec<String> = std::fs::read_dir(&tokens)
+    let cases: Vec<String> = mri_ad::io::tokens::discover(&tokens)
         .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".tokens.npz").map(str::to_string)
-        })
+        .into_iter()
+        .map(|(case, _)| case)
         .collect();
-    cases.sort();
     assert_eq!(cases.len(), 6);
     let run = |name: &str| {
         let out = dir.path().join(name);
-        let o = mri_ad()
-            .args(["score", "--tokens", s(&tokens), "--out", s(&out)])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert!(o.status.success(), "{err}");
+        let err = ok(&run_mri_ad(&[
+            "score",
+            "--tokens",
+            s(&tokens),
+            "--out",
+            s(&out),
+        ]));
         let summary: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
         (err, summary["token_providers"].clone())

@@ -429,6 +429,38 @@ struct Parsed {
     pair: bool,
 }
 
+/// The first `limit` bytes of a file (fewer when it is shorter), decompressed when the content starts with
+/// the gzip magic bytes: only as much of the stream is inflated as those bytes need.
+fn read_head_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = Vec::with_capacity(2);
+    (&mut file)
+        .take(2)
+        .read_to_end(&mut magic)
+        .map_err(|e| Error::io(path, e))?;
+    let gzip = magic == [0x1f, 0x8b];
+    let rest = std::io::Cursor::new(magic).chain(file);
+    let mut out = Vec::new();
+    if gzip {
+        flate2::read::MultiGzDecoder::new(rest)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                Error::bad_input(
+                    path,
+                    format!(
+                        "truncated or corrupt gzip data ({e}); the file is incomplete or damaged"
+                    ),
+                )
+            })?;
+    } else {
+        rest.take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(out)
+}
+
 /// Reads a whole file, decompressing gzip when the content starts with the gzip magic bytes.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -622,9 +654,10 @@ fn image_file_of(hdr: &Path) -> Result<PathBuf> {
     ))
 }
 
-/// Reads only the header of a NIfTI file (for `check`-style listings; the voxels are not decoded).
+/// Reads only the header of a NIfTI file: the first 540 bytes at most (a NIfTI-2 header), so the voxels are
+/// neither read nor decompressed, and damage after the header goes unnoticed here.
 pub fn read_header(path: &Path) -> Result<Header> {
-    let bytes = read_maybe_gz(path)?;
+    let bytes = read_head_maybe_gz(path, 540)?;
     let parsed = parse_header(path, &bytes)?;
     spatial_size(path, &parsed.header)?;
     Ok(parsed.header)
@@ -1033,6 +1066,29 @@ mod tests {
                 assert!((q[r][c] - a[r][c]).abs() < 1e-9, "{q:?} vs {a:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_header_is_read_without_the_voxels() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Array3::from_shape_fn((6, 5, 4), |(z, y, x)| (x + 10 * y + 100 * z) as f32);
+        for name in ["v.nii", "v.nii.gz"] {
+            let path = dir.path().join(name);
+            write_volume(&path, &data, &oblique()).unwrap();
+            let full = read_volume(&path).unwrap();
+            assert_eq!(read_header(&path).unwrap().dim[1..4], [4, 5, 6], "{name}");
+            assert_eq!(full.size_ijk(), [4, 5, 6]);
+            // Cut off most of the voxels: the header still reads, the volume does not.
+            let bytes = std::fs::read(&path).unwrap();
+            let cut = dir.path().join(format!("cut-{name}"));
+            std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
+            assert_eq!(read_header(&cut).unwrap().dim[1..4], [4, 5, 6], "{name}");
+            assert!(read_volume(&cut).is_err(), "{name}");
+        }
+        let junk = dir.path().join("junk.nii.gz");
+        std::fs::write(&junk, [0x1f, 0x8b, 1, 2, 3]).unwrap();
+        let e = read_header(&junk).unwrap_err().to_string();
+        assert!(e.contains("gzip") && e.contains("junk.nii.gz"), "{e}");
     }
 
     #[test]

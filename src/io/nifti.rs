@@ -429,8 +429,8 @@ struct Parsed {
     pair: bool,
 }
 
-/// The first `limit` bytes of a file (fewer when it is shorter), decompressed when the content starts with
-/// the gzip magic bytes: only as much of the stream is inflated as those bytes need.
+/// The first `limit` bytes of a file (fewer when it is shorter; `u64::MAX`: all of it), decompressed when the
+/// content starts with the gzip magic bytes: only as much of the stream is inflated as those bytes need.
 fn read_head_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut magic = Vec::with_capacity(2);
@@ -463,23 +463,7 @@ fn read_head_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
 
 /// Reads a whole file, decompressing gzip when the content starts with the gzip magic bytes.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                Error::bad_input(
-                    path,
-                    format!(
-                        "truncated or corrupt gzip data ({e}); the file is incomplete or damaged"
-                    ),
-                )
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    read_head_maybe_gz(path, u64::MAX)
 }
 
 fn parse_header(path: &Path, b: &[u8]) -> Result<Parsed> {

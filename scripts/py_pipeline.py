@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""A plain Python implementation of the 3D method (ALGORITHM.md §3, §5, §7.2, §8.3) on NIfTI folders: the
+"""A plain Python implementation of the 3D method (ALGORITHM.md §3, §5 or §6, §7.2, §8.3) on NIfTI folders: the
 calibration baseline of issue 5's acceptance 2. Written from the spec with numpy, scipy, nibabel,
 onnxruntime and scikit-learn, sharing no code with mri-ad (only the ONNX model file).
 
 Steps, all in one process, everything in memory:
-  * nibabel `as_closest_canonical` (RAS+), array transposed to [z][y][x]; brain mask = voxel > 0;
+  * nibabel `as_closest_canonical` (RAS+), array transposed to [z][y][x]; brain mask = voxel > 0 on the native
+    grid, resized by nearest voxel (ALGORITHM.md §3.2 step 0 takes V > 0 on the resized cube, as mri-ad does:
+    trilinear resizing widens that mask by up to one voxel, so this baseline has 2-4 % fewer valid surface
+    tokens; docs/demo-results.md measures the effect);
   * crop: the union of the brain boxes of all volumes + 2 voxels (ALGORITHM.md Q11; every volume must be on
     one 1 mm isotropic grid, as the demo cohort is), padded to a cube (centred), resized to S³ with
     scipy.ndimage.zoom order 1 (labels order 0);
@@ -15,6 +18,14 @@ Steps, all in one process, everything in memory:
     map layer norm + L2, void = more than half background);
   * MuSc §5 (Euclidean, k = max(1, floor(alpha (N-1))), per layer, then the mean over layers); void tokens
     take no part in the search (score 0), like mri-ad's default;
+  * or, with `--method codegraph`, CoDeGraph §6 on the same tokens: the layer-averaged sorted MSVs (one view
+    per layer), weighted endurance ratios, Algorithm 1 (coverage-driven link prefix), the case graph, gamma
+    (25th percentile of the weights), Leiden with the CPM (leidenalg, best of --leiden-restarts seeds),
+    densities and the Tukey rule, Algorithm 2 (exact, densest outlier community first, against the current
+    base) and the final MSM at alpha 0.1 on the refined base. Its defaults are ALGORITHM.md's; mri-ad's four
+    deviations are flags (`--link-margin 1 --tukey-k 3 --tukey-fence others --tukey-iqr-floor 0.5`). With
+    `--write-tokens`, `scripts/compare_codegraph_run.py` checks an `mri-ad score --tokens` run of the same
+    tokens against it (graph, communities, excluded tokens, token scores);
   * maps: trilinear upsampling (scipy zoom order 1) of the 16³ scores to S³: `--upsample corners` (default,
     the spec's §7.2: align-corners, grid_mode=False) or `centres` (each token's score at the centre of its
     14³ block, grid_mode=True with the edge values repeated: mri-ad's default);
@@ -28,6 +39,7 @@ Usage:
   py_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
                  --layers 6,9,12 --out result.json [--alpha 0.3] [--save-scores DIR]
                  [--seed 7,8,9 --features-cache DIR] [--write-tokens DIR] [--proj-dim 0]
+                 [--method codegraph [--link-margin 1 --tukey-k 3 --tukey-fence others --tukey-iqr-floor 0.5]]
   Several projection seeds share one model pass; the JSON then has per-seed results, their mean and sd.
 """
 import argparse
@@ -155,6 +167,183 @@ def musc(tokens, valid, alpha):
     return scores, k
 
 
+def nearest_tables(tokens, valid, excluded):
+    """Per layer l and collection a: float64 [n_valid(a), N], the distance from each valid token of a to the
+    nearest base token of b (valid and not excluded); +inf for b = a and for a collection with no base left.
+    One float32 matrix product per pair of collections serves both directions."""
+    n, n_layers = len(tokens), tokens[0].shape[0]
+    base = [~excluded[a][valid[a]] for a in range(n)]  # over the valid tokens of a
+    out = []
+    for l in range(n_layers):
+        xs = [tokens[a][l][valid[a]].astype(np.float32) for a in range(n)]
+        sq = [(x.astype(np.float64) ** 2).sum(1) for x in xs]
+        t = [np.full((len(xs[a]), n), np.inf) for a in range(n)]
+        for a in range(n):
+            for b in range(a + 1, n):
+                d2 = sq[a][:, None] + sq[b][None, :] - 2.0 * (xs[a] @ xs[b].T).astype(np.float64)
+                d = np.sqrt(np.maximum(d2, 0))
+                if base[b].any():
+                    t[a][:, b] = d[:, base[b]].min(1)
+                if base[a].any():
+                    t[b][:, a] = d[base[a], :].min(0)
+        out.append(t)
+    return out
+
+
+def smallest_mean(rows, k, skip=None):
+    """Per token: the layer-average of the k smallest entries of each layer's row, columns in `skip`
+    removed (Eq. 3.8's S(x; E); top-k mean of the layer-averaged sorted MSV = layer-average of top-k means)."""
+    per_layer = []
+    for r in rows:
+        if skip is not None and skip.any():
+            r = r.copy()
+            r[:, skip] = np.inf
+        v = np.sort(r, axis=1)[:, :k]
+        if not np.isfinite(v).all():
+            raise SystemExit(f"fewer than k = {k} collections left in a token's MSV")
+        per_layer.append(v.mean(1))
+    return np.mean(per_layer, axis=0)
+
+
+def link_sources(valid, g, margin):
+    """Valid tokens at least `margin` 6-connected grid steps from every void token (mri-ad's --link-margin;
+    0 = every valid token, the spec); outside the grid counts as not void."""
+    if margin == 0:
+        return valid.copy()
+    from scipy.ndimage import binary_erosion, generate_binary_structure
+    v = valid.reshape(g, g, g)
+    return binary_erosion(v, structure=generate_binary_structure(3, 1), iterations=margin, border_value=1).ravel()
+
+
+def leiden_cpm(n, w, gamma, restarts):
+    """leidenalg's CPMVertexPartition (unit node sizes: H = sum_c W_c - gamma·n_c(n_c-1)/2), iterated to
+    convergence, best quality over `restarts` seeds."""
+    import igraph as ig
+    import leidenalg as la
+    edges = [(i, j) for i in range(n) for j in range(i + 1, n) if w[i, j] > 0]
+    graph = ig.Graph(n=n, edges=edges)
+    graph.es["weight"] = [float(w[i, j]) for i, j in edges]
+    best, best_q = None, -np.inf
+    for seed in range(restarts):
+        part = la.CPMVertexPartition(graph, weights="weight", resolution_parameter=gamma)
+        opt = la.Optimiser()
+        opt.set_rng_seed(seed)
+        opt.optimise_partition(part, n_iterations=-1)
+        if part.quality() > best_q + 1e-9:
+            best, best_q = list(part.membership), part.quality()
+    comms = {}
+    for v, c in enumerate(best):
+        comms.setdefault(c, []).append(v)
+    return sorted(comms.values())
+
+
+def tukey_outliers(dens, k_t, fence, iqr_floor, min_communities):
+    """Eq. 3.7 on the non-singleton densities: density > Q3 + k_T·IQR. fence "all" (the spec) takes the
+    quartiles of every density, "others" those of the other communities (mri-ad's default); the IQR is
+    floored at iqr_floor·Q3 (0 = the plain rule)."""
+    if len(dens) < min_communities:
+        return set()
+    out = set()
+    for ci, d in dens.items():
+        pool = [x for cj, x in dens.items() if cj != ci] if fence == "others" else list(dens.values())
+        q1, q3 = np.percentile(pool, [25, 75])
+        if d > q3 + k_t * max(q3 - q1, iqr_floor * q3):
+            out.add(ci)
+    return out
+
+
+def codegraph(tokens, valid, a, g):
+    """ALGORITHM.md §6 on one batch: graph-stage MSVs (r = 1, one view per layer), endurance ratios and
+    Algorithm 1, the case graph, gamma, Leiden + CPM, densities and the Tukey rule, Algorithm 2 (exact,
+    against the current base), final MSM with alpha 0.1 on the refined base. Void tokens take no part and
+    score 0. Returns the token scores, k and a description of the graph."""
+    n, n_layers = len(tokens), tokens[0].shape[0]
+    m = tokens[0].shape[1]
+    none = [np.zeros(m, bool) for _ in range(n)]
+    dist = nearest_tables(tokens, valid, none)
+
+    # Stage 1: layer-averaged sorted MSVs up to r_ref, weighted endurance ratios of the link sources.
+    r_ref = min(max(int(np.floor(a.rho_ref * n)), 2), n - 1)
+    keys, src_case, src_pos, src_rank, neigh = [], [], [], [], []
+    for ca in range(n):
+        rows = [dist[l][ca] for l in range(n_layers)]
+        orders = [np.argsort(r, axis=1, kind="stable")[:, :r_ref] for r in rows]  # ties: lower case index
+        mbar = np.mean([np.take_along_axis(r, o, 1) for r, o in zip(rows, orders)], axis=0)
+        neigh.append(np.stack(orders, axis=1))  # [n_valid, layers, r_ref]
+        pos = np.flatnonzero(valid[ca])
+        ok = link_sources(valid[ca], g, a.link_margin)[pos] & np.isfinite(mbar[:, -1]) & (mbar[:, -1] > 0)
+        mi = mbar[ok, :-1]
+        key = np.where(mi == 0, 0.0, (mi / mbar[ok, -1:]) * (mi + 1e-12) ** -a.beta)
+        rows_ok = np.flatnonzero(ok)
+        keys.append(key.ravel())
+        src_case.append(np.full(key.size, ca))
+        src_pos.append(np.repeat(rows_ok, r_ref - 1))  # index among the valid tokens of ca
+        src_rank.append(np.tile(np.arange(r_ref - 1), len(rows_ok)))
+    keys, src_case, src_pos, src_rank = map(np.concatenate, (keys, src_case, src_pos, src_rank))
+    # ties: (case, position, rank); the index among a case's valid tokens orders like the position
+    order = np.lexsort((src_rank, src_pos, src_case, keys))
+
+    # Stage 2: Algorithm 1, coverage-driven prefix of the sorted links.
+    w = np.zeros((n, n), np.int64)
+    covered = np.zeros(n, bool)
+    sel = 0
+    while covered.sum() < a.coverage * n and sel < order.size:
+        for j in order[sel:sel + a.link_batch]:
+            ca, rank = src_case[j], src_rank[j]
+            for l in range(n_layers):
+                cb = neigh[ca][src_pos[j], l, rank]
+                w[ca, cb] += 1
+                w[cb, ca] += 1
+                covered[[ca, cb]] = True
+        sel = min(sel + a.link_batch, order.size)
+    weights = [w[i, j] for i in range(n) for j in range(i + 1, n) if w[i, j] > 0]
+    gamma = float(np.percentile(weights, 25)) if weights else None
+
+    # Stage 3: communities, densities, outliers.
+    comms = leiden_cpm(n, w, gamma, a.leiden_restarts) if weights else [[v] for v in range(n)]
+    dens = {}
+    for ci, c in enumerate(comms):
+        if len(c) >= 2:
+            wc = sum(w[u, v] for x, u in enumerate(c) for v in c[x + 1:])
+            dens[ci] = wc / (len(c) * (len(c) - 1) / 2)
+    outliers = tukey_outliers(dens, a.tukey_k, a.tukey_fence, a.tukey_iqr_floor, a.min_communities)
+
+    # Algorithm 2: targeted patch filtering, densest outlier community first, against the current base.
+    k = max(1, int(np.floor(a.cg_alpha * (n - 1))))
+    excluded = [np.zeros(m, bool) for _ in range(n)]
+    for ci in sorted(outliers, key=lambda c: (-dens[c], comms[c][0])):
+        in_c = np.zeros(n, bool)
+        in_c[comms[ci]] = True
+        cur = nearest_tables(tokens, valid, excluded) if any(e.any() for e in excluded) else dist
+        ratios = []
+        for ca in range(n):
+            live = ~excluded[ca][valid[ca]]
+            rows = [cur[l][ca][live] for l in range(n_layers)]
+            ratios.append((ca, np.flatnonzero(valid[ca])[live],
+                           smallest_mean(rows, k, in_c) / np.maximum(smallest_mean(rows, k), 1e-12)))
+        tau = np.percentile(np.concatenate([r for ca, _, r in ratios if not in_c[ca]]), a.dep_percentile)
+        for ca, pos, r in ratios:
+            if in_c[ca]:
+                excluded[ca][pos[r > tau]] = True
+
+    # Final MSM on the refined base: every valid token is scored, excluded ones too.
+    final = nearest_tables(tokens, valid, excluded) if any(e.any() for e in excluded) else dist
+    scores = []
+    for ca in range(n):
+        s = np.zeros(m)
+        s[valid[ca]] = smallest_mean([final[l][ca] for l in range(n_layers)], k)
+        scores.append(s)
+    graph = {
+        "r_ref": r_ref, "candidate_links": int(keys.size), "links_selected": int(sel),
+        "edges": [[i, j, int(w[i, j])] for i in range(n) for j in range(i + 1, n) if w[i, j] > 0],
+        "resolution": gamma,
+        "communities": [{"members": c, "density": dens.get(ci), "outlier": ci in outliers}
+                        for ci, c in enumerate(comms)],
+        "excluded": [np.flatnonzero(e).tolist() for e in excluded],
+    }
+    return scores, k, graph
+
+
 def f1_max(y, s):
     p, r, t = precision_recall_curve(y, s)
     f = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-300), 0)[:-1]
@@ -171,7 +360,23 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--layers", default="6,9,12")
     ap.add_argument("--proj-dim", type=int, default=128, help="d'; 0 = no projection (experiment)")
-    ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--method", choices=["musc", "codegraph"], default="musc",
+                    help="musc (§5, the calibration baseline) or codegraph (§6; its own settings below)")
+    ap.add_argument("--alpha", type=float, default=0.3, help="MuSc's alpha (--method musc)")
+    cg = ap.add_argument_group("codegraph (defaults = ALGORITHM.md; mri-ad's defaults differ in the last four: "
+                               "--link-margin 1 --tukey-k 3 --tukey-fence others --tukey-iqr-floor 0.5)")
+    cg.add_argument("--cg-alpha", type=float, default=0.1, help="alpha of Algorithm 2 and the final MSM")
+    cg.add_argument("--rho-ref", type=float, default=0.3, help="reference rank r_ref = floor(rho_ref·N)")
+    cg.add_argument("--beta", type=float, default=0.2, help="inverse-distance exponent of Eq. 3.4")
+    cg.add_argument("--coverage", type=float, default=0.9)
+    cg.add_argument("--link-batch", type=int, default=100)
+    cg.add_argument("--leiden-restarts", type=int, default=64)
+    cg.add_argument("--min-communities", type=int, default=4)
+    cg.add_argument("--dep-percentile", type=float, default=95)
+    cg.add_argument("--link-margin", type=int, default=0)
+    cg.add_argument("--tukey-k", type=float, default=5)
+    cg.add_argument("--tukey-fence", choices=["all", "others"], default="all")
+    cg.add_argument("--tukey-iqr-floor", type=float, default=0)
     ap.add_argument("--upsample", choices=["corners", "centres"], default="corners",
                     help="token grid to voxels: align-corners (the spec) or token-block centres (mri-ad's default)")
     ap.add_argument("--seed", default="7", help="projection seed(s), comma-separated: one model pass serves them all")
@@ -238,10 +443,22 @@ def main():
             for n, tk, vd in zip(names, tokens, valid):
                 np.savez(os.path.join(d, f"{n}.tokens.npz"), tokens=tk.astype(np.float32), valid=vd,
                          grid=np.array([g] * 3, np.int64))
-        scores, k = musc(tokens, valid, a.alpha)
+        graph = None
+        if a.method == "codegraph":
+            scores, k, graph = codegraph(tokens, valid, a, g)
+        else:
+            scores, k = musc(tokens, valid, a.alpha)
         t_score = time.time() - t1
         res = evaluate(names, scores, cubes_labels, a.size, a.upsample)
         res.update({"seed": seed, "k": k, "scoring_seconds": t_score})
+        if graph is not None:
+            graph["cases"] = names
+            graph["communities"] = [dict(c, members=[names[v] for v in c["members"]]) for c in graph["communities"]]
+            graph["excluded"] = {nm: e for nm, e in zip(names, graph["excluded"])}
+            res["graph"] = graph
+            flagged = [c["members"] for c in graph["communities"] if c["outlier"]]
+            print(f"seed {seed}: {graph['links_selected']} links, gamma {graph['resolution']}, outlier communities "
+                  f"{flagged}, {sum(len(e) for e in graph['excluded'].values())} tokens excluded", flush=True)
         per_seed[seed] = res
         print(f"seed {seed}: " + json.dumps({m: res[m] for m in METRICS}), flush=True)
         if a.save_scores:
@@ -251,7 +468,11 @@ def main():
                 np.save(os.path.join(d, f"{n}.npy"), sc.astype(np.float32))
     result = {
         "implementation": "scripts/py_pipeline.py (numpy/scipy/nibabel/onnxruntime/scikit-learn)",
-        "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "alpha": a.alpha, "upsample": a.upsample,
+        "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "method": a.method, "upsample": a.upsample,
+        "settings": ({"alpha": a.alpha} if a.method == "musc" else
+                     {k: getattr(a, k) for k in ("cg_alpha", "rho_ref", "beta", "coverage", "link_batch",
+                                                 "leiden_restarts", "min_communities", "dep_percentile",
+                                                 "link_margin", "tukey_k", "tukey_fence", "tukey_iqr_floor")}),
         "cases": len(files),
         "seconds": {"features": t_tok, "total": time.time() - t0},
     }

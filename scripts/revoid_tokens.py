@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Recompute the void flags of an `mri-ad extract` token folder with another brain-mask rule, everything else
-kept (an experiment of docs/demo-results.md, "The brain-mask rule behind the mean-Dice gap").
+kept (an experiment of docs/demo-results.md, "The brain-mask rule and the mean-Dice gap").
 
 mri-ad decides void tokens from Ω = 1[V > 0] on the *resized* cube (ALGORITHM.md §3.2 step 0): trilinear
 interpolation widens the brain by up to one input voxel. `scripts/py_pipeline.py` resizes the native mask

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from ref_codegraph import max_relative_difference
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,9 +66,7 @@ def main():
         for name in names:
             want = np.load(os.path.join(a.py_scores, f"{name}.npy")).astype(np.float64)
             got = np.load(os.path.join(a.run, "token_scores", f"{name}.npy")).astype(np.float64)
-            rel = np.abs(got - want) / np.maximum(np.abs(want), 1e-12)
-            rel[(want == 0) & (got == 0)] = 0
-            worst = max(worst, float(rel.max()))
+            worst = max(worst, max_relative_difference(got, want))
         if worst > 1e-4:
             fails.append(f"token scores: max relative difference {worst:.2e}")
     flagged = [c["members"] for c in py["communities"] if c["outlier"]]

@@ -55,6 +55,8 @@ import onnxruntime as ort
 from scipy.ndimage import distance_transform_edt, zoom
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from ref_codegraph import link_sources  # mri-ad's --link-margin rule (ALGORITHM.md §6.2 with a margin)
+
 P = 14
 MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
 STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
@@ -205,16 +207,6 @@ def smallest_mean(rows, k, skip=None):
     return np.mean(per_layer, axis=0)
 
 
-def link_sources(valid, g, margin):
-    """Valid tokens at least `margin` 6-connected grid steps from every void token (mri-ad's --link-margin;
-    0 = every valid token, the spec); outside the grid counts as not void."""
-    if margin == 0:
-        return valid.copy()
-    from scipy.ndimage import binary_erosion, generate_binary_structure
-    v = valid.reshape(g, g, g)
-    return binary_erosion(v, structure=generate_binary_structure(3, 1), iterations=margin, border_value=1).ravel()
-
-
 def leiden_cpm(n, w, gamma, restarts):
     """leidenalg's CPMVertexPartition (unit node sizes: H = sum_c W_c - gamma·n_c(n_c-1)/2), iterated to
     convergence, best quality over `restarts` seeds."""
@@ -271,7 +263,7 @@ def codegraph(tokens, valid, a, g):
         mbar = np.mean([np.take_along_axis(r, o, 1) for r, o in zip(rows, orders)], axis=0)
         neigh.append(np.stack(orders, axis=1))  # [n_valid, layers, r_ref]
         pos = np.flatnonzero(valid[ca])
-        ok = link_sources(valid[ca], g, a.link_margin)[pos] & np.isfinite(mbar[:, -1]) & (mbar[:, -1] > 0)
+        ok = link_sources(valid[ca], (g, g, g), a.link_margin)[pos] & np.isfinite(mbar[:, -1]) & (mbar[:, -1] > 0)
         mi = mbar[ok, :-1]
         key = np.where(mi == 0, 0.0, (mi / mbar[ok, -1:]) * (mi + 1e-12) ** -a.beta)
         rows_ok = np.flatnonzero(ok)

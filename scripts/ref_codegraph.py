@@ -41,6 +41,13 @@ def link_sources(valid, grid, margin):
     return binary_erosion(v, structure=generate_binary_structure(3, 1), iterations=margin, border_value=1).ravel()
 
 
+def max_relative_difference(ours, ref):
+    """The largest |ours - ref| / |ref| over the entries (ref floored at 1e-12; entries 0 on both sides agree)."""
+    rel = np.abs(ours - ref) / np.maximum(np.abs(ref), 1e-12)
+    rel[(ref == 0) & (ours == 0)] = 0
+    return float(rel.max())
+
+
 def tables(tokens, valid, excluded):
     """dist[l][a]: [n_valid(a), N] distance of each valid token of a to the nearest base token of b."""
     n, n_layers = len(tokens), tokens[0].shape[0]
@@ -184,9 +191,7 @@ def main():
             finite = np.where(np.isfinite(msv), msv, np.nan)
             ref[valid[ca]] += np.nanmean(finite[:, :k], axis=1) / n_layers
         ours = np.load(os.path.join(a.run, "token_scores", f"{name}.npy")).astype(np.float64)
-        rel = np.abs(ours - ref) / np.maximum(np.abs(ref), 1e-12)
-        rel[(ref == 0) & (ours == 0)] = 0
-        worst = max(worst, float(rel.max()))
+        worst = max(worst, max_relative_difference(ours, ref))
     if worst > 1e-4:
         fails.append(f"token scores differ: max relative difference {worst:.2e}")
     n_exc = int(sum(e.sum() for e in excluded))

@@ -394,10 +394,9 @@ pub struct Workers {
 
 /// Bytes one case needs in the maps stage, an estimate on the high side (measured at 224³ with 1-mm MNI
 /// inputs: about half of it; a map with mostly distinct values can need more for its voxel-AP groups): the
-/// cube, its brain mask, the upsampled map, the lesion
-/// cube, the predicted mask and the sorted voxel-AP groups of an `S³` cube (about 32 bytes per cube voxel),
-/// the input volume, its label map and the map and mask resampled onto its grid (16 bytes per input voxel),
-/// and the case's 2²⁰-bin histogram.
+/// cube, its brain mask, the upsampled map, the lesion cube, the predicted mask and the sorted voxel-AP
+/// groups of an `S³` cube (about 32 bytes per cube voxel), the input volume, its label map and the map and
+/// mask resampled onto its grid (16 bytes per input voxel), and the case's 2²⁰-bin histogram.
 fn map_case_bytes(size: usize, input_voxels: usize) -> usize {
     32 * size.pow(3) + 16 * input_voxels + 16 * HISTOGRAM_BINS
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Mean ± sd over projection draws, as the tables of docs/demo-results.md show them.
 
-Each --run LABEL=DIR is one finished `mri-ad score` run with labels (its summary.json); each --py LABEL=FILE is a
+Each --run LABEL=DIR is one finished `mri-ad score` run with labels (its summary.json, or with --eval-json the
+eval.json that `mri-ad eval` last wrote there); each --py LABEL=FILE is a
 `scripts/py_pipeline.py` result JSON with one or more seeds (every seed in `per_seed` is one draw). Draws with
 the same LABEL are pooled. The recurring and healthy cases come from --truth (the demo cohort's truth.json, keys
 `recurring` and `healthy`).
@@ -9,10 +10,14 @@ the same LABEL are pooled. The recurring and healthy cases come from --truth (th
 Columns: patient AUROC, patient F1-max, voxel AUROC, mean Dice over all cases, mean Dice over lesion cases,
 hottest voxel in the lesion (fraction of lesion cases), mean Dice over the recurring cases, mean voxel AP over
 lesion cases and over recurring cases, the fraction of healthy cases with nothing at or above t* (their Dice is 1),
-and t*. Prints one Markdown row per label (mean ± sample sd over its n draws; "–" for the sd of one draw), in
+and t*; then, where the results have them (mri-ad since 2026-11-30, py_pipeline.py likewise), the Dice over
+lesion cases and over the recurring cases at the voxel-level F1-max threshold (outside §8.3), that
+threshold, and the token-level Dice at t* over lesion cases and over the recurring cases ("nan" for results
+without them). Prints one Markdown row per label (mean ± sample sd over its n draws; "–" for the sd of one draw), in
 the order first given.
 
 Usage: draws_table.py --truth demo/cohort/truth.json [--run LABEL=DIR ...] [--py LABEL=FILE ...] [--per-draw]
+                      [--eval-json]
 """
 import argparse
 import json
@@ -22,13 +27,18 @@ import sys
 import numpy as np
 
 COLUMNS = ["patient_auroc", "patient_f1_max", "voxel_auroc", "dice_mean", "dice_lesion", "hottest",
-           "dice_recurring", "ap_lesion", "ap_recurring", "healthy_clean", "t_star"]
+           "dice_recurring", "ap_lesion", "ap_recurring", "healthy_clean", "t_star", "vox_dice_lesion",
+           "vox_dice_recurring", "t_voxel", "token_dice_lesion", "token_dice_recurring"]
 
 
 def draw(metrics, recurring, healthy_cases):
     dice = metrics["dice_per_case"]
     ap = metrics.get("voxel_ap_per_case")  # absent in results of older versions: shown as nan
     healthy = [dice[c] for c in healthy_cases]
+    vox = metrics.get("dice_at_voxel_threshold_per_case")
+    tok = metrics.get("token_dice_per_case")
+    lesion_cases = [c for c in dice if c not in healthy_cases]
+    nan = float("nan")
     return {
         "patient_auroc": metrics["patient_auroc"],
         "patient_f1_max": metrics["patient_f1_max"],
@@ -41,6 +51,11 @@ def draw(metrics, recurring, healthy_cases):
         "ap_recurring": float(np.mean([ap[c] for c in recurring])) if ap else float("nan"),
         "healthy_clean": float(np.mean(healthy)) if healthy else float("nan"),
         "t_star": metrics["dice_threshold"],
+        "vox_dice_lesion": float(np.mean([vox[c] for c in lesion_cases])) if vox else nan,
+        "vox_dice_recurring": float(np.mean([vox[c] for c in recurring])) if vox else nan,
+        "t_voxel": metrics.get("voxel_f1_threshold", nan),
+        "token_dice_lesion": float(np.mean([tok[c] for c in lesion_cases])) if tok else nan,
+        "token_dice_recurring": float(np.mean([tok[c] for c in recurring])) if tok else nan,
     }
 
 
@@ -56,13 +71,14 @@ def main():
     ap.add_argument("--run", action="append", default=[])
     ap.add_argument("--py", action="append", default=[])
     ap.add_argument("--per-draw", action="store_true", help="also print every draw")
+    ap.add_argument("--eval-json", action="store_true", help="read each run's eval.json instead of summary.json")
     args = ap.parse_args()
     with open(args.truth) as f:
         truth = json.load(f)
     recurring, healthy = truth["recurring"], truth["healthy"]
     groups = {}
     for label, run in map(split, args.run):
-        with open(os.path.join(run, "summary.json")) as f:
+        with open(os.path.join(run, "eval.json" if args.eval_json else "summary.json")) as f:
             groups.setdefault(label, []).append((run, draw(json.load(f)["metrics"], recurring, healthy)))
     for label, path in map(split, args.py):
         with open(path) as f:

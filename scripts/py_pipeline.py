@@ -33,7 +33,9 @@ Steps, all in one process, everything in memory:
     of every voxel of every cube; scikit-learn on 30·224³ voxels needs > 10 GB), token-grid F1-max threshold t*, Dice at t* on the upsampled maps (empty-label
     convention), the fraction of lesion cases whose hottest voxel (np.argmax: the first of tied voxels) is inside
     the lesion and its distance to the lesion in cube voxels (scipy distance_transform_edt), and per lesion case the
-    average precision of its map over every voxel of its cube (scikit-learn).
+    average precision of its map over every voxel of its cube (scikit-learn); outside §8.3, the voxel-level
+    F1-max threshold from the same histogram (the lower edge of the best bin) and the Dice at it, and the
+    token-level Dice per case (tokens ≥ t* against the token labels).
 
 Usage:
   py_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
@@ -543,12 +545,25 @@ def evaluate(names, scores, cubes_labels, size, mode):
             case_ap[names[i]] = float(average_precision_score(lab.ravel(), up.ravel()))
         maps.append(up)
     f1_tok, t_star = f1_max(np.concatenate(tok_labels), np.concatenate(tok_scores))
-    dice = {}
+    # the voxel-level F1-max threshold (pooled over every voxel of every cube, from the histogram: predict
+    # positive iff a voxel's bin is >= j), the threshold of the calibration figures
+    tp = np.cumsum(pos_hist[::-1])[::-1]
+    fp = np.cumsum(neg_hist[::-1])[::-1]
+    f1_vox_all = 2 * tp / np.maximum(2 * tp + fp + (pos_hist.sum() - tp), 1)
+    j_vox = int(np.argmax(f1_vox_all))
+    t_vox = lo_s + j_vox * (hi_s - lo_s) / bins
+    token_dice = {}  # per case on the token grid at t* (outside §8.3)
+    for n, ts, tl in zip(names, tok_scores, tok_labels):
+        pred = ts >= t_star
+        denom = pred.sum() + tl.sum()
+        token_dice[n] = 1.0 if denom == 0 else float(2 * (pred & tl).sum() / denom)
+    dice, dice_vox = {}, {}
     for i, up in enumerate(maps):
         lab = cubes_labels[i] if cubes_labels[i] is not None else np.zeros(up.shape, bool)
-        pred = up >= t_star
-        denom = pred.sum() + lab.sum()
-        dice[names[i]] = 1.0 if denom == 0 else float(2 * (pred & lab).sum() / denom)
+        for t, out in ((t_star, dice), (t_vox, dice_vox)):
+            pred = up >= t
+            denom = pred.sum() + lab.sum()
+            out[names[i]] = 1.0 if denom == 0 else float(2 * (pred & lab).sum() / denom)
     # Voxel AUROC from a 2^22-bin histogram (ALGORITHM.md §8.3: 2^20-2^24 bins give it to ~1e-6); ties
     # within a bin count 1/2. scikit-learn on 30·224³ voxels would need > 10 GB.
     neg_below = np.cumsum(neg_hist) - neg_hist
@@ -562,6 +577,8 @@ def evaluate(names, scores, cubes_labels, size, mode):
         "dice_mean_lesion_cases": float(np.mean([dice[n] for n, h in zip(names, has_lesion) if h])),
         "hottest_voxel_in_lesion_fraction": float(np.mean(list(hottest.values()))),
         "voxel_ap_mean_lesion_cases": float(np.mean(list(case_ap.values()))),
+        "voxel_f1_max": float(f1_vox_all[j_vox]), "voxel_f1_threshold": t_vox,
+        "dice_at_voxel_threshold_per_case": dice_vox, "token_dice_per_case": token_dice,
         "dice_per_case": dice, "hottest_voxel_in_lesion": hottest, "hottest_voxel_distance": hottest_distance,
         "voxel_ap_per_case": case_ap,
         "patient_scores": dict(zip(names, map(float, patient))),

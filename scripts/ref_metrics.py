@@ -8,7 +8,9 @@ when undefined; and the Dice protocol of ALGORITHM.md §8.3: token labels by 14�
 F1-max threshold over all cases, trilinear upsampling (scipy map_coordinates, order 1) with the token values
 at the centres of their 14-voxel blocks ("centres", mri-ad's default) and with align-corners ("corners"),
 prediction score >= t*, Dice per case (1 when prediction and mask are both empty), mean over all cases and
-over lesion cases, one such result per upsampling. With `points_i` ([K, 3] voxel indices) for a case with a
+over lesion cases, one such result per upsampling; and the same Dice at the voxel-level F1-max threshold
+(precision_recall_curve over every voxel of every upsampled map), a supplementary figure outside §8.3, as
+is the token-level Dice per case (tokens >= t* against the pooled token labels). With `points_i` ([K, 3] voxel indices) for a case with a
 lesion: each point's Euclidean distance to the nearest lesion voxel (scipy distance_transform_edt, 0 inside).
 """
 import json
@@ -27,6 +29,18 @@ def f1max(scores, labels):
     f1 = np.where(np.isfinite(f1), f1, -1)
     i = int(np.argmax(f1))
     return float(f1[i]), float(t[i])
+
+
+def dice_at(ups, masks, t):
+    """Dice of every upsampled map at `score >= t` (None: nothing predicted), 1 when both sets are empty."""
+    per_case = []
+    for up, mask in zip(ups, masks):
+        pred = up >= t if t is not None else np.zeros_like(mask)
+        denom = pred.sum() + mask.sum()
+        per_case.append(1.0 if denom == 0 else 2.0 * (pred & mask).sum() / denom)
+    lesion = [dc for dc, mask in zip(per_case, masks) if mask.any()]
+    return {"threshold": t, "per_case": per_case, "mean": float(np.mean(per_case)),
+            "mean_lesion": float(np.mean(lesion)) if lesion else None}
 
 
 def main():
@@ -53,8 +67,14 @@ def main():
         y = np.concatenate([p.ravel() for p in pooled])
         t = f1max(s, y)[1] if y.any() else None
         out["dice"] = {}
+        # Token-level Dice per case (outside §8.3): tokens >= t* against the pooled token labels.
+        out["token_dice"] = []
+        for m, p in zip(maps, pooled):
+            pred = m >= t if t is not None else np.zeros_like(p)
+            denom = pred.sum() + p.sum()
+            out["token_dice"].append(1.0 if denom == 0 else 2.0 * (pred & p).sum() / denom)
         for mode in ("centres", "corners"):
-            per_case = []
+            ups = []
             for m, mask in zip(maps, masks):
                 size = mask.shape[0]
                 if mode == "corners":
@@ -62,13 +82,14 @@ def main():
                 else:  # voxel o lies at (o + 0.5)/14 − 0.5 token cells; beyond the outer centres: the edge value
                     c = np.clip((np.arange(size) + 0.5) / (size / g) - 0.5, 0, g - 1)
                 zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
-                up = map_coordinates(m, [zz, yy, xx], order=1)
-                pred = up >= t if t is not None else np.zeros_like(mask)
-                denom = pred.sum() + mask.sum()
-                per_case.append(1.0 if denom == 0 else 2.0 * (pred & mask).sum() / denom)
-            lesion = [dc for dc, mask in zip(per_case, masks) if mask.any()]
-            out["dice"][mode] = {"threshold": t, "per_case": per_case, "mean": float(np.mean(per_case)),
-                                 "mean_lesion": float(np.mean(lesion)) if lesion else None}
+                ups.append(map_coordinates(m, [zz, yy, xx], order=1))
+            out["dice"][mode] = dice_at(ups, masks, t)
+            # The supplementary Dice at the voxel-level F1-max threshold (pooled over every voxel of every map).
+            vox_labels = np.concatenate([mask.ravel() for mask in masks])
+            best = f1max(np.concatenate([u.ravel() for u in ups]), vox_labels) if vox_labels.any() else None
+            voxel = dice_at(ups, masks, best[1] if best else None)
+            voxel["f1max"] = best[0] if best else None
+            out["dice"][mode]["at_voxel_threshold"] = voxel
         out["distance"] = {}
         for k in tokens:
             i = k[len("tokens_"):]

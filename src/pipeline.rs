@@ -22,7 +22,8 @@
 //!   ([`crate::parallel`]): as many workers as `--threads`, but no more volumes at once than
 //!   `--memory-budget` holds at an estimated [`map_case_bytes`] each (the resampling inside each volume
 //!   uses every core). The voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about 1e-6,
-//!   integer counts merged per case), so no full-resolution map of the batch is held. Results are gathered
+//!   integer counts merged per case), so no full-resolution map of the batch is held; the voxel-level F1-max
+//!   threshold (a supplementary Dice, not §8.3's) comes from the same histogram, to within one bin. Results are gathered
 //!   in case order, so the outputs do not depend on the number of threads.
 
 use std::collections::BTreeMap;
@@ -558,21 +559,26 @@ impl MapsContext<'_> {
         Ok(pass)
     }
 
-    /// Pass 2 for case `a`: its Dice at the threshold `t` (none: nothing is predicted) and, with `masks_dir`,
-    /// its binary mask on its input's grid.
+    /// Pass 2 for case `a`: its Dice at the threshold `t` (none: nothing is predicted), its Dice at the
+    /// voxel-level threshold `t_voxel` and, with `masks_dir`, its binary mask at `t` on its input's grid.
     fn second_pass(
         &self,
         a: usize,
         c: &BatchCase,
         t: Option<f64>,
+        t_voxel: Option<f64>,
         masks_dir: Option<&Path>,
-    ) -> Result<f64> {
+    ) -> Result<(f64, f64)> {
         let volume = nifti::read_volume(&c.input.path)?;
         let prepared = self.preprocessor.prepare(&volume, None)?;
         let up = self.upsampled(a);
         let mask = lesion_cube(c, &prepared.transform)?;
         let predicted = up.mapv(|v| t.is_some_and(|t| v as f64 >= t));
         let dice = eval::dice(predicted.iter().copied(), mask.iter().copied());
+        let dice_voxel = eval::dice(
+            up.iter().map(|&v| t_voxel.is_some_and(|t| v as f64 >= t)),
+            mask.iter().copied(),
+        );
         if let Some(dir) = masks_dir {
             let native = prepared
                 .transform
@@ -583,7 +589,7 @@ impl MapsContext<'_> {
                 &native,
             )?;
         }
-        Ok(dice)
+        Ok((dice, dice_voxel))
     }
 }
 
@@ -705,22 +711,35 @@ fn maps_and_metrics(
         cases.len() as u64,
         if job.write { "Dice and masks" } else { "Dice" },
     );
-    let dice = map_in_order(job.workers, cases, &|| bar.inc(1), &|a, c| {
-        ctx.second_pass(a, c, t, masks_dir.as_deref())
+    let voxel_best = histogram.f1_max();
+    let t_voxel = voxel_best.map(|b| b.1);
+    let both = map_in_order(job.workers, cases, &|| bar.inc(1), &|a, c| {
+        ctx.second_pass(a, c, t, t_voxel, masks_dir.as_deref())
     })?;
     bar.finish_and_clear();
-
-    let lesion_dice: Vec<f64> = dice
+    let token_dice: Vec<f64> = scores
         .iter()
-        .zip(&patient_labels)
-        .filter(|(_, &l)| l)
-        .map(|(&d, _)| d)
+        .zip(&passes)
+        .map(|(s, p)| eval::token_dice(s, &p.token_labels, t))
         .collect();
-    let per_case: serde_json::Map<String, Value> = cases
-        .iter()
-        .zip(&dice)
-        .map(|(c, &d)| (c.input.id.clone(), json!(d)))
-        .collect();
+    let dice: Vec<f64> = both.iter().map(|d| d.0).collect();
+    let dice_voxel: Vec<f64> = both.iter().map(|d| d.1).collect();
+    let lesion_mean = |values: &[f64]| {
+        let lesion: Vec<f64> = values
+            .iter()
+            .zip(&patient_labels)
+            .filter(|(_, &l)| l)
+            .map(|(&d, _)| d)
+            .collect();
+        (!lesion.is_empty()).then(|| lesion.iter().sum::<f64>() / lesion.len() as f64)
+    };
+    let by_case = |values: &[f64]| -> serde_json::Map<String, Value> {
+        cases
+            .iter()
+            .zip(values)
+            .map(|(c, &d)| (c.input.id.clone(), json!(d)))
+            .collect()
+    };
     let metrics = json!({
         "space": format!("canonical cube {}³ (labels resampled by nearest neighbour)", job.size),
         "patient_auroc": eval::auroc(&patient_scores, &patient_labels),
@@ -730,8 +749,19 @@ fn maps_and_metrics(
         "token_f1_max": threshold.map(|b| b.0),
         "dice_threshold": threshold.map(|b| b.1),
         "dice_mean": dice.iter().sum::<f64>() / dice.len() as f64,
-        "dice_mean_lesion_cases": (!lesion_dice.is_empty()).then(|| lesion_dice.iter().sum::<f64>() / lesion_dice.len() as f64),
-        "dice_per_case": per_case,
+        "dice_mean_lesion_cases": lesion_mean(&dice),
+        "dice_per_case": by_case(&dice),
+        "token_dice_mean": token_dice.iter().sum::<f64>() / token_dice.len() as f64,
+        "token_dice_mean_lesion_cases": lesion_mean(&token_dice),
+        "token_dice_per_case": by_case(&token_dice),
+        "token_dice_note": "not ALGORITHM.md §8.3: per case, the Dice on the token grid of the tokens >= dice_threshold against the token labels (a token is lesion when any of its voxels is); pooled over all cases this Dice is token_f1_max",
+        "voxel_f1_max": voxel_best.map(|b| b.0),
+        "voxel_f1_threshold": t_voxel,
+        "voxel_f1_method": "2^20-bin histogram of the upsampled maps against the cube-space lesion masks, pooled over all cases; the threshold is the lower edge of the best bin (predict map >= threshold)",
+        "dice_at_voxel_threshold_mean": dice_voxel.iter().sum::<f64>() / dice_voxel.len() as f64,
+        "dice_at_voxel_threshold_mean_lesion_cases": lesion_mean(&dice_voxel),
+        "dice_at_voxel_threshold_per_case": by_case(&dice_voxel),
+        "dice_at_voxel_threshold_note": "not ALGORITHM.md §8.3 (whose Dice, dice_*, is at the token-grid threshold dice_threshold): the same Dice at the voxel-level F1-max threshold voxel_f1_threshold (the threshold of voxel-level protocols); the masks use dice_threshold",
         "hottest_voxel_in_lesion_fraction": (!hottest_distance.is_empty()).then(|| {
             hottest_distance.iter().filter(|h| h.1 == 0.0).count() as f64 / hottest_distance.len() as f64
         }),

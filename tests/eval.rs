@@ -123,6 +123,52 @@ fn metrics_agree_with_scikit_learn_and_numpy() {
             r["mean_lesion"].as_f64().unwrap(),
             "lesion Dice",
         );
+        // The supplementary Dice at the exact voxel-level F1-max threshold.
+        let v = &ours.at_voxel_threshold;
+        let rv = &r["at_voxel_threshold"];
+        close(
+            v.f1_max.unwrap(),
+            rv["f1max"].as_f64().unwrap(),
+            "voxel F1-max",
+        );
+        close(
+            v.threshold.unwrap(),
+            rv["threshold"].as_f64().unwrap(),
+            "voxel F1 threshold",
+        );
+        for (i, d) in v.per_case.iter().enumerate() {
+            close(
+                *d,
+                rv["per_case"][i].as_f64().unwrap(),
+                &format!("Dice at the voxel threshold, case {i} ({mode})"),
+            );
+        }
+        close(
+            v.mean,
+            rv["mean"].as_f64().unwrap(),
+            "mean Dice, voxel threshold",
+        );
+        close(
+            v.mean_lesion.unwrap(),
+            rv["mean_lesion"].as_f64().unwrap(),
+            "lesion Dice, voxel threshold",
+        );
+        // Token-level Dice per case (the token grid does not depend on the upsampling).
+        assert_eq!(ours.token_per_case.len(), 4);
+        for (i, d) in ours.token_per_case.iter().enumerate() {
+            close(
+                *d,
+                reference["token_dice"][i].as_f64().unwrap(),
+                &format!("token Dice, case {i}"),
+            );
+        }
+        assert_ne!(ours.token_per_case, ours.per_case);
+        // The two thresholds differ here, and so do the Dice values.
+        assert!(
+            (v.threshold.unwrap() - ours.threshold.unwrap()).abs() > 1e-3,
+            "{v:?}"
+        );
+        assert_ne!(v.per_case, ours.per_case);
         dice_by_mode.push(ours.per_case);
     }
     // The two upsamplings place the maps differently, so the comparison tells them apart.

@@ -220,6 +220,20 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         assert!(m[key].as_f64().is_some(), "{key} missing: {m}");
     }
     assert_eq!(m["dice_per_case"].as_object().unwrap().len(), 7);
+    // The supplementary Dice at the voxel-level F1-max threshold: one per case, their mean reported.
+    let dv = m["dice_at_voxel_threshold_per_case"].as_object().unwrap();
+    assert_eq!(dv.len(), 7, "{m}");
+    let mean = dv.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / 7.0;
+    assert!((m["dice_at_voxel_threshold_mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!(
+        (0.0..=1.0).contains(&m["voxel_f1_max"].as_f64().unwrap()),
+        "{m}"
+    );
+    assert!(m["voxel_f1_threshold"].as_f64().is_some(), "{m}");
+    let td = m["token_dice_per_case"].as_object().unwrap();
+    assert_eq!(td.len(), 7, "{m}");
+    let mean = td.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / 7.0;
+    assert!((m["token_dice_mean"].as_f64().unwrap() - mean).abs() < 1e-12);
     // Per-case voxel AP: one per lesion case (the three query cases), a probability.
     let ap = m["voxel_ap_per_case"].as_object().unwrap();
     assert_eq!(ap.keys().collect::<Vec<_>>(), ["q0", "q1", "q2"], "{m}");

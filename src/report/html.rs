@@ -109,6 +109,16 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
             ("dice_mean", "mean Dice (all cases)"),
             ("dice_mean_lesion_cases", "mean Dice (lesion cases)"),
             (
+                "token_dice_mean_lesion_cases",
+                "mean token-level Dice at t* (lesion cases; not §8.3)",
+            ),
+            ("voxel_f1_max", "voxel F1-max"),
+            ("voxel_f1_threshold", "voxel F1-max threshold"),
+            (
+                "dice_at_voxel_threshold_mean_lesion_cases",
+                "mean Dice at the voxel F1-max threshold (lesion cases; not §8.3)",
+            ),
+            (
                 "voxel_ap_mean_lesion_cases",
                 "mean voxel AP (lesion cases, each on its own map)",
             ),

@@ -550,8 +550,9 @@ def evaluate(names, scores, cubes_labels, size, mode):
     tp = np.cumsum(pos_hist[::-1])[::-1]
     fp = np.cumsum(neg_hist[::-1])[::-1]
     f1_vox_all = 2 * tp / np.maximum(2 * tp + fp + (pos_hist.sum() - tp), 1)
-    j_vox = int(np.argmax(f1_vox_all))
-    t_vox = lo_s + j_vox * (hi_s - lo_s) / bins
+    f1_vox_all = np.where(pos_hist + neg_hist > 0, f1_vox_all, -1.0)  # thresholds at occupied bins only
+    j_vox = bins - 1 - int(np.argmax(f1_vox_all[::-1]))  # ties: the highest threshold, as mri-ad
+    t_vox = np.float64(lo_s + j_vox * (hi_s - lo_s) / bins)
     token_dice = {}  # per case on the token grid at t* (outside §8.3)
     for n, ts, tl in zip(names, tok_scores, tok_labels):
         pred = ts >= t_star
@@ -561,7 +562,7 @@ def evaluate(names, scores, cubes_labels, size, mode):
     for i, up in enumerate(maps):
         lab = cubes_labels[i] if cubes_labels[i] is not None else np.zeros(up.shape, bool)
         for t, out in ((t_star, dice), (t_vox, dice_vox)):
-            pred = up >= t
+            pred = up.astype(np.float64) >= t  # in float64, as the histogram's bins
             denom = pred.sum() + lab.sum()
             out[names[i]] = 1.0 if denom == 0 else float(2 * (pred & lab).sum() / denom)
     # Voxel AUROC from a 2^22-bin histogram (ALGORITHM.md §8.3: 2^20-2^24 bins give it to ~1e-6); ties
@@ -577,7 +578,7 @@ def evaluate(names, scores, cubes_labels, size, mode):
         "dice_mean_lesion_cases": float(np.mean([dice[n] for n, h in zip(names, has_lesion) if h])),
         "hottest_voxel_in_lesion_fraction": float(np.mean(list(hottest.values()))),
         "voxel_ap_mean_lesion_cases": float(np.mean(list(case_ap.values()))),
-        "voxel_f1_max": float(f1_vox_all[j_vox]), "voxel_f1_threshold": t_vox,
+        "voxel_f1_max": float(f1_vox_all[j_vox]), "voxel_f1_threshold": float(t_vox),
         "dice_at_voxel_threshold_per_case": dice_vox, "token_dice_per_case": token_dice,
         "dice_per_case": dice, "hottest_voxel_in_lesion": hottest, "hottest_voxel_distance": hottest_distance,
         "voxel_ap_per_case": case_ap,

@@ -8,9 +8,9 @@ when undefined; and the Dice protocol of ALGORITHM.md §8.3: token labels by 14�
 F1-max threshold over all cases, trilinear upsampling (scipy map_coordinates, order 1) with the token values
 at the centres of their 14-voxel blocks ("centres", mri-ad's default) and with align-corners ("corners"),
 prediction score >= t*, Dice per case (1 when prediction and mask are both empty), mean over all cases and
-over lesion cases, one such result per upsampling; and the same Dice at the voxel-level F1-max threshold
-(precision_recall_curve over every voxel of every upsampled map), a supplementary figure outside §8.3, as
-is the token-level Dice per case (tokens >= t* against the pooled token labels). With `points_i` ([K, 3] voxel indices) for a case with a
+over lesion cases, one such result per upsampling; and the same Dice at the voxel-level F1-max
+threshold (precision_recall_curve over every voxel of every upsampled map), a supplementary figure
+outside §8.3, as is the token-level Dice per case (tokens >= t* against the pooled token labels). With `points_i` ([K, 3] voxel indices) for a case with a
 lesion: each point's Euclidean distance to the nearest lesion voxel (scipy distance_transform_edt, 0 inside).
 """
 import json

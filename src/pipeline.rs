@@ -22,9 +22,9 @@
 //!   ([`crate::parallel`]): as many workers as `--threads`, but no more volumes at once than
 //!   `--memory-budget` holds at an estimated [`map_case_bytes`] each (the resampling inside each volume
 //!   uses every core). The voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about 1e-6,
-//!   integer counts merged per case), so no full-resolution map of the batch is held; the voxel-level F1-max
-//!   threshold (a supplementary Dice, not §8.3's) comes from the same histogram, to within one bin. Results are gathered
-//!   in case order, so the outputs do not depend on the number of threads.
+//!   integer counts merged per case), so no full-resolution map of the batch is held; the voxel-level
+//!   F1-max threshold (for a supplementary Dice, not §8.3's) comes from the same histogram, to within one
+//!   bin. Results are gathered in case order, so the outputs do not depend on the number of threads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

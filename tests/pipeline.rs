@@ -78,7 +78,14 @@ const AFFINE: Affine = [
 ];
 
 /// A phantom volume [k][j][i] = 36×32×28, with an optional bright lesion; returns the lesion mask too.
+/// The lesion is central for even seeds and in one corner of the brain for odd ones, so that at 28³ (2³
+/// tokens) it touches only some tokens and the token labels' order matters.
 fn volume(seed: u64, lesion: bool) -> (ndarray::Array3<f32>, ndarray::Array3<f32>) {
+    let centre = if seed % 2 == 0 {
+        (18.0, 14.0, 12.0)
+    } else {
+        (11.0, 9.0, 8.0)
+    };
     let cube = phantom(36, seed);
     let mut vol = cube
         .slice(ndarray::s![.., 2..34, 4..32])
@@ -86,8 +93,9 @@ fn volume(seed: u64, lesion: bool) -> (ndarray::Array3<f32>, ndarray::Array3<f32
     let mut mask = ndarray::Array3::<f32>::zeros(vol.dim());
     if lesion {
         for ((k, j, i), v) in vol.indexed_iter_mut() {
-            let d2 =
-                (k as f32 - 18.0).powi(2) + (j as f32 - 14.0).powi(2) + (i as f32 - 12.0).powi(2);
+            let d2 = (k as f32 - centre.0).powi(2)
+                + (j as f32 - centre.1).powi(2)
+                + (i as f32 - centre.2).powi(2);
             if d2 < 25.0 && *v > 0.0 {
                 *v = 2000.0;
                 mask[[k, j, i]] = 1.0;
@@ -234,6 +242,79 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert_eq!(td.len(), 7, "{m}");
     let mean = td.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / 7.0;
     assert!((m["token_dice_mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    // The cube-space metrics recomputed from the inputs and token scores by scripts/ref_run_metrics.py
+    // (numpy/scipy/nibabel/scikit-learn; mri-ad's cube geometry, exact voxel F1-max).
+    let reference: serde_json::Value =
+        serde_json::from_str(run_script("ref_run_metrics.py", &["--run", s(&out)]).trim()).unwrap();
+    let near = |a: &serde_json::Value, b: &serde_json::Value, tol: f64, what: &str| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!((a - b).abs() <= tol, "{what}: mri-ad {a}, reference {b}");
+    };
+    near(
+        &m["dice_threshold"],
+        &reference["dice_threshold"],
+        1e-6,
+        "t*",
+    );
+    for id in ["h0", "h1", "h2", "h3", "q0", "q1", "q2"] {
+        if id.starts_with('q') {
+            assert!(
+                reference["lesion_voxels"][id].as_u64().unwrap() > 0,
+                "{id}: {reference}"
+            );
+        }
+        for key in ["dice_per_case", "token_dice_per_case"] {
+            near(
+                &m[key][id],
+                &reference[key][id],
+                1e-6,
+                &format!("{key} {id}"),
+            );
+        }
+        // The run's voxel threshold is the lower edge of a 2^20-bin histogram bin, the reference's exact.
+        near(
+            &m["dice_at_voxel_threshold_per_case"][id],
+            &reference["dice_at_voxel_threshold_per_case"][id],
+            1e-3,
+            &format!("Dice at the voxel threshold {id}"),
+        );
+    }
+    near(
+        &m["voxel_f1_threshold"],
+        &reference["voxel_f1_threshold"],
+        1e-5,
+        "voxel F1 threshold",
+    );
+    near(
+        &m["voxel_f1_max"],
+        &reference["voxel_f1_max"],
+        1e-3,
+        "voxel F1-max",
+    );
+    // A healthy case's Dice is 1 exactly when nothing is predicted, i.e. when its largest token score is
+    // below the threshold (at 28³ the token values are the maps' corner voxels, so the map's maximum is the
+    // largest token score): the §8.3 and token Dice at t*, the other at the voxel threshold.
+    let (t_star, t_voxel) = (
+        m["dice_threshold"].as_f64().unwrap(),
+        m["voxel_f1_threshold"].as_f64().unwrap(),
+    );
+    for id in ["h0", "h1", "h2", "h3"] {
+        let top = read_npy_f32(&out.join(format!("token_scores/{id}.npy")))
+            .into_iter()
+            .fold(f32::MIN, f32::max) as f64;
+        let clean = |t: f64| if top < t { 1.0 } else { 0.0 };
+        assert_eq!(m["dice_per_case"][id].as_f64(), Some(clean(t_star)), "{id}");
+        assert_eq!(
+            m["token_dice_per_case"][id].as_f64(),
+            Some(clean(t_star)),
+            "{id}"
+        );
+        assert_eq!(
+            m["dice_at_voxel_threshold_per_case"][id].as_f64(),
+            Some(clean(t_voxel)),
+            "{id}"
+        );
+    }
     // Per-case voxel AP: one per lesion case (the three query cases), a probability.
     let ap = m["voxel_ap_per_case"].as_object().unwrap();
     assert_eq!(ap.keys().collect::<Vec<_>>(), ["q0", "q1", "q2"], "{m}");

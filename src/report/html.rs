@@ -112,8 +112,8 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
                 "token_dice_mean_lesion_cases",
                 "mean token-level Dice at t* (lesion cases; not §8.3)",
             ),
-            ("voxel_f1_max", "voxel F1-max"),
-            ("voxel_f1_threshold", "voxel F1-max threshold"),
+            ("voxel_f1_max", "voxel F1-max (not §8.3)"),
+            ("voxel_f1_threshold", "voxel F1-max threshold (not §8.3)"),
             (
                 "dice_at_voxel_threshold_mean_lesion_cases",
                 "mean Dice at the voxel F1-max threshold (lesion cases; not §8.3)",

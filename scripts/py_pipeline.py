@@ -546,25 +546,25 @@ def evaluate(names, scores, cubes_labels, size, mode):
         maps.append(up)
     f1_tok, t_star = f1_max(np.concatenate(tok_labels), np.concatenate(tok_scores))
     # the voxel-level F1-max threshold (pooled over every voxel of every cube, from the histogram: predict
-    # positive iff a voxel's bin is >= j), the threshold of the calibration figures
+    # positive iff a voxel's bin is >= j), outside §8.3: the threshold of voxel-level comparisons
     tp = np.cumsum(pos_hist[::-1])[::-1]
     fp = np.cumsum(neg_hist[::-1])[::-1]
     f1_vox_all = 2 * tp / np.maximum(2 * tp + fp + (pos_hist.sum() - tp), 1)
     f1_vox_all = np.where(pos_hist + neg_hist > 0, f1_vox_all, -1.0)  # thresholds at occupied bins only
     j_vox = bins - 1 - int(np.argmax(f1_vox_all[::-1]))  # ties: the highest threshold, as mri-ad
     t_vox = np.float64(lo_s + j_vox * (hi_s - lo_s) / bins)
-    token_dice = {}  # per case on the token grid at t* (outside §8.3)
-    for n, ts, tl in zip(names, tok_scores, tok_labels):
-        pred = ts >= t_star
-        denom = pred.sum() + tl.sum()
-        token_dice[n] = 1.0 if denom == 0 else float(2 * (pred & tl).sum() / denom)
+    def dice_of(pred, lab):  # 1 when both are empty (§8.3)
+        denom = pred.sum() + lab.sum()
+        return 1.0 if denom == 0 else float(2 * (pred & lab).sum() / denom)
+
+    # per case on the token grid at t* (outside §8.3)
+    token_dice = {n: dice_of(ts >= t_star, tl) for n, ts, tl in zip(names, tok_scores, tok_labels)}
     dice, dice_vox = {}, {}
     for i, up in enumerate(maps):
         lab = cubes_labels[i] if cubes_labels[i] is not None else np.zeros(up.shape, bool)
-        for t, out in ((t_star, dice), (t_vox, dice_vox)):
-            pred = up.astype(np.float64) >= t  # in float64, as the histogram's bins
-            denom = pred.sum() + lab.sum()
-            out[names[i]] = 1.0 if denom == 0 else float(2 * (pred & lab).sum() / denom)
+        up64 = up.astype(np.float64)  # compared in float64, as the histogram's bins
+        dice[names[i]] = dice_of(up64 >= t_star, lab)
+        dice_vox[names[i]] = dice_of(up64 >= t_vox, lab)
     # Voxel AUROC from a 2^22-bin histogram (ALGORITHM.md §8.3: 2^20-2^24 bins give it to ~1e-6); ties
     # within a bin count 1/2. scikit-learn on 30·224³ voxels would need > 10 GB.
     neg_below = np.cumsum(neg_hist) - neg_hist

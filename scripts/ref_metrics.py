@@ -31,6 +31,19 @@ def f1max(scores, labels):
     return float(f1[i]), float(t[i])
 
 
+def upsample(grid, size, mode):
+    """Trilinear S³ map of a G³ token grid (scipy map_coordinates, order 1): "corners" = align-corners, voxel o
+    samples o·(G−1)/(S−1); "centres" = voxel o lies at (o + 0.5)·G/S − 0.5 token cells, the edge value beyond
+    the outer centres."""
+    g = grid.shape[0]
+    if mode == "corners":
+        c = np.arange(size) * (g - 1) / (size - 1)
+    else:
+        c = np.clip((np.arange(size) + 0.5) / (size / g) - 0.5, 0, g - 1)
+    zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
+    return map_coordinates(grid.astype(np.float64), [zz, yy, xx], order=1)
+
+
 def dice_at(ups, masks, t):
     """Dice of every upsampled map at `score >= t` (None: nothing predicted), 1 when both sets are empty."""
     per_case = []
@@ -68,21 +81,9 @@ def main():
         t = f1max(s, y)[1] if y.any() else None
         out["dice"] = {}
         # Token-level Dice per case (outside §8.3): tokens >= t* against the pooled token labels.
-        out["token_dice"] = []
-        for m, p in zip(maps, pooled):
-            pred = m >= t if t is not None else np.zeros_like(p)
-            denom = pred.sum() + p.sum()
-            out["token_dice"].append(1.0 if denom == 0 else 2.0 * (pred & p).sum() / denom)
+        out["token_dice"] = dice_at(maps, pooled, t)["per_case"]
         for mode in ("centres", "corners"):
-            ups = []
-            for m, mask in zip(maps, masks):
-                size = mask.shape[0]
-                if mode == "corners":
-                    c = np.arange(size) * (g - 1) / (size - 1)
-                else:  # voxel o lies at (o + 0.5)/14 − 0.5 token cells; beyond the outer centres: the edge value
-                    c = np.clip((np.arange(size) + 0.5) / (size / g) - 0.5, 0, g - 1)
-                zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
-                ups.append(map_coordinates(m, [zz, yy, xx], order=1))
+            ups = [upsample(m, mask.shape[0], mode) for m, mask in zip(maps, masks)]
             out["dice"][mode] = dice_at(ups, masks, t)
             # The supplementary Dice at the voxel-level F1-max threshold (pooled over every voxel of every map).
             vox_labels = np.concatenate([mask.ravel() for mask in masks])

@@ -21,22 +21,11 @@ import os
 import sys
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 
-from ref_metrics import dice_at, f1max
-from revoid_tokens import canonical, cube_coords, cube_masks
+from ref_metrics import dice_at, f1max, upsample
+from revoid_tokens import canonical, cube_coords, nearest_mask
 
 P = 14
-
-
-def upsample(grid, size, mode):
-    g = grid.shape[0]
-    if mode == "corners":
-        c = np.arange(size) * (g - 1) / (size - 1)
-    else:
-        c = np.clip((np.arange(size) + 0.5) / (size / g) - 0.5, 0, g - 1)
-    zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
-    return map_coordinates(grid.astype(np.float64), [zz, yy, xx], order=1)
 
 
 def main():
@@ -58,7 +47,7 @@ def main():
         tokens.append(np.load(os.path.join(a.run, "token_scores", inp["case"] + ".npy")).reshape(g, g, g))
         if inp["label"]:
             vol, spacing = canonical(os.path.join(a.root, inp["label"]))
-            masks.append(cube_masks(vol, lo, hi, cube_coords(lo, hi, spacing, size))[1])
+            masks.append(nearest_mask(vol, lo, hi, cube_coords(lo, hi, spacing, size)))
         else:
             masks.append(np.zeros((size,) * 3, bool))
         cases.append(inp["case"])

@@ -49,25 +49,35 @@ def cube_coords(lo, hi, spacing, size):
     return [centre[a] + n * voxel_mm / spacing[a] for a in range(3)]
 
 
-def cube_masks(vol, lo, hi, coords):
-    """(interpolated V > 0, native V > 0 by nearest voxel) on the cube, [z][y][x]."""
+def cube_points(coords):
+    """The canonical coordinates (z, y, x) of every cube voxel, each [S, S, S]."""
     z, y, x = np.meshgrid(coords[2], coords[1], coords[0], indexing="ij")
-    pts = (z, y, x)
+    return z, y, x
+
+
+def interpolated_mask(vol, lo, hi, coords):
+    """V > 0 after trilinear resizing to the cube (everything outside the box read as 0), [z][y][x]."""
+    pts = cube_points(coords)
     lo_zyx, hi_zyx = lo[::-1], hi[::-1]
     sub = vol[lo_zyx[0]:hi_zyx[0], lo_zyx[1]:hi_zyx[1], lo_zyx[2]:hi_zyx[2]]
     eps = 1e-6
-    inside = np.ones(z.shape, bool)
+    inside = np.ones(pts[0].shape, bool)
     for p, l, h in zip(pts, lo_zyx, hi_zyx):
         inside &= (p >= l - eps) & (p <= h - 1 + eps)
     local = np.stack([np.clip(p - l, 0, h - l - 1) for p, l, h in zip(pts, lo_zyx, hi_zyx)])
-    interpolated = (map_coordinates(sub, local, order=1, mode="nearest") * inside) > 0
-    rounded = [np.floor(p + 1e-9 + 0.5) for p in pts]
-    inside_n = np.ones(z.shape, bool)
+    return (map_coordinates(sub, local, order=1, mode="nearest") * inside) > 0
+
+
+def nearest_mask(vol, lo, hi, coords):
+    """Native V > 0 resized to the cube by nearest voxel (rounding half up; outside the box: 0), [z][y][x]."""
+    lo_zyx, hi_zyx = lo[::-1], hi[::-1]
+    sub = vol[lo_zyx[0]:hi_zyx[0], lo_zyx[1]:hi_zyx[1], lo_zyx[2]:hi_zyx[2]]
+    rounded = [np.floor(p + 1e-9 + 0.5) for p in cube_points(coords)]
+    inside = np.ones(rounded[0].shape, bool)
     for r, l, h in zip(rounded, lo_zyx, hi_zyx):
-        inside_n &= (r >= l) & (r <= h - 1)
+        inside &= (r >= l) & (r <= h - 1)
     idx = tuple(np.clip(r - l, 0, h - l - 1).astype(int) for r, l, h in zip(rounded, lo_zyx, hi_zyx))
-    nearest = (sub[idx] > 0) & inside_n
-    return interpolated, nearest
+    return (sub[idx] > 0) & inside
 
 
 def valid_flags(mask, threshold):
@@ -110,7 +120,8 @@ def revoid(files, out, root):
             raise SystemExit(f"{side_path}: only NIfTI inputs with --crop batch are handled")
         vol, spacing = canonical(os.path.join(root, side["input_file"]))
         lo, hi = np.array(pre["batch_box"]["lo"]), np.array(pre["batch_box"]["hi"])
-        interpolated, nearest = cube_masks(vol, lo, hi, cube_coords(lo, hi, spacing, int(side["size"])))
+        coords = cube_coords(lo, hi, spacing, int(side["size"]))
+        interpolated, nearest = interpolated_mask(vol, lo, hi, coords), nearest_mask(vol, lo, hi, coords)
         data = np.load(npz)
         threshold = float(side["void_threshold"])
         before = valid_flags(interpolated, threshold)

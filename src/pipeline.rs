@@ -700,7 +700,7 @@ fn maps_and_metrics(
         .collect();
     let patient_labels: Vec<bool> = case_labels.iter().map(|l| *l == Some(1)).collect();
     let threshold = eval::f1_max(&token_scores, &token_labels);
-    // Pass 2: Dice at t* and the binary masks on each input's grid.
+    // Pass 2: Dice at t* and at the voxel-level threshold, and the binary masks (at t*) on each input's grid.
     let t = threshold.map(|b| b.1);
     let masks_dir = if job.write {
         Some(outdir::subdir(job.out, "masks")?)
@@ -717,22 +717,25 @@ fn maps_and_metrics(
         ctx.second_pass(a, c, t, t_voxel, masks_dir.as_deref())
     })?;
     bar.finish_and_clear();
-    let token_dice: Vec<f64> = scores
-        .iter()
-        .zip(&passes)
-        .map(|(s, p)| eval::token_dice(s, &p.token_labels, t))
-        .collect();
-    let dice: Vec<f64> = both.iter().map(|d| d.0).collect();
-    let dice_voxel: Vec<f64> = both.iter().map(|d| d.1).collect();
-    let lesion_mean = |values: &[f64]| {
-        let lesion: Vec<f64> = values
+    let token_dice = eval::ThresholdDice::new(
+        threshold,
+        scores
             .iter()
-            .zip(&patient_labels)
-            .filter(|(_, &l)| l)
-            .map(|(&d, _)| d)
-            .collect();
-        (!lesion.is_empty()).then(|| lesion.iter().sum::<f64>() / lesion.len() as f64)
-    };
+            .zip(&passes)
+            .map(|(s, p)| eval::token_dice(s, &p.token_labels, t))
+            .collect(),
+        &patient_labels,
+    );
+    let dice = eval::ThresholdDice::new(
+        threshold,
+        both.iter().map(|d| d.0).collect(),
+        &patient_labels,
+    );
+    let dice_voxel = eval::ThresholdDice::new(
+        voxel_best,
+        both.iter().map(|d| d.1).collect(),
+        &patient_labels,
+    );
     let by_case = |values: &[f64]| -> serde_json::Map<String, Value> {
         cases
             .iter()
@@ -746,21 +749,21 @@ fn maps_and_metrics(
         "patient_f1_max": eval::f1_max(&patient_scores, &patient_labels).map(|b| b.0),
         "voxel_auroc": histogram.auroc(),
         "voxel_auroc_method": "2^20-bin histogram of the upsampled maps (ties within a bin count 1/2)",
-        "token_f1_max": threshold.map(|b| b.0),
-        "dice_threshold": threshold.map(|b| b.1),
-        "dice_mean": dice.iter().sum::<f64>() / dice.len() as f64,
-        "dice_mean_lesion_cases": lesion_mean(&dice),
-        "dice_per_case": by_case(&dice),
-        "token_dice_mean": token_dice.iter().sum::<f64>() / token_dice.len() as f64,
-        "token_dice_mean_lesion_cases": lesion_mean(&token_dice),
-        "token_dice_per_case": by_case(&token_dice),
+        "token_f1_max": dice.f1_max,
+        "dice_threshold": dice.threshold,
+        "dice_mean": dice.mean,
+        "dice_mean_lesion_cases": dice.mean_lesion,
+        "dice_per_case": by_case(&dice.per_case),
+        "token_dice_mean": token_dice.mean,
+        "token_dice_mean_lesion_cases": token_dice.mean_lesion,
+        "token_dice_per_case": by_case(&token_dice.per_case),
         "token_dice_note": "not ALGORITHM.md §8.3: per case, the Dice on the token grid of the tokens >= dice_threshold against the token labels (a token is lesion when any of its voxels is); pooled over all cases this Dice is token_f1_max",
-        "voxel_f1_max": voxel_best.map(|b| b.0),
-        "voxel_f1_threshold": t_voxel,
+        "voxel_f1_max": dice_voxel.f1_max,
+        "voxel_f1_threshold": dice_voxel.threshold,
         "voxel_f1_method": "2^20-bin histogram of the upsampled maps against the cube-space lesion masks, pooled over all cases; the threshold is the lower edge of the best bin (predict map >= threshold)",
-        "dice_at_voxel_threshold_mean": dice_voxel.iter().sum::<f64>() / dice_voxel.len() as f64,
-        "dice_at_voxel_threshold_mean_lesion_cases": lesion_mean(&dice_voxel),
-        "dice_at_voxel_threshold_per_case": by_case(&dice_voxel),
+        "dice_at_voxel_threshold_mean": dice_voxel.mean,
+        "dice_at_voxel_threshold_mean_lesion_cases": dice_voxel.mean_lesion,
+        "dice_at_voxel_threshold_per_case": by_case(&dice_voxel.per_case),
         "dice_at_voxel_threshold_note": "not ALGORITHM.md §8.3 (whose Dice, dice_*, is at the token-grid threshold dice_threshold): the same Dice at the voxel-level F1-max threshold voxel_f1_threshold (the threshold of voxel-level protocols); the masks use dice_threshold",
         "hottest_voxel_in_lesion_fraction": (!hottest_distance.is_empty()).then(|| {
             hottest_distance.iter().filter(|h| h.1 == 0.0).count() as f64 / hottest_distance.len() as f64

@@ -373,24 +373,56 @@ impl ScoreHistogram {
     }
 }
 
-/// Result of the §8.3 Dice protocol.
+/// Dice of every case at one threshold, with the means (§8.3 step 3e: mean over all cases, healthy
+/// included, and over the cases with a lesion).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct DiceProtocol {
-    /// The token-grid F1-max threshold `t*` (None when no token is positive).
+pub struct ThresholdDice {
+    /// The F1-max that chose the threshold (None when nothing is positive).
+    pub f1_max: Option<f64>,
+    /// The threshold (prediction: `score ≥ threshold`; None: nothing is predicted).
     pub threshold: Option<f64>,
-    /// The token-grid F1-max.
-    pub token_f1_max: Option<f64>,
     /// Dice of every case, in input order.
     pub per_case: Vec<f64>,
     /// Mean over all cases (healthy included).
     pub mean: f64,
     /// Mean over the cases with a lesion (None without any).
     pub mean_lesion: Option<f64>,
-    /// The same Dice at the voxel-level F1-max threshold instead of `t*` (not part of §8.3; see
-    /// [`VoxelThresholdDice`]).
-    pub at_voxel_threshold: VoxelThresholdDice,
-    /// Token-level Dice of every case (not part of §8.3): its tokens `≥ t*` against its token labels, on the
-    /// token grid, 1 when both are empty. Pooled over the batch this Dice is the token F1-max itself.
+}
+
+impl ThresholdDice {
+    /// The means of `per_case`; `has_lesion` marks the cases with a lesion, in the same order.
+    pub fn new(best: Option<(f64, f64)>, per_case: Vec<f64>, has_lesion: &[bool]) -> Self {
+        let lesion: Vec<f64> = per_case
+            .iter()
+            .zip(has_lesion)
+            .filter(|(_, &l)| l)
+            .map(|(&d, _)| d)
+            .collect();
+        ThresholdDice {
+            f1_max: best.map(|b| b.0),
+            threshold: best.map(|b| b.1),
+            mean: per_case.iter().sum::<f64>() / per_case.len().max(1) as f64,
+            mean_lesion: (!lesion.is_empty())
+                .then(|| lesion.iter().sum::<f64>() / lesion.len() as f64),
+            per_case,
+        }
+    }
+}
+
+/// Result of the §8.3 Dice protocol, with two Dice outside it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiceProtocol {
+    /// §8.3: the upsampled maps at the token-grid F1-max threshold `t*` (`f1_max` is the token F1-max).
+    pub at_t_star: ThresholdDice,
+    /// Not §8.3: the same maps at the **voxel-level** F1-max threshold, the F1-max over every voxel of every
+    /// upsampled map against the full-resolution masks, pooled over the batch. A token is positive when any
+    /// of its voxels is lesion, so `t*` is set to catch the lesion's partial tokens and typically sits lower
+    /// than the voxel threshold; the two Dice differ most on maps that are hot around their lesions.
+    /// Reported because voxel-level comparisons (among them one of the calibration figures in
+    /// docs/demo-results.md) use this threshold.
+    pub at_voxel_threshold: ThresholdDice,
+    /// Not §8.3: the token-level Dice of every case, its tokens `≥ t*` against its token labels on the token
+    /// grid (1 when both are empty). Pooled over the batch this Dice is the token F1-max itself.
     pub token_per_case: Vec<f64>,
 }
 
@@ -402,84 +434,28 @@ pub fn token_dice(scores: &[f32], labels: &[bool], t: Option<f64>) -> f64 {
     )
 }
 
-/// Dice at the **voxel-level** F1-max threshold: the F1-max over every voxel of every upsampled map against
-/// the full-resolution masks, pooled over the batch. §8.3 binarises at the token-grid `t*` instead. A token
-/// is positive when any of its voxels is lesion, so `t*` is set to catch the lesion's partial tokens and
-/// typically sits lower than the voxel threshold; the two Dice differ most on maps that are hot around
-/// their lesions. Reported next to the protocol's Dice because voxel-level comparisons (among them one of
-/// the calibration figures in docs/demo-results.md) use this threshold.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct VoxelThresholdDice {
-    /// The voxel-level F1-max (None when no voxel is lesion).
-    pub f1_max: Option<f64>,
-    /// Its threshold (prediction: `map ≥ threshold`).
-    pub threshold: Option<f64>,
-    /// Dice of every case at that threshold, in input order.
-    pub per_case: Vec<f64>,
-    /// Mean over all cases (healthy included).
-    pub mean: f64,
-    /// Mean over the cases with a lesion (None without any).
-    pub mean_lesion: Option<f64>,
-}
-
-/// Dice of every map at `threshold` (`None`: nothing is predicted) with the mean over all cases and over
-/// the cases with a lesion.
-fn dice_at(
-    maps: &[Array3<f32>],
-    masks: &[Array3<bool>],
-    threshold: Option<f64>,
-) -> (Vec<f64>, f64, Option<f64>) {
-    let per_case: Vec<f64> = maps
-        .iter()
-        .zip(masks)
-        .map(|(up, mask)| {
-            dice(
-                up.iter().map(|&v| threshold.is_some_and(|t| v as f64 >= t)),
-                mask.iter().copied(),
-            )
-        })
-        .collect();
-    let lesion: Vec<f64> = per_case
-        .iter()
-        .zip(masks)
-        .filter(|(_, m)| m.iter().any(|&v| v))
-        .map(|(&d, _)| d)
-        .collect();
-    let mean = per_case.iter().sum::<f64>() / per_case.len().max(1) as f64;
-    let mean_lesion =
-        (!lesion.is_empty()).then(|| lesion.iter().sum::<f64>() / lesion.len() as f64);
-    (per_case, mean, mean_lesion)
-}
-
 /// The Dice protocol of §8.3 on cubes: token grids `[G, G, G]` and lesion masks `[S, S, S]`, `S = patch·G`.
 /// `t*` is the F1-max threshold over all tokens of all cases; the trilinear upsampled maps (`upsample`)
 /// are binarised at `≥ t*` and compared with the full-resolution masks. Also the same Dice at the exact
-/// voxel-level F1-max threshold ([`VoxelThresholdDice`]; the pipeline takes that threshold from its
-/// voxel histogram instead, since sorting billions of voxels is out of reach).
+/// voxel-level F1-max threshold (the pipeline takes that threshold from its voxel histogram instead, since
+/// sorting billions of voxels is out of reach) and the token-level Dice at `t*`.
 pub fn dice_protocol(
     token_maps: &[Array3<f32>],
     masks: &[Array3<bool>],
     patch: usize,
     upsample: Upsample,
 ) -> DiceProtocol {
-    let mut scores = Vec::new();
-    let mut labels = Vec::new();
-    for (map, mask) in token_maps.iter().zip(masks) {
-        scores.extend(map.iter().copied());
-        labels.extend(pool_labels(mask.view(), patch).iter().copied());
-    }
-    let best = f1_max(&scores, &labels);
-    let threshold = best.map(|b| b.1);
-    let token_per_case: Vec<f64> = token_maps
+    let token_scores: Vec<Vec<f32>> = token_maps
         .iter()
-        .zip(masks)
-        .map(|(map, mask)| {
-            let pooled = pool_labels(mask.view(), patch);
-            let s: Vec<f32> = map.iter().copied().collect();
-            let l: Vec<bool> = pooled.iter().copied().collect();
-            token_dice(&s, &l, threshold)
-        })
+        .map(|m| m.iter().copied().collect())
         .collect();
+    let token_labels: Vec<Vec<bool>> = masks
+        .iter()
+        .map(|m| pool_labels(m.view(), patch).iter().copied().collect())
+        .collect();
+    let best = f1_max(&token_scores.concat(), &token_labels.concat());
+    let threshold = best.map(|b| b.1);
+    let has_lesion: Vec<bool> = masks.iter().map(|m| m.iter().any(|&v| v)).collect();
     let maps: Vec<Array3<f32>> = token_maps
         .iter()
         .zip(masks)
@@ -488,25 +464,32 @@ pub fn dice_protocol(
             upsample_trilinear(map.view(), [d.0, d.1, d.2], upsample)
         })
         .collect();
-    let (per_case, mean, mean_lesion) = dice_at(&maps, masks, threshold);
+    let dice_at = |t: Option<f64>| -> Vec<f64> {
+        maps.iter()
+            .zip(masks)
+            .map(|(up, mask)| {
+                dice(
+                    up.iter().map(|&v| t.is_some_and(|t| v as f64 >= t)),
+                    mask.iter().copied(),
+                )
+            })
+            .collect()
+    };
     let voxel_scores: Vec<f32> = maps.iter().flatten().copied().collect();
     let voxel_labels: Vec<bool> = masks.iter().flatten().copied().collect();
     let voxel_best = f1_max(&voxel_scores, &voxel_labels);
-    let (v_per_case, v_mean, v_mean_lesion) = dice_at(&maps, masks, voxel_best.map(|b| b.1));
     DiceProtocol {
-        threshold,
-        token_f1_max: best.map(|b| b.0),
-        mean,
-        mean_lesion,
-        per_case,
-        at_voxel_threshold: VoxelThresholdDice {
-            f1_max: voxel_best.map(|b| b.0),
-            threshold: voxel_best.map(|b| b.1),
-            per_case: v_per_case,
-            mean: v_mean,
-            mean_lesion: v_mean_lesion,
-        },
-        token_per_case,
+        at_t_star: ThresholdDice::new(best, dice_at(threshold), &has_lesion),
+        at_voxel_threshold: ThresholdDice::new(
+            voxel_best,
+            dice_at(voxel_best.map(|b| b.1)),
+            &has_lesion,
+        ),
+        token_per_case: token_scores
+            .iter()
+            .zip(&token_labels)
+            .map(|(s, l)| token_dice(s, l, threshold))
+            .collect(),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod qc;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::combinators::{BindKeyPoints, LogCoord, WithKeyPoints};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -388,6 +389,54 @@ pub fn score_histograms(
     })
 }
 
+/// The ticks of a log axis over `[lo, hi]`: labelled lines at 1, 2 and 5 times a power of ten, light
+/// lines at the other integer multiples. Each value appears once (plotters' own log ticks put every
+/// power of ten in twice, so its label was drawn twice, slightly offset).
+fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut bold, mut light) = (Vec::new(), Vec::new());
+    if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+        return (bold, light);
+    }
+    for exp in lo.log10().floor() as i32..=hi.log10().ceil() as i32 {
+        for mantissa in 1..=9u32 {
+            // Divide by a positive power rather than multiply by a negative one: 9/1000 is the f64
+            // nearest 0.009, 9 × 0.001 is not.
+            let v = if exp < 0 {
+                f64::from(mantissa) / 10f64.powi(-exp)
+            } else {
+                f64::from(mantissa) * 10f64.powi(exp)
+            };
+            if v < lo || v > hi {
+                continue;
+            }
+            match mantissa {
+                1 | 2 | 5 => bold.push(v),
+                _ => light.push(v),
+            }
+        }
+    }
+    (bold, light)
+}
+
+/// A log-scaled axis over `[lo, hi]` with the ticks of [`log_ticks`].
+fn log_axis(lo: f64, hi: f64) -> WithKeyPoints<LogCoord<f64>> {
+    let (bold, light) = log_ticks(lo, hi);
+    (lo..hi)
+        .log_scale()
+        .with_key_points(bold)
+        .with_light_points(light)
+}
+
+/// A tick label with as many decimals as the value needs (0.002, 0.05, 0.3, 20).
+fn log_tick_label(v: f64) -> String {
+    let decimals = if v >= 1.0 {
+        0
+    } else {
+        (-v.log10()).ceil().max(1.0) as usize
+    };
+    format!("{v:.decimals$}")
+}
+
 /// `plots/scaling.png`: mean similarity growth rate `τ_i` against rank `i` on log–log axes for normal and
 /// flagged tokens, with the reference line `1/(α̂ i)` fitted to the first half of the normal curve (slope
 /// −1; ALGORITHM.md §10, thesis Fig. 2.3). Ranks with no token or a zero mean are not drawn (log axes).
@@ -447,7 +496,7 @@ pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
             .margin(14)
             .x_label_area_size(48)
             .y_label_area_size(70)
-            .build_cartesian_2d((1f64..n_ranks).log_scale(), (lo..hi).log_scale())
+            .build_cartesian_2d(log_axis(1.0, n_ranks), log_axis(lo, hi))
             .map_err(s)?;
         chart
             .configure_mesh()
@@ -455,8 +504,8 @@ pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
             .y_desc("mean τ_i")
             .label_style(font(13))
             .axis_desc_style(font(15))
-            .y_label_formatter(&|v| format!("{v:.3}"))
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| log_tick_label(*v))
+            .x_label_formatter(&|v| log_tick_label(*v))
             .draw()
             .map_err(s)?;
         if !reference.is_empty() {
@@ -544,6 +593,23 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::decode;
     use super::*;
+
+    #[test]
+    fn log_ticks_are_unique_sorted_and_inside_the_range() {
+        let (bold, light) = log_ticks(0.004, 0.35);
+        assert_eq!(bold, vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2]);
+        assert_eq!(light.len(), 5 + 6 + 1, "{light:?}");
+        assert!(light.contains(&0.009) && light.contains(&0.3), "{light:?}");
+        let mut all: Vec<f64> = bold.iter().chain(&light).copied().collect();
+        all.sort_by(f64::total_cmp);
+        all.dedup();
+        assert_eq!(all.len(), bold.len() + light.len(), "a tick appears twice");
+        assert!(all.iter().all(|&v| (0.004..=0.35).contains(&v)));
+        assert_eq!(log_ticks(1.0, 29.0).0, vec![1.0, 2.0, 5.0, 10.0, 20.0]);
+        assert_eq!(log_ticks(0.0, 1.0), (vec![], vec![]));
+        let labels: Vec<String> = [0.005, 0.05, 0.3, 1.0, 20.0].map(log_tick_label).into();
+        assert_eq!(labels, ["0.005", "0.05", "0.3", "1", "20"]);
+    }
 
     #[test]
     fn roc_points_step_through_ties_and_end_at_one() {

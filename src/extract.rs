@@ -288,26 +288,44 @@ pub fn check_model_file(model: &Path) -> Result<()> {
 
 /// Runs `extract` with the ONNX Runtime backbone (loaded only if some case needs computing).
 pub fn run(cfg: &ExtractConfig, source: &dyn CubeSource) -> Result<ExtractSummary> {
-    cfg.validate()?;
-    check_model_file(&cfg.model)?;
-    let model_sha256 = sha256_file(&cfg.model)?;
-    let ort_cfg = OrtConfig {
+    run_preloaded(cfg, source, None)
+}
+
+/// Loads the ONNX Runtime backbone of `cfg` (library, model, device, the `layer_<k>` outputs), printing
+/// the device notice unless quiet. `score` calls it before it writes anything, so that a bad `--model`,
+/// `--layers` or `--device` leaves no run folder behind.
+pub fn load_backbone(cfg: &ExtractConfig) -> Result<Box<dyn Embedder>> {
+    let e = OrtEmbedder::load(&OrtConfig {
         model: cfg.model.clone(),
         ort_lib: cfg.ort_lib.clone(),
         device: cfg.device,
         threads: cfg.threads,
         layers: cfg.layers.clone(),
-    };
-    let quiet = cfg.quiet;
-    let mut load = || -> Result<Box<dyn Embedder>> {
-        let e = OrtEmbedder::load(&ort_cfg)?;
-        if !quiet {
-            if let Some(n) = e.notice() {
-                eprintln!("mri-ad: notice: {n}");
-            }
-            eprintln!("device: {} (--device {})", e.provider(), cfg.device);
+    })?;
+    if !cfg.quiet {
+        if let Some(n) = e.notice() {
+            eprintln!("mri-ad: notice: {n}");
         }
-        Ok(Box::new(e))
+        eprintln!("device: {} (--device {})", e.provider(), cfg.device);
+    }
+    Ok(Box::new(e))
+}
+
+/// [`run`] with a backbone already loaded by [`load_backbone`] (`None`: load it when first needed).
+pub fn run_preloaded(
+    cfg: &ExtractConfig,
+    source: &dyn CubeSource,
+    preloaded: Option<Box<dyn Embedder>>,
+) -> Result<ExtractSummary> {
+    cfg.validate()?;
+    check_model_file(&cfg.model)?;
+    let model_sha256 = sha256_file(&cfg.model)?;
+    let mut preloaded = preloaded;
+    let mut load = || -> Result<Box<dyn Embedder>> {
+        match preloaded.take() {
+            Some(e) => Ok(e),
+            None => load_backbone(cfg),
+        }
     };
     run_with(cfg, source, &model_sha256, &mut load)
 }

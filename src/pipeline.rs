@@ -9,9 +9,16 @@
 //! * Every case of both folders is in the one batch (leave-one-out); case ids must be unique across them.
 //! * The metrics are computed in the canonical cube space (S³, labels resampled by nearest neighbour), as
 //!   ALGORITHM.md §8.3 specifies at 224³; the maps and masks written are on each input's own grid.
-//! * A run folder is marked with `.mri-ad-run`; running again into it (same or other settings) reuses the
-//!   token files whose cache key matches and replaces the rest of the outputs, so an interrupted run resumes.
-//!   A non-empty folder without the marker needs `--force`.
+//! * A run folder is marked with `.mri-ad-run`, which records the run's request (inputs and the settings
+//!   that change results, [`run_request`]). The same request again resumes: token files whose cache key
+//!   matches are reused, the rest of the outputs rewritten. Another request is refused without `--force`;
+//!   with it, the earlier outputs ([`RUN_OUTPUTS`]) are removed first so that none is left stale (maps of
+//!   cases no longer in the batch, a ROC curve of a run with labels). A non-empty folder without the marker
+//!   needs `--force`.
+//! * Before the run folder is created: the volumes are read (batch crop box), every label map is read whole
+//!   and checked against its volume's grid, and the backbone is loaded (library, model, `layer_<k>`
+//!   outputs) when there is no token cache yet. Errors found later keep the token cache for a resume.
+//! * Run folders record absolute input paths (`summary.json`), so `eval` works from any folder.
 //! * Plots (`plots/`, `index.html`; `--no-plots` skips `plots/`) are drawn by [`crate::report`]: the QC
 //!   montages in the maps pass, where each case's cube and upsampled map already exist.
 //! * Maps: the 16³ token scores are upsampled trilinearly to the cube with each token's score at the centre
@@ -82,13 +89,143 @@ struct BatchCase {
     label: Option<PathBuf>,
 }
 
-/// Creates or reuses the run folder (see the module doc).
-pub fn prepare_run_folder(out: &Path, force: bool) -> Result<()> {
-    if out.join(RUN_MARKER).is_file() {
-        return Ok(());
+impl BatchCase {
+    /// The case as run folders record it (absolute paths).
+    fn record(&self) -> Value {
+        json!({
+            "case": self.input.id,
+            "group": self.group,
+            "image": absolute(&self.input.path),
+            "label": self.label.as_deref().map(absolute),
+        })
     }
-    outdir::prepare(out, force)?;
-    atomic::write_bytes(&out.join(RUN_MARKER), b"mri-ad run folder\n")
+}
+
+/// The outputs of a run folder that a run of another request replaces. The token cache `tokens/` is kept:
+/// its files are reused wherever their cache key still matches.
+const RUN_OUTPUTS: &[&str] = &[
+    "config.toml",
+    "eval.json",
+    "graph.json",
+    "index.html",
+    "maps",
+    "masks",
+    "nyul.json",
+    "plots",
+    "scores.csv",
+    "summary.json",
+    "token_scores",
+];
+
+/// Settings that change no result, left out of a run's request: threads and memory, the library that runs
+/// the model, the device, and the slices per backbone call (cached token files are reused whatever they
+/// were).
+const OPERATIONAL_SETTINGS: &[&str] = &["batch", "device", "memory-budget", "ort-lib", "threads"];
+
+/// What a run folder holds the results of: `inputs` (the cases and their files) and `settings` (the run's
+/// `config.toml` table) without the [`OPERATIONAL_SETTINGS`].
+pub fn run_request(inputs: Value, settings: &toml::Table) -> Value {
+    let settings: serde_json::Map<String, Value> = settings
+        .iter()
+        .filter(|(k, _)| !OPERATIONAL_SETTINGS.contains(&k.as_str()))
+        .map(|(k, v)| {
+            // File settings by the file, not by how the path was spelt from the current folder.
+            let v = match (k.as_str(), v) {
+                ("model" | "nyul", toml::Value::String(p)) => {
+                    json!(absolute(Path::new(p)))
+                }
+                _ => serde_json::to_value(v).unwrap_or(Value::Null),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    json!({"inputs": inputs, "settings": settings})
+}
+
+/// A path made absolute (resolving links) when it exists, else as given: run folders record absolute
+/// paths so that `eval` finds the inputs from any folder.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The request a run folder's marker records (`None` for a marker without one, written before requests
+/// were recorded, or by `score2d`).
+fn recorded_request(marker: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(marker).ok()?;
+    let doc: Value = serde_json::from_str(&text).ok()?;
+    doc.get("request").cloned()
+}
+
+/// How `now` differs from `before`, in words: the settings by name with both values, and the inputs.
+fn request_differences(before: &Value, now: &Value) -> String {
+    let mut out = Vec::new();
+    let (old, new) = (&before["settings"], &now["settings"]);
+    let mut keys: Vec<&String> = old
+        .as_object()
+        .into_iter()
+        .chain(new.as_object())
+        .flat_map(|m| m.keys())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        let (a, b) = (&old[k.as_str()], &new[k.as_str()]);
+        if a != b {
+            out.push(format!("--{k} {a} then, {b} now"));
+        }
+    }
+    if before["inputs"] != now["inputs"] {
+        let count = |v: &Value| match &v["inputs"] {
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.get("cases").and_then(Value::as_array).map_or(0, Vec::len),
+            _ => 0,
+        };
+        let (then, now) = (count(before), count(now));
+        out.push(if then == now {
+            "other input files or labels".to_string()
+        } else {
+            format!("other inputs ({then} cases then, {now} now)")
+        });
+    }
+    out.join("; ")
+}
+
+/// Creates or reuses the run folder for `request` (see the module doc): a folder holding the results of
+/// another request needs `force`, and then loses those results (not its token cache) before this run
+/// writes anything, so that no file of the other run is left to pass as one of this run's.
+pub fn prepare_run_folder(out: &Path, force: bool, request: &Value) -> Result<()> {
+    let marker = out.join(RUN_MARKER);
+    if marker.is_file() {
+        if let Some(before) = recorded_request(&marker).filter(|b| b != request) {
+            if !force {
+                return Err(Error::BadOutput {
+                    path: out.into(),
+                    problem: format!(
+                        "this run folder holds the results of another run ({}); choose another --out, or pass \
+                         --force to replace them (the token cache tokens/ is kept and reused where it matches)",
+                        request_differences(&before, request)
+                    ),
+                });
+            }
+            for name in RUN_OUTPUTS {
+                let path = out.join(name);
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else if path.exists() {
+                    std::fs::remove_file(&path)
+                } else {
+                    Ok(())
+                };
+                removed.map_err(|e| Error::io(&path, e))?;
+            }
+        }
+    } else {
+        outdir::prepare(out, force)?;
+    }
+    atomic::write_json(
+        &marker,
+        &json!({"mri_ad_run": "run folder of mri-ad score", "request": request}),
+    )
 }
 
 fn discover_cases(cfg: &PipelineConfig) -> Result<Vec<BatchCase>> {
@@ -123,10 +260,17 @@ fn find_cases(
                     .find(|c| &c.id == id)
                     .expect("listed")
                     .image;
+                let hint = if absolute(ldir) == absolute(dir) {
+                    format!(
+                        ": --labels names the --{group} folder itself; give the folder of the label maps"
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(Error::bad_input(
                     image,
                     format!(
-                        "no label map for case `{id}` in {} (--labels)",
+                        "no label map for case `{id}` in {} (--labels){hint}",
                         ldir.display()
                     ),
                 ));
@@ -201,13 +345,34 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         preprocessor = preprocessor.with_batch_box(crop);
         stage(&mut timings, "crop box", t);
     }
+    if let Some(ldir) = &cfg.labels {
+        if let Some(notice) = unpaired_labels_notice(ldir, &cases)? {
+            say(notice);
+        }
+    }
+    // Every label map is read and checked against its volume's grid now, not in the maps stage after the
+    // tokens (minutes to hours later, with a half-written run folder).
+    if cfg.labels.is_some() {
+        let t = Instant::now();
+        check_labels(&cases, workers, &progress)?;
+        stage(&mut timings, "label check", t);
+    }
     // What the backbone needs is checked before anything is written: the model always (its hash keys
     // the token cache), the ONNX Runtime library when no token cache exists yet.
+    // Without a token cache every case needs the backbone: it is loaded now (library, model, device and
+    // the `layer_<k>` outputs of --layers checked) and handed to the extraction.
+    cfg.extract.validate()?;
     crate::extract::check_model_file(&cfg.extract.model)?;
-    if !cfg.out.join("tokens").is_dir() {
-        crate::backbone::ort::resolve_ort_lib(cfg.extract.ort_lib.as_deref())?;
-    }
-    prepare_run_folder(&cfg.out, cfg.force)?;
+    let backbone = if cfg.out.join("tokens").is_dir() {
+        None
+    } else {
+        Some(crate::extract::load_backbone(&cfg.extract)?)
+    };
+    let request = run_request(
+        Value::Array(cases.iter().map(BatchCase::record).collect()),
+        &run_settings(&cfg.score, &cfg.config_extra)?,
+    );
+    prepare_run_folder(&cfg.out, cfg.force, &request)?;
     say(format!(
         "{} cases: {} healthy, {} query{}",
         cases.len(),
@@ -251,7 +416,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         preprocessor.clone(),
         nyul,
     );
-    let extracted = crate::extract::run(&extract_cfg, &source)?;
+    let extracted = crate::extract::run_preloaded(&extract_cfg, &source, backbone)?;
     stage(&mut timings, "tokens", t);
 
     let t = Instant::now();
@@ -311,11 +476,11 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let summary = json!({
         "mri_ad_version": env!("CARGO_PKG_VERSION"),
         "command": "score --healthy/--query",
-        "healthy": cfg.healthy,
-        "query": cfg.query,
-        "labels": cfg.labels,
+        "healthy": cfg.healthy.as_deref().map(absolute),
+        "query": absolute(&cfg.query),
+        "labels": cfg.labels.as_deref().map(absolute),
         "cases": names.len(),
-        "inputs": cases.iter().map(|c| json!({"case": c.input.id, "group": c.group, "image": c.input.path, "label": c.label})).collect::<Vec<_>>(),
+        "inputs": request["inputs"],
         "margin": cfg.preprocess.margin,
         "crop": {"mode": cfg.preprocess.crop, "batch_box": preprocessor.batch_box},
         "maps": {"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()},
@@ -807,6 +972,62 @@ fn gmm_mask_threshold(
     .map_err(|e| Error::bad_input(path, format!("the label-free mask threshold failed: {e}")))
 }
 
+/// A notice naming the NIfTI files of the labels folder that are no case's label map (usually misnamed:
+/// their cases are scored without them being used), or `None`.
+fn unpaired_labels_notice(ldir: &Path, cases: &[BatchCase]) -> Result<Option<String>> {
+    let paired: BTreeMap<String, PathBuf> = cases
+        .iter()
+        .filter_map(|c| Some((c.input.id.clone(), c.label.clone()?)))
+        .collect();
+    let images: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
+    let unpaired = discover::unpaired_files(ldir, &paired, &images)?;
+    Ok(unpaired_notice(ldir, &unpaired))
+}
+
+/// The notice of [`unpaired_labels_notice`] for the files `unpaired` of `ldir` (shared with `check`).
+pub fn unpaired_notice(ldir: &Path, unpaired: &[PathBuf]) -> Option<String> {
+    let first = unpaired.first()?;
+    Some(format!(
+        "mri-ad: notice: {} file(s) in {} (--labels) are no case's label map and are not used (first: {}): \
+         check their names against the case ids (data-manifest/ says how labels pair with cases)",
+        unpaired.len(),
+        ldir.display(),
+        first.display()
+    ))
+}
+
+/// Reads every label map whole (a truncated or damaged file fails here) and checks that it lies on its
+/// volume's voxel grid (size and affine, as the maps stage and `check` require).
+fn check_labels(cases: &[BatchCase], workers: usize, progress: &Progress) -> Result<()> {
+    let labelled: Vec<&BatchCase> = cases.iter().filter(|c| c.label.is_some()).collect();
+    let bar = progress.bar(labelled.len() as u64, "label check");
+    map_in_order(workers, &labelled, &|| bar.inc(1), &|_, case| {
+        let path = case.label.as_deref().expect("filtered");
+        let label = nifti::read_volume(path)?;
+        let image = nifti::read_header(&case.input.path)?;
+        let (image_affine, _) = image.best_affine();
+        let image_size = nifti::spatial_size(&case.input.path, &image)?;
+        if !nifti::same_grid(
+            image_size,
+            &image_affine,
+            label.size_ijk(),
+            &label.affine,
+            crate::volume::GRID_TOLERANCE_MM,
+        ) {
+            return Err(Error::Mismatch {
+                path: path.to_path_buf(),
+                what: "the label map's voxel grid (size and affine)".into(),
+                expected: format!("size {image_size:?}, affine {image_affine:?}"),
+                actual: format!("size {:?}, affine {:?}", label.size_ijk(), label.affine),
+                reference: case.input.path.display().to_string(),
+            });
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
 /// The lesion mask of a case in the cube space (any label > 0); healthy cases have none.
 fn lesion_cube(case: &BatchCase, transform: &crate::volume::Transform) -> Result<Array3<bool>> {
     let size = transform.size();
@@ -831,9 +1052,15 @@ pub fn toml_table(settings: &impl serde::Serialize) -> Result<toml::Table> {
 
 /// Writes the effective settings as `config.toml`: the scoring keys of `config` plus `extra` (for `score` on
 /// volumes, the backbone and preprocessing keys), a valid `--config` file.
-pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) -> Result<()> {
+/// The settings of a run as its `config.toml` table: the scoring settings and `extra`.
+pub fn run_settings(config: &ScoreConfig, extra: &toml::Table) -> Result<toml::Table> {
     let mut table = toml_table(config)?;
     table.extend(extra.clone());
+    Ok(table)
+}
+
+pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) -> Result<()> {
+    let table = run_settings(config, extra)?;
     let text = toml::to_string(&table).map_err(|e| Error::Resource(e.to_string()))?;
     atomic::write_bytes(&out.join("config.toml"), text.as_bytes())
 }
@@ -888,6 +1115,20 @@ pub fn evaluate_run(
     progress: &Progress,
 ) -> Result<Value> {
     let summary_path = run.join("summary.json");
+    if !summary_path.is_file() {
+        let problem = if !run.is_dir() {
+            "no such folder"
+        } else if run.join(RUN_MARKER).is_file() {
+            "an unfinished run folder (no summary.json yet): run the same `mri-ad score` command again to \
+             finish it"
+        } else {
+            "not a run folder of `mri-ad score` (it has no summary.json)"
+        };
+        return Err(Error::bad_argument(
+            "--run",
+            format!("{}: {problem}", run.display()),
+        ));
+    }
     let text = std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
     let summary: Value = serde_json::from_str(&text)
         .map_err(|e| Error::bad_input(&summary_path, format!("not a run summary: {e}")))?;
@@ -903,6 +1144,27 @@ pub fn evaluate_run(
         .as_u64()
         .ok_or_else(|| bad("`backbone.size`"))? as usize;
     let margin = summary["margin"].as_u64().ok_or_else(|| bad("`margin`"))? as usize;
+    for (flag, dir) in [
+        ("--query", Some(Path::new(query))),
+        ("--healthy", healthy.as_deref()),
+    ] {
+        let Some(dir) = dir else { continue };
+        if !dir.is_dir() {
+            return Err(Error::bad_input(
+                &summary_path,
+                format!(
+                    "the {flag} folder it records, {}, does not exist{}",
+                    dir.display(),
+                    if dir.is_relative() {
+                        " (a relative path, read from the current folder: run eval from the folder the run \
+                         was made in)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
     let cases = find_cases(healthy.as_deref(), Path::new(query), Some(labels))?;
     let mut scores = Vec::with_capacity(cases.len());
     for c in &cases {

@@ -695,3 +695,181 @@ fn an_interrupted_run_resumes_with_identical_results() {
         );
     }
 }
+
+/// Runs `mri-ad` in the folder `cwd`.
+fn run_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+    mri_ad()
+        .args(args)
+        .current_dir(cwd)
+        .env("ORT_DYLIB_PATH", ort_lib())
+        .output()
+        .expect("cannot run mri-ad")
+}
+
+/// Mistakes are caught before the run folder exists; a run folder is not overwritten by a run of other
+/// inputs or settings without --force, and with it keeps nothing stale; `eval` finds a run's inputs from
+/// any folder; label maps that match no case are named.
+#[test]
+fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["h", "q", "l", "elsewhere"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for i in 0..3 {
+        write_volume(
+            &root.join(format!("h/h{i}.nii.gz")),
+            &volume(i, false).0,
+            &AFFINE,
+        )
+        .unwrap();
+    }
+    for i in 0..2 {
+        let (vol, mask) = volume(20 + i, true);
+        write_volume(&root.join(format!("q/q{i}.nii.gz")), &vol, &AFFINE).unwrap();
+        write_volume(&root.join(format!("l/q{i}.nii.gz")), &mask, &AFFINE).unwrap();
+    }
+    let model = tiny_model(0);
+    let base = [
+        "score",
+        "--healthy",
+        "h",
+        "--query",
+        "q",
+        "--labels",
+        "l",
+        "--out",
+        "run",
+        "--model",
+        s(&model),
+        "--size",
+        "28",
+        "--layers",
+        "2,4",
+        "--proj-dim",
+        "16",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-plots",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        a
+    };
+    let refused = |args: &[&str], needles: &[&str]| {
+        let o = run_in(root, args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in: {err}");
+        }
+        err
+    };
+
+    // A block the model does not export, and a file that is not a model: refused, nothing written.
+    let mut bad_layers = base.to_vec();
+    let pos = bad_layers.iter().position(|a| *a == "2,4").unwrap();
+    bad_layers[pos] = "2,7";
+    refused(&bad_layers, &["--layers", "block 7"]);
+    std::fs::write(root.join("not-a-model.onnx"), b"not a model").unwrap();
+    let mut bad_model = base.to_vec();
+    let pos = bad_model.iter().position(|a| *a == s(&model)).unwrap();
+    bad_model[pos] = "not-a-model.onnx";
+    refused(&bad_model, &["not-a-model.onnx", "cannot load the model"]);
+    assert!(!root.join("run").exists());
+
+    // A label map on another grid, then a truncated one: refused before any token is computed.
+    let good_label = std::fs::read(root.join("l/q1.nii.gz")).unwrap();
+    write_volume(
+        &root.join("l/q1.nii.gz"),
+        &volume(21, true)
+            .1
+            .slice(ndarray::s![..35, .., ..])
+            .to_owned(),
+        &AFFINE,
+    )
+    .unwrap();
+    refused(&base, &["l/q1.nii.gz", "voxel grid", "q/q1.nii.gz"]);
+    let plain = mri_ad::io::nifti::read_volume(&root.join("l/q0.nii.gz")).unwrap();
+    write_volume(&root.join("l/q1.nii"), &plain.data, &AFFINE).unwrap();
+    std::fs::remove_file(root.join("l/q1.nii.gz")).unwrap();
+    let bytes = std::fs::read(root.join("l/q1.nii")).unwrap();
+    std::fs::write(root.join("l/q1.nii"), &bytes[..bytes.len() / 2]).unwrap();
+    refused(&base, &["l/q1.nii", "truncated"]);
+    assert!(!root.join("run").exists());
+    std::fs::remove_file(root.join("l/q1.nii")).unwrap();
+    std::fs::write(root.join("l/q1.nii.gz"), &good_label).unwrap();
+    // --labels naming the query folder itself says so.
+    let mut same = base.to_vec();
+    let pos = same.iter().position(|a| *a == "l").unwrap();
+    same[pos] = "q";
+    refused(&same, &["--labels names the --query folder itself"]);
+
+    // A label map that matches no case is named; the run goes on.
+    std::fs::copy(root.join("l/q0.nii.gz"), root.join("l/q7.nii.gz")).unwrap();
+    let err = ok(&run_in(root, &base));
+    assert!(
+        err.contains("l/q7.nii.gz") && err.contains("no case's label map"),
+        "{err}"
+    );
+    std::fs::remove_file(root.join("l/q7.nii.gz")).unwrap();
+    let run = root.join("run");
+    let summary = std::fs::read(run.join("summary.json")).unwrap();
+    let scores = std::fs::read(run.join("scores.csv")).unwrap();
+
+    // Another setting into the same folder: refused, naming it, and the run is left as it was.
+    let err = refused(
+        &with(&["--method", "musc"]),
+        &["--method", "codegraph", "musc", "--force"],
+    );
+    assert!(err.contains("another run"), "{err}");
+    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
+    // Settings that change no result still resume.
+    let err = ok(&run_in(
+        root,
+        &with(&["--threads", "1", "--memory-budget", "4096"]),
+    ));
+    assert!(err.contains("up to date, reused"), "{err}");
+    assert_eq!(std::fs::read(run.join("scores.csv")).unwrap(), scores);
+
+    // Eval from another folder: the run recorded absolute paths.
+    let o = run_in(
+        &root.join("elsewhere"),
+        &[
+            "eval",
+            "--run",
+            s(&run),
+            "--labels",
+            s(&root.join("l")),
+            "--no-progress",
+        ],
+    );
+    ok(&o);
+    let err = stderr(&run_in(
+        root,
+        &["eval", "--run", "h", "--labels", "l", "--no-progress"],
+    ));
+    assert!(
+        err.contains("--run") && err.contains("not a run folder"),
+        "{err}"
+    );
+
+    // Other inputs with --force: the earlier run's outputs go first, so no map of a case that left the
+    // batch remains; the token cache stays.
+    assert!(run.join("maps/q1_anomaly.nii.gz").is_file());
+    std::fs::remove_file(root.join("q/q1.nii.gz")).unwrap();
+    write_volume(&root.join("h/h3.nii.gz"), &volume(3, false).0, &AFFINE).unwrap();
+    refused(&base, &["other input files or labels", "--force"]);
+    ok(&run_in(root, &with(&["--force"])));
+    assert!(!run.join("maps/q1_anomaly.nii.gz").exists());
+    assert!(run.join("maps/h3_anomaly.nii.gz").is_file());
+    assert!(
+        run.join("tokens/q1.tokens.npz").is_file(),
+        "token cache kept"
+    );
+    let csv = std::fs::read_to_string(run.join("scores.csv")).unwrap();
+    assert!(csv.contains("h3") && !csv.contains("q1"), "{csv}");
+}

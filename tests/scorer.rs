@@ -547,8 +547,11 @@ fn output_folder_and_config_problems_exit_2() {
     let o = run(&["--force", "--config", s(&cfg)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
+    // The keys listed include the volume keys too (a volume run's config.toml has them).
     assert!(
-        err.contains("bad.toml") && err.contains("no-such-key"),
+        err.contains("bad.toml")
+            && err.contains("no-such-key")
+            && err.contains("proj-dim, reference-ratio"),
         "{err}"
     );
     let o = run(&["--force", "--divide", "2"]);

@@ -230,9 +230,15 @@ impl OrtEmbedder {
         let lib = resolve_ort_lib(cfg.ort_lib.as_deref())?;
         let env = environment(&lib)?;
         let model_err = |problem: String| Error::bad_input(&cfg.model, problem);
+        let load_err = |problem: String| {
+            model_err(format!(
+                "ONNX Runtime cannot load the model (not an ONNX file, or a damaged one? onnx/README.md says \
+                 how to build the default model): {problem}"
+            ))
+        };
         let (session, provider, notice) = match cfg.device {
             Device::Cpu => (
-                session(&env, cfg, false).map_err(model_err)?,
+                session(&env, cfg, false).map_err(load_err)?,
                 CPU_PROVIDER,
                 None,
             ),
@@ -253,7 +259,7 @@ impl OrtEmbedder {
                 Ok(s) => (s, CUDA_PROVIDER, None),
                 Err(e) => {
                     let first = e.lines().next().unwrap_or("").to_string();
-                    let s = session(&env, cfg, false).map_err(model_err)?;
+                    let s = session(&env, cfg, false).map_err(load_err)?;
                     (
                         s,
                         CPU_PROVIDER,

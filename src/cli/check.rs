@@ -27,10 +27,13 @@ pub struct CheckArgs {
     /// Folder of lesion label maps for the query cases (lesion = label > 0); every query case needs one.
     #[arg(long, value_name = "DIR")]
     pub labels: Option<PathBuf>,
-    /// Folder of brain masks (mask > 0), one per case, instead of the default `voxel > 0` rule.
+    /// Folder of brain masks (mask > 0), one per case, checked (grid, not empty) and counted instead of
+    /// the `voxel > 0` rule. For other tools: `score` takes no brain masks, its brain is `voxel > 0`
+    /// (skull-stripped volumes with a zero background).
     #[arg(long, value_name = "DIR")]
     pub masks: Option<PathBuf>,
-    /// Folder layout (data-manifest/): auto, brats-mets-2025, ixi, demo or generic.
+    /// Folder layout (data-manifest/): auto, brats-mets-2025, ixi, demo or generic. `score` always
+    /// detects it (auto); naming one here checks what that layout would find.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub layout: String,
     /// The crop mode `score` will use: batch (its default) needs every volume on one voxel grid (size and
@@ -163,6 +166,12 @@ pub fn run(args: CheckArgs) -> Result<()> {
                 Err(e) => problems.push(e),
             }
             discover::drop_paired_files(&mut found, &labels);
+            let images: Vec<&Path> = cases.iter().map(|c| c.image.as_path()).collect();
+            if let Ok(unpaired) = discover::unpaired_files(ldir, &labels, &images) {
+                if let Some(notice) = crate::pipeline::unpaired_notice(ldir, &unpaired) {
+                    eprintln!("{notice}");
+                }
+            }
         }
         let mut masks = Default::default();
         if let Some(mdir) = &args.masks {

@@ -14,7 +14,7 @@ pub struct ExtractArgs {
     /// skull-stripped with a zero background, preprocessed here (RAS+, crop, S³, Nyúl). A folder of
     /// `<case>.npy` files is read instead as already preprocessed cubes float32 [S, S, S] in (z, y, x)
     /// order, values in [0, 1], background 0.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
     /// Write the Nyúl landmarks in use to this JSON file (reusable with --nyul; with --shard, learn them
     /// once and pass them to every shard).
@@ -22,7 +22,7 @@ pub struct ExtractArgs {
     pub save_nyul: Option<PathBuf>,
     /// Folder for `<case>.tokens.npz` + `<case>.tokens.json`. Token files whose sidecar matches the current
     /// model, settings and input are reused; others are recomputed.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Process only shard i of N (1-based; cases sorted by id, every N-th case), e.g. `--shard 3/8`.
     #[arg(long, value_name = "i/N")]
@@ -36,7 +36,7 @@ pub struct ExtractArgs {
     #[command(flatten)]
     pub backbone: super::BackboneArgs,
     /// Also write the projection matrix [d', D] as .npy (for checks outside mri-ad).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub save_projection: Option<PathBuf>,
     #[command(flatten)]
     pub common: super::CommonArgs,

@@ -101,16 +101,17 @@ pub struct CommonArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
     /// The ONNX model (contract in onnx/README.md).
-    #[arg(long, default_value = "onnx/dinov2_vits14.onnx")]
+    #[arg(long, value_name = "FILE", default_value = "onnx/dinov2_vits14.onnx")]
     pub model: std::path::PathBuf,
     /// The ONNX Runtime shared library (libonnxruntime.so.*, from the onnxruntime or onnxruntime-gpu wheel);
     /// default: the ORT_DYLIB_PATH environment variable.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub ort_lib: Option<std::path::PathBuf>,
     /// auto: CUDA if the CUDA execution provider really registers, else CPU with a notice; cuda: fail
     /// (exit 2) with the provider's error when it cannot run; cpu. CUDA and CPU features differ slightly
-    /// (up to about 4e-4; onnx/README.md). The provider that ran is in summary.json; on volumes it is
-    /// also recorded per token file, and a run whose cached token files mix providers prints a notice.
+    /// (up to about 4e-4; onnx/README.md). The provider that ran is recorded in each token file's sidecar
+    /// (and in summary.json by `score` and `score2d`); a run whose cached token files mix providers prints
+    /// a notice.
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     pub device: String,
 }
@@ -143,7 +144,8 @@ pub struct BackboneArgs {
     /// Cube edge S (multiple of 14): volumes are resized to S³, the tokens form a (S/14)³ grid.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
-    /// A token is void (excluded from graph links) when more than this fraction of its 14³ voxels is background.
+    /// A token is void when more than this fraction of its 14³ voxels is background: void tokens make no
+    /// graph links and, unless --keep-void, are left out of the search (score 0).
     #[arg(long, default_value_t = 0.5)]
     pub void_threshold: f64,
     /// Margin in voxels around the brain's bounding box before resizing to the cube.

@@ -146,7 +146,8 @@ pub struct ScoringArgs {
     /// out (score 0), which is about 4× cheaper on brain volumes. They never create graph links.
     #[arg(long)]
     pub keep_void: bool,
-    /// Views that feed the graph stage, comma-separated: layer indices of the token files for `score`
+    /// Views that feed the graph stage, comma-separated 0-based view indices: for `score`, positions in
+    /// the token files' layer axis (one view per --layers block, in order: 0,1,2 for blocks 6,9,12)
     /// [default: all]; for `score2d`, view = block index · (number of LNAMD degrees) + degree index
     /// [default: the r = 1 views, 0,3,6,9].
     #[arg(long, value_delimiter = ',')]
@@ -159,9 +160,10 @@ pub struct ScoringArgs {
     /// Seed of every random choice [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Worker threads, 0 = one per core [default: 0]: for scoring and, on volumes, how many volumes the
-    /// crop box, Nyúl and maps stages work on at once (within --memory-budget; the resampling inside each
-    /// volume still uses every core).
+    /// Worker threads, 0 = one per core [default: 0]: for scoring; for the backbone, ONNX Runtime's
+    /// intra-op threads (0 = one per physical core); and, on volumes, how many volumes the crop box, Nyúl
+    /// and maps stages work on at once (within --memory-budget; the resampling inside each volume still
+    /// uses every core).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Memory budget in MiB for distance tables and GEMM scratch [default: 8192]; on volumes it also caps
@@ -210,6 +212,20 @@ pub fn read_config_file(path: &Path) -> Result<(ScoreConfig, super::BackboneFile
         |e: &dyn std::fmt::Display| Error::bad_input(path, format!("invalid --config file: {e}"));
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut scoring: toml::Table = toml::from_str(&text).map_err(|e| bad(&e))?;
+    // Unknown keys are named here with every key the file may hold (serde's own message lists only the
+    // scoring keys).
+    let mut known: Vec<String> = crate::pipeline::toml_table(&ScoreConfig::default())?
+        .keys()
+        .cloned()
+        .chain(super::BackboneFile::KEYS.map(String::from))
+        .collect();
+    known.sort();
+    if let Some(key) = scoring.keys().find(|k| !known.contains(k)) {
+        return Err(bad(&format!(
+            "unknown key `{key}`; the keys are the flag names without the dashes: {}",
+            known.join(", ")
+        )));
+    }
     let mut backbone = toml::Table::new();
     for key in super::BackboneFile::KEYS {
         if let Some(v) = scoring.remove(key) {
@@ -380,7 +396,14 @@ fn run_tokens(
         });
     }
     crate::score::check_graph_views(&config, files[0].set.n_views())?;
-    crate::pipeline::prepare_run_folder(&args.out, args.common.force)?;
+    let request = crate::pipeline::run_request(
+        json!({
+            "tokens": crate::pipeline::absolute(dir),
+            "cases": files.iter().map(|f| f.set.name.clone()).collect::<Vec<_>>(),
+        }),
+        &crate::pipeline::run_settings(&config, &toml::Table::new())?,
+    );
+    crate::pipeline::prepare_run_folder(&args.out, args.common.force, &request)?;
     let say = |msg: String| {
         if !args.common.quiet {
             eprintln!("{msg}");

@@ -261,6 +261,27 @@ pub fn pair(
     Ok((found, missing))
 }
 
+/// The NIfTI files of `dir` (searched as [`discover`] searches) that are neither paired with a case nor one
+/// of `images`: in a labels folder, label maps that match no case, usually a naming mistake.
+pub fn unpaired_files(
+    dir: &Path,
+    paired: &BTreeMap<String, PathBuf>,
+    images: &[&Path],
+) -> Result<Vec<PathBuf>> {
+    let known: BTreeSet<PathBuf> = paired
+        .values()
+        .map(PathBuf::as_path)
+        .chain(images.iter().copied())
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+        .collect();
+    Ok(list_files(dir)?
+        .into_iter()
+        .filter(|f| looks_like_nifti(f))
+        .map(|f| dir.join(f))
+        .filter(|p| !known.contains(&std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
+        .collect())
+}
+
 /// Removes the cases whose image is the label map (or mask) of another case (labels in the image folder).
 pub fn drop_paired_files(d: &mut Discovered, paired: &BTreeMap<String, PathBuf>) {
     let taken: BTreeSet<(&String, &PathBuf)> = paired.iter().collect();

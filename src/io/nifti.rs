@@ -570,7 +570,7 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<Parsed> {
 }
 
 /// Checks the dimensions: a 3D volume, optionally with trailing dimensions of size 1.
-fn spatial_size(path: &Path, h: &Header) -> Result<[usize; 3]> {
+pub fn spatial_size(path: &Path, h: &Header) -> Result<[usize; 3]> {
     let bad = |p: String| Error::bad_input(path, p);
     let nd = h.dim[0];
     if !(1..=7).contains(&nd) {

@@ -175,38 +175,101 @@ fn request_differences(before: &Value, now: &Value) -> String {
         }
     }
     if before["inputs"] != now["inputs"] {
-        let count = |v: &Value| match &v["inputs"] {
-            Value::Array(a) => a.len(),
-            Value::Object(o) => o.get("cases").and_then(Value::as_array).map_or(0, Vec::len),
-            _ => 0,
-        };
-        let (then, now) = (count(before), count(now));
-        out.push(if then == now {
-            "other input files or labels".to_string()
-        } else {
-            format!("other inputs ({then} cases then, {now} now)")
-        });
+        out.push(input_differences(&before["inputs"], &now["inputs"]));
     }
     out.join("; ")
 }
 
-/// Creates or reuses the run folder for `request` (see the module doc): a folder holding the results of
-/// another request needs `force`, and then loses those results (not its token cache) before this run
-/// writes anything, so that no file of the other run is left to pass as one of this run's.
+/// How the recorded inputs differ, in words: cases that joined or left the batch, and cases whose image or
+/// label map is another file (or that gained or lost a label map).
+fn input_differences(before: &Value, now: &Value) -> String {
+    // Volume runs record one entry per case; `score --tokens` runs the folder and the case ids.
+    let entries = |v: &Value| -> BTreeMap<String, Value> {
+        match v {
+            Value::Array(a) => a
+                .iter()
+                .map(|e| (e["case"].as_str().unwrap_or("").to_string(), e.clone()))
+                .collect(),
+            Value::Object(o) => o
+                .get("cases")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|c| (c.as_str().unwrap_or("").to_string(), v["tokens"].clone()))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    };
+    let (old, new) = (entries(before), entries(now));
+    let list = |ids: Vec<&String>| -> String {
+        let shown: Vec<&str> = ids.iter().take(5).map(|s| s.as_str()).collect();
+        let more = ids.len().saturating_sub(shown.len());
+        format!(
+            "{}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let mut parts = Vec::new();
+    let left: Vec<&String> = old.keys().filter(|k| !new.contains_key(*k)).collect();
+    let joined: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
+    let changed: Vec<&String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+        .map(|(k, _)| k)
+        .collect();
+    if !left.is_empty() {
+        parts.push(format!("cases no longer given: {}", list(left)));
+    }
+    if !joined.is_empty() {
+        parts.push(format!("new cases: {}", list(joined)));
+    }
+    if !changed.is_empty() {
+        parts.push(format!(
+            "another image, label map or token folder for: {}",
+            list(changed)
+        ));
+    }
+    if parts.is_empty() {
+        "other inputs".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Whether a run of `request` into `out` would replace the results of another run (`Ok(true)`), or is
+/// refused: `out` holds the finished results of another request and `force` is not given.
+pub fn replaces_another_run(out: &Path, force: bool, request: &Value) -> Result<bool> {
+    let Some(before) = recorded_request(&out.join(RUN_MARKER)).filter(|b| b != request) else {
+        return Ok(false);
+    };
+    // An unfinished run (no summary.json) has no results to lose: its outputs go without --force.
+    if !force && out.join("summary.json").is_file() {
+        return Err(Error::BadOutput {
+            path: out.into(),
+            problem: format!(
+                "this run folder holds the results of another run ({}); choose another --out, or pass \
+                 --force to replace them (the token cache tokens/ is kept and reused where it matches)",
+                request_differences(&before, request)
+            ),
+        });
+    }
+    Ok(true)
+}
+
+/// Creates or reuses the run folder for `request` (see the module doc): a folder holding the finished
+/// results of another request needs `force` ([`replaces_another_run`]), and then loses those results (not
+/// its token cache) before this run writes anything, so that no file of the other run is left to pass as
+/// one of this run's. The caller has checked everything it can before this point: a mistake must not
+/// cost the earlier results.
 pub fn prepare_run_folder(out: &Path, force: bool, request: &Value) -> Result<()> {
     let marker = out.join(RUN_MARKER);
     if marker.is_file() {
-        if let Some(before) = recorded_request(&marker).filter(|b| b != request) {
-            if !force {
-                return Err(Error::BadOutput {
-                    path: out.into(),
-                    problem: format!(
-                        "this run folder holds the results of another run ({}); choose another --out, or pass \
-                         --force to replace them (the token cache tokens/ is kept and reused where it matches)",
-                        request_differences(&before, request)
-                    ),
-                });
-            }
+        if replaces_another_run(out, force, request)? {
             for name in RUN_OUTPUTS {
                 let path = out.join(name);
                 let removed = if path.is_dir() {
@@ -241,6 +304,21 @@ fn find_cases(
     let mut cases: Vec<BatchCase> = Vec::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let groups = [("healthy", healthy), ("query", Some(query))];
+    for (flag, dir) in [
+        ("--healthy", healthy),
+        ("--query", Some(query)),
+        ("--labels", labels_dir),
+    ] {
+        match dir {
+            Some(d) if !d.is_dir() => {
+                return Err(Error::bad_argument(
+                    flag,
+                    format!("{}: no such folder", d.display()),
+                ))
+            }
+            _ => {}
+        }
+    }
     for (group, dir) in groups {
         let Some(dir) = dir else { continue };
         let mut found = discover::discover(dir, None)?;
@@ -354,24 +432,30 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     // tokens (minutes to hours later, with a half-written run folder).
     if cfg.labels.is_some() {
         let t = Instant::now();
-        check_labels(&cases, workers, &progress)?;
+        for notice in check_labels(&cases, workers, &progress)? {
+            say(notice);
+        }
         stage(&mut timings, "label check", t);
     }
-    // What the backbone needs is checked before anything is written: the model always (its hash keys
-    // the token cache), the ONNX Runtime library when no token cache exists yet.
-    // Without a token cache every case needs the backbone: it is loaded now (library, model, device and
-    // the `layer_<k>` outputs of --layers checked) and handed to the extraction.
+    // Everything else that can be checked is checked before anything is written: the settings against
+    // the batch, the --nyul file, the model file (its hash keys the token cache). Without a token cache,
+    // or when this run replaces the results of another (a mistake must not cost them), the backbone is
+    // loaded now (library, model, device and the `layer_<k>` outputs of --layers checked) and handed to
+    // the extraction.
     cfg.extract.validate()?;
     crate::extract::check_model_file(&cfg.extract.model)?;
-    let backbone = if cfg.out.join("tokens").is_dir() {
-        None
-    } else {
-        Some(crate::extract::load_backbone(&cfg.extract)?)
-    };
+    crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
+    let given_nyul = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
     let request = run_request(
         Value::Array(cases.iter().map(BatchCase::record).collect()),
         &run_settings(&cfg.score, &cfg.config_extra)?,
     );
+    let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
+    let backbone = if cfg.out.join("tokens").is_dir() && !replacing {
+        None
+    } else {
+        Some(crate::extract::load_backbone(&cfg.extract)?)
+    };
     prepare_run_folder(&cfg.out, cfg.force, &request)?;
     say(format!(
         "{} cases: {} healthy, {} query{}",
@@ -387,8 +471,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
 
     // Nyúl landmarks: given, or learned on the healthy volumes (all volumes without --healthy).
     let t = Instant::now();
-    let nyul = match &cfg.nyul {
-        Some(p) => NyulModel::load(p)?,
+    let nyul = match given_nyul {
+        Some(model) => model,
         None => {
             let train: Vec<&BatchCase> = if cfg.healthy.is_some() {
                 cases.iter().filter(|c| c.group == "healthy").collect()
@@ -996,12 +1080,38 @@ pub fn unpaired_notice(ldir: &Path, unpaired: &[PathBuf]) -> Option<String> {
     ))
 }
 
+/// What looks wrong with a label map's values, if anything: non-integer values or many distinct values,
+/// as an image given as a label map has (every value > 0 counts as lesion, so it would still be used).
+pub fn label_oddity(label: &nifti::Volume) -> Option<String> {
+    if let Some(v) = label.data.iter().find(|v| v.fract() != 0.0) {
+        return Some(format!("it has non-integer values (e.g. {v})"));
+    }
+    let mut distinct = std::collections::BTreeSet::new();
+    for &v in &label.data {
+        distinct.insert(v as i64);
+        if distinct.len() > 64 {
+            return Some("it has more than 64 distinct values".into());
+        }
+    }
+    None
+}
+
+/// The notice for a label map with a [`label_oddity`] (shared with `check`).
+pub fn label_oddity_notice(path: &Path, oddity: &str) -> String {
+    format!(
+        "mri-ad: notice: {}: {oddity}; is it an image rather than a label map? Every value > 0 counts as \
+         lesion",
+        path.display()
+    )
+}
+
 /// Reads every label map whole (a truncated or damaged file fails here) and checks that it lies on its
-/// volume's voxel grid (size and affine, as the maps stage and `check` require).
-fn check_labels(cases: &[BatchCase], workers: usize, progress: &Progress) -> Result<()> {
+/// volume's voxel grid (size and affine, as the maps stage and `check` require). Returns the notices of
+/// label maps whose values look like an image's.
+fn check_labels(cases: &[BatchCase], workers: usize, progress: &Progress) -> Result<Vec<String>> {
     let labelled: Vec<&BatchCase> = cases.iter().filter(|c| c.label.is_some()).collect();
     let bar = progress.bar(labelled.len() as u64, "label check");
-    map_in_order(workers, &labelled, &|| bar.inc(1), &|_, case| {
+    let notices = map_in_order(workers, &labelled, &|| bar.inc(1), &|_, case| {
         let path = case.label.as_deref().expect("filtered");
         let label = nifti::read_volume(path)?;
         let image = nifti::read_header(&case.input.path)?;
@@ -1022,10 +1132,10 @@ fn check_labels(cases: &[BatchCase], workers: usize, progress: &Progress) -> Res
                 reference: case.input.path.display().to_string(),
             });
         }
-        Ok(())
+        Ok(label_oddity(&label).map(|o| label_oddity_notice(path, &o)))
     })?;
     bar.finish_and_clear();
-    Ok(())
+    Ok(notices.into_iter().flatten().collect())
 }
 
 /// The lesion mask of a case in the cube space (any label > 0); healthy cases have none.

@@ -808,6 +808,28 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     same[pos] = "q";
     refused(&same, &["--labels names the --query folder itself"]);
 
+    // An image given as a label map is named (every value > 0 would count as lesion).
+    let mut image_labels = base.to_vec();
+    let pos = image_labels.iter().position(|a| *a == "l").unwrap();
+    std::fs::create_dir_all(root.join("limg")).unwrap();
+    for i in 0..2 {
+        let (vol, _) = volume(20 + i, true);
+        write_volume(
+            &root.join(format!("limg/q{i}.nii.gz")),
+            &(vol * 1.37),
+            &AFFINE,
+        )
+        .unwrap();
+    }
+    image_labels[pos] = "limg";
+    let pos = image_labels.iter().position(|a| *a == "run").unwrap();
+    image_labels[pos] = "run-limg";
+    let err = ok(&run_in(root, &image_labels));
+    assert!(
+        err.contains("limg/q0.nii.gz") && err.contains("rather than a label map"),
+        "{err}"
+    );
+
     // A label map that matches no case is named; the run goes on.
     std::fs::copy(root.join("l/q0.nii.gz"), root.join("l/q7.nii.gz")).unwrap();
     let err = ok(&run_in(root, &base));
@@ -827,6 +849,28 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     );
     assert!(err.contains("another run"), "{err}");
     assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
+    // A mistake given with --force costs nothing: every check comes before the earlier results go.
+    for bad in [
+        &["--force", "--graph-views", "5"][..],
+        &["--force", "--divide", "4"],
+        &["--force", "--nyul", "l/q0.nii.gz"],
+        &["--force", "--layers", "2,7"],
+    ] {
+        let mut args = with(bad);
+        if bad.contains(&"--layers") {
+            // the token cache exists, so the backbone is loaded only when the cache key differs
+            let pos = args.iter().position(|a| *a == "2,4").unwrap();
+            args.remove(pos);
+            args.remove(pos - 1);
+        }
+        let o = run_in(root, &args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert_eq!(
+            std::fs::read(run.join("summary.json")).unwrap(),
+            summary,
+            "{bad:?}"
+        );
+    }
     // Settings that change no result still resume.
     let err = ok(&run_in(
         root,
@@ -834,6 +878,24 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     ));
     assert!(err.contains("up to date, reused"), "{err}");
     assert_eq!(std::fs::read(run.join("scores.csv")).unwrap(), scores);
+
+    // An unfinished run of other settings has no results to lose: the corrected command needs no --force.
+    let unfinished = root.join("unfinished");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(
+        unfinished.join(".mri-ad-run"),
+        r#"{"request": {"inputs": [], "settings": {"method": "musc"}}}"#,
+    )
+    .unwrap();
+    std::fs::write(unfinished.join("scores.csv"), "stale").unwrap();
+    let mut to_unfinished = base.to_vec();
+    let pos = to_unfinished.iter().position(|a| *a == "run").unwrap();
+    to_unfinished[pos] = "unfinished";
+    ok(&run_in(root, &to_unfinished));
+    assert_ne!(
+        std::fs::read_to_string(unfinished.join("scores.csv")).unwrap(),
+        "stale"
+    );
 
     // Eval from another folder: the run recorded absolute paths.
     let o = run_in(
@@ -862,7 +924,10 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     assert!(run.join("maps/q1_anomaly.nii.gz").is_file());
     std::fs::remove_file(root.join("q/q1.nii.gz")).unwrap();
     write_volume(&root.join("h/h3.nii.gz"), &volume(3, false).0, &AFFINE).unwrap();
-    refused(&base, &["other input files or labels", "--force"]);
+    refused(
+        &base,
+        &["cases no longer given: q1; new cases: h3", "--force"],
+    );
     ok(&run_in(root, &with(&["--force"])));
     assert!(!run.join("maps/q1_anomaly.nii.gz").exists());
     assert!(run.join("maps/h3_anomaly.nii.gz").is_file());

@@ -240,27 +240,43 @@ pub fn run(args: CheckArgs) -> Result<()> {
             let mut lesion_voxels = None;
             if let (Some(ldir), "query") = (&args.labels, group) {
                 match &label {
-                    None => problems.push(Error::bad_input(
-                        &case.image,
-                        format!(
-                            "case {:?} has no label map in {} (looked for {})",
-                            case.id,
-                            ldir.display(),
-                            manifest
-                                .labels
-                                .iter()
-                                .chain(&generic.labels)
-                                .map(|p| p.replace("{case}", &case.id))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )),
+                    None => {
+                        let mut looked: Vec<String> = Vec::new();
+                        for p in manifest.labels.iter().chain(&generic.labels) {
+                            let name = p.replace("{case}", &case.id);
+                            if !looked.contains(&name) {
+                                looked.push(name);
+                            }
+                        }
+                        let same_folder =
+                            crate::pipeline::absolute(ldir) == crate::pipeline::absolute(dir);
+                        problems.push(Error::bad_input(
+                            &case.image,
+                            format!(
+                                "case {:?} has no label map in {} (looked for {}){}",
+                                case.id,
+                                ldir.display(),
+                                looked.join(", "),
+                                if same_folder {
+                                    "; --labels names the --query folder itself: give the folder of the \
+                                     label maps"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ))
+                    }
                     Some(lp) => match nifti::read_volume(lp) {
                         Err(e) => problems.push(as_input_problem(e)),
                         Ok(l) if !image.same_grid(&l, GRID_TOLERANCE_MM) => {
                             problems.push(grid_problem(lp, &l, &image, "label map"))
                         }
-                        Ok(l) => lesion_voxels = Some(l.data.iter().filter(|&&v| v > 0.0).count()),
+                        Ok(l) => {
+                            if let Some(o) = crate::pipeline::label_oddity(&l) {
+                                eprintln!("{}", crate::pipeline::label_oddity_notice(lp, &o));
+                            }
+                            lesion_voxels = Some(l.data.iter().filter(|&&v| v > 0.0).count())
+                        }
                     },
                 }
             }
@@ -319,13 +335,12 @@ pub fn run(args: CheckArgs) -> Result<()> {
             first
         } else {
             Error::BadBatch {
-                path: match &first {
-                    Error::BadInput { path, .. }
-                    | Error::BadBatch { path, .. }
-                    | Error::Mismatch { path, .. } => path.clone(),
-                    _ => PathBuf::from("input"),
-                },
-                problem: format!("{first} (and {} more problems, listed above)", n - 1),
+                path: args
+                    .query
+                    .clone()
+                    .or_else(|| args.healthy.clone())
+                    .unwrap_or_else(|| PathBuf::from("input")),
+                problem: format!("{n} problems, listed above; the first: {first}"),
             }
         });
     }

@@ -93,6 +93,8 @@ pub struct CommonArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Write into a non-empty output folder, replacing the files this run writes (other files are kept).
+    /// For `score` into a run folder that holds the finished results of other inputs or settings: those
+    /// results are removed first (the token cache is kept and reused where it matches).
     #[arg(long)]
     pub force: bool,
 }

@@ -44,7 +44,8 @@ pub struct ScoreArgs {
     /// valid bool [M], grid i64 [3]), used exactly as stored.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["healthy", "query", "labels"])]
     pub tokens: Option<PathBuf>,
-    /// Output folder (created; a non-empty folder that is not an mri-ad run folder needs --force).
+    /// Output folder (created). The same command again into a run folder resumes it; a run folder with
+    /// the finished results of other inputs or settings, or any other non-empty folder, needs --force.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
@@ -395,7 +396,7 @@ fn run_tokens(
             ),
         });
     }
-    crate::score::check_graph_views(&config, files[0].set.n_views())?;
+    crate::score::check_batch(&config, files.len(), files[0].set.n_views())?;
     let request = crate::pipeline::run_request(
         json!({
             "tokens": crate::pipeline::absolute(dir),

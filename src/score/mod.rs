@@ -291,14 +291,10 @@ pub fn check_graph_views(config: &ScoreConfig, n_views: usize) -> Result<()> {
     }
 }
 
-/// Scores a batch. See the module doc for shapes and memory.
-pub fn score_batch(
-    sets: &[TokenSet],
-    config: &ScoreConfig,
-    progress: &Progress,
-) -> Result<ScoreResult> {
+/// Checks `config` against a batch of `n` cases with `n_views` views each: everything [`score_batch`] would
+/// refuse before its first distance, so that callers can refuse it before they write or compute anything.
+pub fn check_batch(config: &ScoreConfig, n: usize, n_views: usize) -> Result<()> {
     config.validate()?;
-    let n = sets.len();
     if n < 3 {
         return Err(Error::BadBatch {
             path: "batch".into(),
@@ -313,6 +309,30 @@ pub fn score_batch(
             problem: format!("{n} cases is more than this build supports"),
         });
     }
+    check_graph_views(config, n_views)?;
+    if config.divide > 1 {
+        let parts = divide_batch(n, config.divide, config.seed);
+        if let Some(small) = parts.iter().map(Vec::len).min().filter(|&m| m < 3) {
+            return Err(Error::bad_argument(
+                "--divide",
+                format!(
+                    "{} parts of {n} cases leave {small} case(s) in a part; every part needs at least 3",
+                    config.divide
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Scores a batch. See the module doc for shapes and memory.
+pub fn score_batch(
+    sets: &[TokenSet],
+    config: &ScoreConfig,
+    progress: &Progress,
+) -> Result<ScoreResult> {
+    let n = sets.len();
+    check_batch(config, n, sets.first().map_or(0, TokenSet::n_views))?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads)
         .build()
@@ -321,15 +341,6 @@ pub fn score_batch(
         return pool.install(|| score_batch_inner(sets, config, progress));
     }
     let parts = divide_batch(n, config.divide, config.seed);
-    if let Some(small) = parts.iter().map(Vec::len).min().filter(|&m| m < 3) {
-        return Err(Error::bad_argument(
-            "--divide",
-            format!(
-                "{} parts of {n} cases leave {small} case(s) in a part; every part needs at least 3",
-                config.divide
-            ),
-        ));
-    }
     let mut results = Vec::with_capacity(parts.len());
     for part in &parts {
         let subset: Vec<TokenSet> = part.iter().map(|&a| sets[a].clone()).collect();

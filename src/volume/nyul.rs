@@ -138,9 +138,26 @@ impl NyulModel {
 
     /// Loads a model saved by [`Self::save`], checking it is usable.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let m: NyulModel = serde_json::from_str(&text)
-            .map_err(|e| Error::bad_input(path, format!("not a Nyúl landmarks file: {e}")))?;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::bad_argument(
+                    "--nyul",
+                    format!("{}: no such file", path.display()),
+                ))
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let m: NyulModel = serde_json::from_slice(&bytes)
+            .map_err(|e| {
+                Error::bad_input(
+                    path,
+                    format!(
+                        "not a Nyúl landmarks file (--nyul takes the nyul.json of a score run or the file of \
+                         extract --save-nyul): {e}"
+                    ),
+                )
+            })?;
         if m.percentiles != PERCENTILES.to_vec()
             || m.standard.len() != 13
             || m.standard.iter().any(|v| !v.is_finite())

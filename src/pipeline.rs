@@ -1070,13 +1070,25 @@ fn unpaired_labels_notice(ldir: &Path, cases: &[BatchCase]) -> Result<Option<Str
 
 /// The notice of [`unpaired_labels_notice`] for the files `unpaired` of `ldir` (shared with `check`).
 pub fn unpaired_notice(ldir: &Path, unpaired: &[PathBuf]) -> Option<String> {
-    let first = unpaired.first()?;
+    if unpaired.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = unpaired
+        .iter()
+        .take(5)
+        .map(|p| p.display().to_string())
+        .collect();
     Some(format!(
-        "mri-ad: notice: {} file(s) in {} (--labels) are no case's label map and are not used (first: {}): \
+        "mri-ad: notice: {} file(s) in {} (--labels) are no case's label map and are not used ({}{}): \
          check their names against the case ids (data-manifest/ says how labels pair with cases)",
         unpaired.len(),
         ldir.display(),
-        first.display()
+        shown.join(", "),
+        if unpaired.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
     ))
 }
 
@@ -1226,7 +1238,9 @@ pub fn evaluate_run(
 ) -> Result<Value> {
     let summary_path = run.join("summary.json");
     if !summary_path.is_file() {
-        let problem = if !run.is_dir() {
+        let problem = if run.is_file() {
+            "a file, not a run folder"
+        } else if !run.is_dir() {
             "no such folder"
         } else if run.join(RUN_MARKER).is_file() {
             "an unfinished run folder (no summary.json yet): run the same `mri-ad score` command again to \
@@ -1334,7 +1348,8 @@ pub fn evaluate_run(
         ),
     };
     let evaluation = maps_and_metrics(&job, &preprocessor, &cases, &scores, progress)?;
-    let doc = json!({"run": run, "labels": labels, "metrics": evaluation.metrics});
+    let doc =
+        json!({"run": absolute(run), "labels": absolute(labels), "metrics": evaluation.metrics});
     atomic::write_json(&run.join("eval.json"), &doc)?;
     Ok(doc)
 }

@@ -140,7 +140,13 @@ pub fn run(args: CheckArgs) -> Result<()> {
     }
     if let Some(out) = &args.out {
         if out.exists() {
-            crate::io::outdir::prepare(out, args.common.force)?;
+            // A folder holding nothing but an earlier check.json is this command's own: rewritten freely.
+            let only_check_json = std::fs::read_dir(out).is_ok_and(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .all(|e| e.file_name() == "check.json")
+            });
+            crate::io::outdir::prepare(out, args.common.force || only_check_json)?;
         }
     }
     let quiet = args.common.quiet;

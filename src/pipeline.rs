@@ -9,15 +9,21 @@
 //! * Every case of both folders is in the one batch (leave-one-out); case ids must be unique across them.
 //! * The metrics are computed in the canonical cube space (S³, labels resampled by nearest neighbour), as
 //!   ALGORITHM.md §8.3 specifies at 224³; the maps and masks written are on each input's own grid.
-//! * A run folder is marked with `.mri-ad-run`, which records the run's request (inputs and the settings
-//!   that change results, [`run_request`]). The same request again resumes: token files whose cache key
-//!   matches are reused, the rest of the outputs rewritten. Another request is refused without `--force`;
-//!   with it, the earlier outputs ([`RUN_OUTPUTS`]) are removed first so that none is left stale (maps of
-//!   cases no longer in the batch, a ROC curve of a run with labels). A non-empty folder without the marker
-//!   needs `--force`.
-//! * Before the run folder is created: the volumes are read (batch crop box), every label map is read whole
-//!   and checked against its volume's grid, and the backbone is loaded (library, model, `layer_<k>`
-//!   outputs) when there is no token cache yet. Errors found later keep the token cache for a resume.
+//! * A run folder is marked with `.mri-ad-run`, which records the run's request ([`run_request`]: the
+//!   cases with the SHA-256 of their files, the settings that change results, file settings by content).
+//!   The same request again resumes: token files whose cache key matches are reused, the rest of the
+//!   outputs rewritten. A finished run (summary.json) of another request, or of none recorded, is refused
+//!   without `--force`; with it, or for an unfinished run, the earlier outputs ([`RUN_OUTPUTS`]) are
+//!   removed first so that none is left stale (maps of cases no longer in the batch, a ROC curve of a run
+//!   with labels). A non-empty folder without the marker needs `--force`. There is no lock: two runs
+//!   into one folder at once are not detected.
+//! * Before anything is removed or written: the request is compared (first, so a refusal is quick), every
+//!   volume is read whole (with the batch crop box, or on its own for `--crop volume`), every label map is
+//!   read whole and checked against its volume's grid, the settings are checked against the batch, the
+//!   `--nyul` file is read, and the backbone is loaded (library, model, `layer_<k>` outputs) when there is
+//!   no token cache yet or the run replaces another's results. What can still fail later (a volume whose
+//!   tokens are all void, the Nyúl fit, the label-free GMM threshold) stops the run with the token cache
+//!   kept for a resume; with `--force` the earlier results are then already gone.
 //! * Run folders record absolute input paths (`summary.json`), so `eval` works from any folder.
 //! * Plots (`plots/`, `index.html`; `--no-plots` skips `plots/`) are drawn by [`crate::report`]: the QC
 //!   montages in the maps pass, where each case's cube and upsampled map already exist.
@@ -90,20 +96,30 @@ struct BatchCase {
 }
 
 impl BatchCase {
-    /// The case as run folders record it (absolute paths).
-    fn record(&self) -> Value {
+    /// The case as a request records it: id, group and the SHA-256 of its files (`hashes`: image, label).
+    fn request_entry(&self, hashes: &(String, Option<String>)) -> Value {
         json!({
             "case": self.input.id,
             "group": self.group,
-            "image": absolute(&self.input.path),
-            "label": self.label.as_deref().map(absolute),
+            "image_sha256": hashes.0,
+            "label_sha256": hashes.1,
         })
+    }
+
+    /// The case as summary.json records it: the request entry and the absolute paths.
+    fn summary_entry(&self, hashes: &(String, Option<String>)) -> Value {
+        let mut e = self.request_entry(hashes);
+        e["image"] = json!(absolute(&self.input.path));
+        e["label"] = json!(self.label.as_deref().map(absolute));
+        e
     }
 }
 
 /// The outputs of a run folder that a run of another request replaces. The token cache `tokens/` is kept:
 /// its files are reused wherever their cache key still matches.
 const RUN_OUTPUTS: &[&str] = &[
+    // First: a removal cut short must not leave a folder that looks finished.
+    "summary.json",
     "config.toml",
     "eval.json",
     "graph.json",
@@ -113,7 +129,6 @@ const RUN_OUTPUTS: &[&str] = &[
     "nyul.json",
     "plots",
     "scores.csv",
-    "summary.json",
     "token_scores",
 ];
 
@@ -122,24 +137,38 @@ const RUN_OUTPUTS: &[&str] = &[
 /// were).
 const OPERATIONAL_SETTINGS: &[&str] = &["batch", "device", "memory-budget", "ort-lib", "threads"];
 
-/// What a run folder holds the results of: `inputs` (the cases and their files) and `settings` (the run's
-/// `config.toml` table) without the [`OPERATIONAL_SETTINGS`].
-pub fn run_request(inputs: Value, settings: &toml::Table) -> Value {
-    let settings: serde_json::Map<String, Value> = settings
-        .iter()
-        .filter(|(k, _)| !OPERATIONAL_SETTINGS.contains(&k.as_str()))
-        .map(|(k, v)| {
-            // File settings by the file, not by how the path was spelt from the current folder.
-            let v = match (k.as_str(), v) {
-                ("model" | "nyul", toml::Value::String(p)) => {
-                    json!(absolute(Path::new(p)))
-                }
-                _ => serde_json::to_value(v).unwrap_or(Value::Null),
-            };
-            (k.clone(), v)
-        })
-        .collect();
-    json!({"inputs": inputs, "settings": settings})
+/// What a run folder holds the results of: `inputs` (the cases and their files' SHA-256) and `settings`
+/// (the run's `config.toml` table) without the [`OPERATIONAL_SETTINGS`], its file settings (`model`,
+/// `nyul`) by their content, so that a moved or copied file is the same request and a file replaced in
+/// place is not.
+pub fn run_request(inputs: Value, settings: &toml::Table) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in settings {
+        if OPERATIONAL_SETTINGS.contains(&k.as_str()) {
+            continue;
+        }
+        let v = match (k.as_str(), v) {
+            ("model", toml::Value::String(p)) => {
+                json!(format!(
+                    "sha256:{}",
+                    crate::io::hash::sha256_file(Path::new(p))?
+                ))
+            }
+            ("nyul", toml::Value::String(p)) => {
+                serde_json::to_value(NyulModel::load(Path::new(p))?).unwrap_or(Value::Null)
+            }
+            _ => serde_json::to_value(v).unwrap_or(Value::Null),
+        };
+        out.insert(k.clone(), v);
+    }
+    Ok(json!({"inputs": inputs, "settings": out}))
+}
+
+/// The SHA-256 of each file, `workers` at a time (the inputs of a request).
+pub fn hash_files(paths: &[&Path], workers: usize) -> Result<Vec<String>> {
+    map_in_order(workers, paths, &|| {}, &|_, p| {
+        crate::io::hash::sha256_file(p)
+    })
 }
 
 /// A path made absolute (resolving links) when it exists, else as given: run folders record absolute
@@ -148,7 +177,7 @@ pub fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The request a run folder's marker records (`None` for a marker without one, written before requests
+/// The request a run folder's marker records (`None` for a marker without one: written before requests
 /// were recorded, or by `score2d`).
 fn recorded_request(marker: &Path) -> Option<Value> {
     let text = std::fs::read_to_string(marker).ok()?;
@@ -180,25 +209,15 @@ fn request_differences(before: &Value, now: &Value) -> String {
     out.join("; ")
 }
 
-/// How the recorded inputs differ, in words: cases that joined or left the batch, and cases whose image or
-/// label map is another file (or that gained or lost a label map).
+/// How the recorded inputs differ, in words: cases that joined or left the batch, and cases whose files
+/// have other contents (or that gained or lost a label map).
 fn input_differences(before: &Value, now: &Value) -> String {
-    // Volume runs record one entry per case; `score --tokens` runs the folder and the case ids.
     let entries = |v: &Value| -> BTreeMap<String, Value> {
-        match v {
-            Value::Array(a) => a
-                .iter()
-                .map(|e| (e["case"].as_str().unwrap_or("").to_string(), e.clone()))
-                .collect(),
-            Value::Object(o) => o
-                .get("cases")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|c| (c.as_str().unwrap_or("").to_string(), v["tokens"].clone()))
-                .collect(),
-            _ => BTreeMap::new(),
-        }
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (e["case"].as_str().unwrap_or("").to_string(), e.clone()))
+            .collect()
     };
     let (old, new) = (entries(before), entries(now));
     let list = |ids: Vec<&String>| -> String {
@@ -230,7 +249,7 @@ fn input_differences(before: &Value, now: &Value) -> String {
     }
     if !changed.is_empty() {
         parts.push(format!(
-            "another image, label map or token folder for: {}",
+            "other file contents (image, label map or token file) for: {}",
             list(changed)
         ));
     }
@@ -242,23 +261,53 @@ fn input_differences(before: &Value, now: &Value) -> String {
 }
 
 /// Whether a run of `request` into `out` would replace the results of another run (`Ok(true)`), or is
-/// refused: `out` holds the finished results of another request and `force` is not given.
+/// refused: `out` holds the finished results (a summary.json) of another request, or of a run that
+/// recorded none (made before requests were recorded, or by `score2d`), and `force` is not given.
 pub fn replaces_another_run(out: &Path, force: bool, request: &Value) -> Result<bool> {
-    let Some(before) = recorded_request(&out.join(RUN_MARKER)).filter(|b| b != request) else {
+    let marker = out.join(RUN_MARKER);
+    if !marker.is_file() {
         return Ok(false);
-    };
+    }
+    let before = recorded_request(&marker);
+    if before.as_ref() == Some(request) {
+        return Ok(false);
+    }
     // An unfinished run (no summary.json) has no results to lose: its outputs go without --force.
     if !force && out.join("summary.json").is_file() {
+        let what = match &before {
+            Some(b) => format!("another run ({})", request_differences(b, request)),
+            None => "a run whose inputs and settings are not recorded (made by an earlier mri-ad, or by \
+                     score2d)"
+                .to_string(),
+        };
         return Err(Error::BadOutput {
             path: out.into(),
             problem: format!(
-                "this run folder holds the results of another run ({}); choose another --out, or pass \
-                 --force to replace them (the token cache tokens/ is kept and reused where it matches)",
-                request_differences(&before, request)
+                "this run folder holds the results of {what}; choose another --out, or pass --force to \
+                 replace them (the token cache tokens/ is kept and reused where it matches)"
             ),
         });
     }
     Ok(true)
+}
+
+/// Refuses inputs that lie inside the outputs a replacing run would remove (e.g. `--labels RUN/masks`).
+pub fn check_inputs_outside_outputs(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let out = absolute(out);
+    for input in inputs {
+        let input = absolute(input);
+        if let Some(name) = RUN_OUTPUTS.iter().find(|n| input.starts_with(out.join(n))) {
+            return Err(Error::bad_input(
+                &input,
+                format!(
+                    "this input lies in {name} of the run folder {}, which this run replaces: copy it \
+                     elsewhere first",
+                    out.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Creates or reuses the run folder for `request` (see the module doc): a folder holding the finished
@@ -338,7 +387,7 @@ fn find_cases(
                     .find(|c| &c.id == id)
                     .expect("listed")
                     .image;
-                let hint = if absolute(ldir) == absolute(dir) {
+                let hint = if paired.is_empty() && absolute(ldir) == absolute(dir) {
                     format!(
                         ": --labels names the --{group} folder itself; give the folder of the label maps"
                     )
@@ -405,7 +454,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let t = Instant::now();
     let cases = discover_cases(cfg)?;
     let mut preprocessor = Preprocessor::new(cfg.preprocess.clone())?;
-    stage(&mut timings, "discovery", t);
     // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
     let workers = map_workers(
         cfg.score.threads,
@@ -414,17 +462,61 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         input_voxels(&cases[0])?,
         cases.len(),
     );
-    // The batch crop box reads every volume once: a volume that cannot be read or lies on another grid
-    // stops the run before its folder exists.
+    // The request first: a run folder holding another run's results refuses before any slow check.
+    cfg.extract.validate()?;
+    crate::extract::check_model_file(&cfg.extract.model)?;
+    let files: Vec<&Path> = cases
+        .iter()
+        .flat_map(|c| std::iter::once(c.input.path.as_path()).chain(c.label.as_deref()))
+        .collect();
+    let mut digests = hash_files(&files, workers)?.into_iter();
+    let hashes: Vec<(String, Option<String>)> = cases
+        .iter()
+        .map(|c| {
+            let image = digests.next().expect("one per file");
+            (
+                image,
+                c.label
+                    .as_ref()
+                    .map(|_| digests.next().expect("one per file")),
+            )
+        })
+        .collect();
+    let request = run_request(
+        Value::Array(
+            cases
+                .iter()
+                .zip(&hashes)
+                .map(|(c, h)| c.request_entry(h))
+                .collect(),
+        ),
+        &run_settings(&cfg.score, &cfg.config_extra)?,
+    )?;
+    let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
+    if replacing {
+        check_inputs_outside_outputs(&cfg.out, &files)?;
+    }
+    stage(&mut timings, "discovery", t);
+    // Every volume is read whole before the run folder is touched: with the batch crop box (which also
+    // checks that they share one grid), else on its own.
+    let t = Instant::now();
+    let paths: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
     if cfg.preprocess.crop == CropMode::Batch {
-        let t = Instant::now();
-        let paths: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
         let crop = preprocessor.union_box(&paths, workers, &progress)?;
         preprocessor = preprocessor.with_batch_box(crop);
         stage(&mut timings, "crop box", t);
+    } else {
+        let bar = progress.bar(paths.len() as u64, "read check");
+        map_in_order(workers, &paths, &|| bar.inc(1), &|_, p| {
+            nifti::read_volume(p).map(|_| ())
+        })?;
+        bar.finish_and_clear();
+        stage(&mut timings, "read check", t);
     }
     if let Some(ldir) = &cfg.labels {
-        if let Some(notice) = unpaired_labels_notice(ldir, &cases)? {
+        let query_layout = discover::discover(&cfg.query, None)?.layout;
+        let patterns = discover::manifest(&query_layout)?.labels;
+        if let Some(notice) = unpaired_labels_notice(ldir, &cases, &patterns)? {
             say(notice);
         }
     }
@@ -438,19 +530,12 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         stage(&mut timings, "label check", t);
     }
     // Everything else that can be checked is checked before anything is written: the settings against
-    // the batch, the --nyul file, the model file (its hash keys the token cache). Without a token cache,
+    // the batch and the --nyul file. Without a token cache,
     // or when this run replaces the results of another (a mistake must not cost them), the backbone is
     // loaded now (library, model, device and the `layer_<k>` outputs of --layers checked) and handed to
     // the extraction.
-    cfg.extract.validate()?;
-    crate::extract::check_model_file(&cfg.extract.model)?;
     crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
     let given_nyul = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
-    let request = run_request(
-        Value::Array(cases.iter().map(BatchCase::record).collect()),
-        &run_settings(&cfg.score, &cfg.config_extra)?,
-    );
-    let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
     let backbone = if cfg.out.join("tokens").is_dir() && !replacing {
         None
     } else {
@@ -564,7 +649,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         "query": absolute(&cfg.query),
         "labels": cfg.labels.as_deref().map(absolute),
         "cases": names.len(),
-        "inputs": request["inputs"],
+        "inputs": cases.iter().zip(&hashes).map(|(c, h)| c.summary_entry(h)).collect::<Vec<_>>(),
         "margin": cfg.preprocess.margin,
         "crop": {"mode": cfg.preprocess.crop, "batch_box": preprocessor.batch_box},
         "maps": {"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()},
@@ -1058,13 +1143,17 @@ fn gmm_mask_threshold(
 
 /// A notice naming the NIfTI files of the labels folder that are no case's label map (usually misnamed:
 /// their cases are scored without them being used), or `None`.
-fn unpaired_labels_notice(ldir: &Path, cases: &[BatchCase]) -> Result<Option<String>> {
+fn unpaired_labels_notice(
+    ldir: &Path,
+    cases: &[BatchCase],
+    patterns: &[String],
+) -> Result<Option<String>> {
     let paired: BTreeMap<String, PathBuf> = cases
         .iter()
         .filter_map(|c| Some((c.input.id.clone(), c.label.clone()?)))
         .collect();
     let images: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
-    let unpaired = discover::unpaired_files(ldir, &paired, &images)?;
+    let unpaired = discover::unpaired_files(ldir, &paired, &images, patterns)?;
     Ok(unpaired_notice(ldir, &unpaired))
 }
 

@@ -837,6 +837,10 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
         err.contains("l/q7.nii.gz") && err.contains("no case's label map"),
         "{err}"
     );
+    assert!(
+        !err.contains("rather than a label map"),
+        "real labels: {err}"
+    );
     std::fs::remove_file(root.join("l/q7.nii.gz")).unwrap();
     let run = root.join("run");
     let summary = std::fs::read(run.join("summary.json")).unwrap();
@@ -850,11 +854,18 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     assert!(err.contains("another run"), "{err}");
     assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
     // A mistake given with --force costs nothing: every check comes before the earlier results go.
-    for bad in [
-        &["--force", "--graph-views", "5"][..],
-        &["--force", "--divide", "4"],
-        &["--force", "--nyul", "l/q0.nii.gz"],
-        &["--force", "--layers", "2,7"],
+    for (bad, needle) in [
+        (&["--force", "--graph-views", "5"][..], "--graph-views"),
+        (&["--force", "--divide", "4"], "--divide"),
+        (
+            &["--force", "--nyul", "l/q0.nii.gz"],
+            "not a Nyúl landmarks file",
+        ),
+        (&["--force", "--layers", "2,7"], "block 7"),
+        (
+            &["--force", "--crop", "volume", "--labels", "run/masks"],
+            "run/masks",
+        ),
     ] {
         let mut args = with(bad);
         if bad.contains(&"--layers") {
@@ -863,8 +874,15 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
             args.remove(pos);
             args.remove(pos - 1);
         }
+        if bad.contains(&"--labels") {
+            // an input inside the outputs this run would remove
+            let pos = args.iter().position(|a| *a == "l").unwrap();
+            args.remove(pos);
+            args.remove(pos - 1);
+        }
         let o = run_in(root, &args);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{bad:?}: {}", stderr(&o));
         assert_eq!(
             std::fs::read(run.join("summary.json")).unwrap(),
             summary,
@@ -888,14 +906,19 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     )
     .unwrap();
     std::fs::write(unfinished.join("scores.csv"), "stale").unwrap();
+    std::fs::create_dir_all(unfinished.join("maps")).unwrap();
+    std::fs::write(unfinished.join("maps/zz_anomaly.nii.gz"), "stale").unwrap();
     let mut to_unfinished = base.to_vec();
     let pos = to_unfinished.iter().position(|a| *a == "run").unwrap();
     to_unfinished[pos] = "unfinished";
     ok(&run_in(root, &to_unfinished));
-    assert_ne!(
-        std::fs::read_to_string(unfinished.join("scores.csv")).unwrap(),
-        "stale"
-    );
+    assert!(!unfinished.join("maps/zz_anomaly.nii.gz").exists());
+    // A finished run that recorded no request (an earlier mri-ad, or score2d) needs --force.
+    std::fs::write(unfinished.join(".mri-ad-run"), "mri-ad run folder\n").unwrap();
+    refused(&to_unfinished, &["not recorded", "--force"]);
+    let mut forced = to_unfinished.clone();
+    forced.push("--force");
+    ok(&run_in(root, &forced));
 
     // Eval from another folder: the run recorded absolute paths.
     let o = run_in(
@@ -910,10 +933,12 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
         ],
     );
     ok(&o);
-    let err = stderr(&run_in(
+    let o = run_in(
         root,
         &["eval", "--run", "h", "--labels", "l", "--no-progress"],
-    ));
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains("--run") && err.contains("not a run folder"),
         "{err}"

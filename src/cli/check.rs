@@ -173,9 +173,12 @@ pub fn run(args: CheckArgs) -> Result<()> {
             }
             discover::drop_paired_files(&mut found, &labels);
             let images: Vec<&Path> = cases.iter().map(|c| c.image.as_path()).collect();
-            if let Ok(unpaired) = discover::unpaired_files(ldir, &labels, &images) {
+            if let Ok(unpaired) = discover::unpaired_files(ldir, &labels, &images, &manifest.labels)
+            {
                 if let Some(notice) = crate::pipeline::unpaired_notice(ldir, &unpaired) {
-                    eprintln!("{notice}");
+                    if !quiet {
+                        eprintln!("{notice}");
+                    }
                 }
             }
         }
@@ -254,8 +257,8 @@ pub fn run(args: CheckArgs) -> Result<()> {
                                 looked.push(name);
                             }
                         }
-                        let same_folder =
-                            crate::pipeline::absolute(ldir) == crate::pipeline::absolute(dir);
+                        let same_folder = labels.is_empty()
+                            && crate::pipeline::absolute(ldir) == crate::pipeline::absolute(dir);
                         problems.push(Error::bad_input(
                             &case.image,
                             format!(
@@ -278,7 +281,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
                             problems.push(grid_problem(lp, &l, &image, "label map"))
                         }
                         Ok(l) => {
-                            if let Some(o) = crate::pipeline::label_oddity(&l) {
+                            if let Some(o) = crate::pipeline::label_oddity(&l).filter(|_| !quiet) {
                                 eprintln!("{}", crate::pipeline::label_oddity_notice(lp, &o));
                             }
                             lesion_voxels = Some(l.data.iter().filter(|&&v| v > 0.0).count())

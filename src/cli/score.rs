@@ -397,13 +397,19 @@ fn run_tokens(
         });
     }
     crate::score::check_batch(&config, files.len(), files[0].set.n_views())?;
+    let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    let digests = crate::pipeline::hash_files(&token_paths, config.threads.max(1))?;
     let request = crate::pipeline::run_request(
-        json!({
-            "tokens": crate::pipeline::absolute(dir),
-            "cases": files.iter().map(|f| f.set.name.clone()).collect::<Vec<_>>(),
-        }),
+        json!(files
+            .iter()
+            .zip(&digests)
+            .map(|(f, d)| json!({"case": f.set.name, "tokens_sha256": d}))
+            .collect::<Vec<_>>()),
         &crate::pipeline::run_settings(&config, &toml::Table::new())?,
-    );
+    )?;
+    if crate::pipeline::replaces_another_run(&args.out, args.common.force, &request)? {
+        crate::pipeline::check_inputs_outside_outputs(&args.out, &token_paths)?;
+    }
     crate::pipeline::prepare_run_folder(&args.out, args.common.force, &request)?;
     let say = |msg: String| {
         if !args.common.quiet {
@@ -468,7 +474,7 @@ fn run_tokens(
     let mut summary = json!({
         "mri_ad_version": env!("CARGO_PKG_VERSION"),
         "command": "score --tokens",
-        "tokens": dir,
+        "tokens": crate::pipeline::absolute(dir),
         "cases": names.len(),
         "views": n_views,
         "positions": n_positions,

@@ -261,12 +261,15 @@ pub fn pair(
     Ok((found, missing))
 }
 
-/// The NIfTI files of `dir` (searched as [`discover`] searches) that are neither paired with a case nor one
-/// of `images`: in a labels folder, label maps that match no case, usually a naming mistake.
+/// The files of `dir` (searched as [`discover`] searches) that match one of `patterns` (a layout's label
+/// patterns) but are neither paired with a case nor one of `images`: in a labels folder, label maps that
+/// match no case, usually a naming mistake. Other files (e.g. the other sequences of a BraTS folder given
+/// as both --query and --labels) are not label maps and are not listed.
 pub fn unpaired_files(
     dir: &Path,
     paired: &BTreeMap<String, PathBuf>,
     images: &[&Path],
+    patterns: &[String],
 ) -> Result<Vec<PathBuf>> {
     let known: BTreeSet<PathBuf> = paired
         .values()
@@ -276,7 +279,7 @@ pub fn unpaired_files(
         .collect();
     Ok(list_files(dir)?
         .into_iter()
-        .filter(|f| looks_like_nifti(f))
+        .filter(|f| patterns.iter().any(|p| match_pattern(p, f).is_some()))
         .map(|f| dir.join(f))
         .filter(|p| !known.contains(&std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect())
@@ -293,6 +296,32 @@ pub fn drop_paired_files(d: &mut Discovered, paired: &BTreeMap<String, PathBuf>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpaired_files_are_label_maps_of_no_case_not_other_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "B-1/B-1-t2w.nii.gz",
+            "B-1/B-1-t1n.nii.gz",
+            "B-1/B-1-seg.nii.gz",
+            "B-2/B-2-t2w.nii.gz",
+            "B-2/B-2-t1n.nii.gz",
+            "B-9/B-9-seg.nii.gz",
+        ] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        // The BraTS layout with --query and --labels naming one folder: B-2 has no label, B-9 no image.
+        let found = discover(dir.path(), None).unwrap();
+        assert_eq!(found.layout, "brats-mets-2025");
+        let m = manifest(&found.layout).unwrap();
+        let (paired, missing) = pair(dir.path(), &found.cases, &m.labels, &[]).unwrap();
+        assert_eq!(missing, ["B-2"]);
+        let images: Vec<&Path> = found.cases.iter().map(|c| c.image.as_path()).collect();
+        let unpaired = unpaired_files(dir.path(), &paired, &images, &m.labels).unwrap();
+        assert_eq!(unpaired, [dir.path().join("B-9/B-9-seg.nii.gz")]);
+    }
 
     #[test]
     fn manifests_parse_and_say_where_data_come_from() {

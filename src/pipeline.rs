@@ -149,13 +149,18 @@ pub fn run_request(inputs: Value, settings: &toml::Table) -> Result<Value> {
         }
         let v = match (k.as_str(), v) {
             ("model", toml::Value::String(p)) => {
-                json!(format!(
-                    "sha256:{}",
-                    crate::io::hash::sha256_file(Path::new(p))?
-                ))
+                let digest = crate::io::hash::sha256_file(Path::new(p)).map_err(|e| {
+                    Error::bad_argument("--model", format!("{p}: cannot be read: {e}"))
+                })?;
+                json!(format!("sha256:{digest}"))
             }
             ("nyul", toml::Value::String(p)) => {
-                serde_json::to_value(NyulModel::load(Path::new(p))?).unwrap_or(Value::Null)
+                let landmarks = serde_json::to_vec(&NyulModel::load(Path::new(p))?)
+                    .map_err(|e| Error::Resource(e.to_string()))?;
+                json!(format!(
+                    "landmarks sha256:{}",
+                    crate::io::hash::sha256_bytes(&landmarks)
+                ))
             }
             _ => serde_json::to_value(v).unwrap_or(Value::Null),
         };
@@ -164,8 +169,9 @@ pub fn run_request(inputs: Value, settings: &toml::Table) -> Result<Value> {
     Ok(json!({"inputs": inputs, "settings": out}))
 }
 
-/// The SHA-256 of each file, `workers` at a time (the inputs of a request).
-pub fn hash_files(paths: &[&Path], workers: usize) -> Result<Vec<String>> {
+/// The SHA-256 of each file, one worker per core (the inputs of a request; 1 MiB of buffer each).
+pub fn hash_files(paths: &[&Path]) -> Result<Vec<String>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     map_in_order(workers, paths, &|| {}, &|_, p| {
         crate::io::hash::sha256_file(p)
     })
@@ -177,11 +183,18 @@ pub fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The request a run folder's marker records (`None` for a marker without one: written before requests
-/// were recorded, or by `score2d`).
+/// The version of the request a run folder's marker records; a marker of another version counts as one
+/// without a request.
+const REQUEST_FORMAT: u64 = 1;
+
+/// The request a run folder's marker records (`None` for a marker without one, or of another
+/// [`REQUEST_FORMAT`]: written before requests were recorded, or by `score2d`).
 fn recorded_request(marker: &Path) -> Option<Value> {
     let text = std::fs::read_to_string(marker).ok()?;
     let doc: Value = serde_json::from_str(&text).ok()?;
+    if doc.get("request_format").and_then(Value::as_u64) != Some(REQUEST_FORMAT) {
+        return None;
+    }
     doc.get("request").cloned()
 }
 
@@ -236,9 +249,17 @@ fn input_differences(before: &Value, now: &Value) -> String {
     let mut parts = Vec::new();
     let left: Vec<&String> = old.keys().filter(|k| !new.contains_key(*k)).collect();
     let joined: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
+    let moved: Vec<&String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_some_and(|o| o["group"] != v["group"]))
+        .map(|(k, _)| k)
+        .collect();
     let changed: Vec<&String> = new
         .iter()
-        .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+        .filter(|(k, v)| {
+            old.get(*k)
+                .is_some_and(|o| o != *v && o["group"] == v["group"])
+        })
         .map(|(k, _)| k)
         .collect();
     if !left.is_empty() {
@@ -246,6 +267,12 @@ fn input_differences(before: &Value, now: &Value) -> String {
     }
     if !joined.is_empty() {
         parts.push(format!("new cases: {}", list(joined)));
+    }
+    if !moved.is_empty() {
+        parts.push(format!(
+            "cases moved between --healthy and --query: {}",
+            list(moved)
+        ));
     }
     if !changed.is_empty() {
         parts.push(format!(
@@ -336,7 +363,11 @@ pub fn prepare_run_folder(out: &Path, force: bool, request: &Value) -> Result<()
     }
     atomic::write_json(
         &marker,
-        &json!({"mri_ad_run": "run folder of mri-ad score", "request": request}),
+        &json!({
+            "mri_ad_run": "run folder of mri-ad score",
+            "request_format": REQUEST_FORMAT,
+            "request": request,
+        }),
     )
 }
 
@@ -469,7 +500,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         .iter()
         .flat_map(|c| std::iter::once(c.input.path.as_path()).chain(c.label.as_deref()))
         .collect();
-    let mut digests = hash_files(&files, workers)?.into_iter();
+    let mut digests = hash_files(&files)?.into_iter();
     let hashes: Vec<(String, Option<String>)> = cases
         .iter()
         .map(|c| {
@@ -1153,7 +1184,8 @@ fn unpaired_labels_notice(
         .filter_map(|c| Some((c.input.id.clone(), c.label.clone()?)))
         .collect();
     let images: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
-    let unpaired = discover::unpaired_files(ldir, &paired, &images, patterns)?;
+    let ids: Vec<&str> = cases.iter().map(|c| c.input.id.as_str()).collect();
+    let unpaired = discover::unpaired_files(ldir, &paired, &images, patterns, &ids)?;
     Ok(unpaired_notice(ldir, &unpaired))
 }
 

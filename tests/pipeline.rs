@@ -852,7 +852,7 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
         &["--method", "codegraph", "musc", "--force"],
     );
     assert!(err.contains("another run"), "{err}");
-    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
+    assert!(std::fs::read(run.join("summary.json")).unwrap() == summary);
     // A mistake given with --force costs nothing: every check comes before the earlier results go.
     for (bad, needle) in [
         (&["--force", "--graph-views", "5"][..], "--graph-views"),
@@ -864,7 +864,7 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
         (&["--force", "--layers", "2,7"], "block 7"),
         (
             &["--force", "--crop", "volume", "--labels", "run/masks"],
-            "run/masks",
+            "lies in masks",
         ),
     ] {
         let mut args = with(bad);
@@ -883,10 +883,9 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
         let o = run_in(root, &args);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(needle), "{bad:?}: {}", stderr(&o));
-        assert_eq!(
-            std::fs::read(run.join("summary.json")).unwrap(),
-            summary,
-            "{bad:?}"
+        assert!(
+            std::fs::read(run.join("summary.json")).unwrap() == summary,
+            "{bad:?}: summary.json changed"
         );
     }
     // Settings that change no result still resume.
@@ -896,6 +895,44 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     ));
     assert!(err.contains("up to date, reused"), "{err}");
     assert_eq!(std::fs::read(run.join("scores.csv")).unwrap(), scores);
+    // Inputs are compared by content: the same files elsewhere resume; a file replaced in place does not.
+    for d in ["h", "q", "l"] {
+        std::fs::create_dir_all(root.join("moved").join(d)).unwrap();
+        for e in std::fs::read_dir(root.join(d)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), root.join("moved").join(d).join(e.file_name())).unwrap();
+        }
+    }
+    let mut moved = base.to_vec();
+    for (flag, d) in [
+        ("--healthy", "moved/h"),
+        ("--query", "moved/q"),
+        ("--labels", "moved/l"),
+    ] {
+        let pos = moved.iter().position(|a| *a == flag).unwrap() + 1;
+        moved[pos] = d;
+    }
+    let err = ok(&run_in(root, &moved));
+    assert!(err.contains("up to date, reused"), "{err}");
+    assert_eq!(std::fs::read(run.join("scores.csv")).unwrap(), scores);
+    let h0 = std::fs::read(root.join("moved/h/h0.nii.gz")).unwrap();
+    write_volume(
+        &root.join("moved/h/h0.nii.gz"),
+        &volume(5, false).0,
+        &AFFINE,
+    )
+    .unwrap();
+    refused(&moved, &["other file contents", "h0"]);
+    std::fs::write(root.join("moved/h/h0.nii.gz"), h0).unwrap();
+    // With --crop volume every volume is still read whole before the earlier results can go.
+    let q1 = std::fs::read(root.join("moved/q/q1.nii.gz")).unwrap();
+    std::fs::write(root.join("moved/q/q1.nii.gz"), &q1[..q1.len() / 2]).unwrap();
+    let mut cropped = moved.clone();
+    cropped.extend(["--crop", "volume", "--force"]);
+    let before = std::fs::read(run.join("summary.json")).unwrap();
+    refused(&cropped, &["moved/q/q1.nii.gz", "truncated"]);
+    assert!(std::fs::read(run.join("summary.json")).unwrap() == before);
+    std::fs::write(root.join("moved/q/q1.nii.gz"), q1).unwrap();
 
     // An unfinished run of other settings has no results to lose: the corrected command needs no --force.
     let unfinished = root.join("unfinished");

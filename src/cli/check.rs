@@ -173,7 +173,9 @@ pub fn run(args: CheckArgs) -> Result<()> {
             }
             discover::drop_paired_files(&mut found, &labels);
             let images: Vec<&Path> = cases.iter().map(|c| c.image.as_path()).collect();
-            if let Ok(unpaired) = discover::unpaired_files(ldir, &labels, &images, &manifest.labels)
+            let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+            if let Ok(unpaired) =
+                discover::unpaired_files(ldir, &labels, &images, &manifest.labels, &ids)
             {
                 if let Some(notice) = crate::pipeline::unpaired_notice(ldir, &unpaired) {
                     if !quiet {

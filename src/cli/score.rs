@@ -398,7 +398,7 @@ fn run_tokens(
     }
     crate::score::check_batch(&config, files.len(), files[0].set.n_views())?;
     let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
-    let digests = crate::pipeline::hash_files(&token_paths, config.threads.max(1))?;
+    let digests = crate::pipeline::hash_files(&token_paths)?;
     let request = crate::pipeline::run_request(
         json!(files
             .iter()

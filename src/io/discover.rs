@@ -263,14 +263,21 @@ pub fn pair(
 
 /// The files of `dir` (searched as [`discover`] searches) that match one of `patterns` (a layout's label
 /// patterns) but are neither paired with a case nor one of `images`: in a labels folder, label maps that
-/// match no case, usually a naming mistake. Other files (e.g. the other sequences of a BraTS folder given
-/// as both --query and --labels) are not label maps and are not listed.
+/// match no case, usually a naming mistake. Files named after a case of `ids` plus a suffix (`B-1-t1n`:
+/// the other sequences of a BraTS folder given as both --query and --labels) are not listed.
 pub fn unpaired_files(
     dir: &Path,
     paired: &BTreeMap<String, PathBuf>,
     images: &[&Path],
     patterns: &[String],
+    ids: &[&str],
 ) -> Result<Vec<PathBuf>> {
+    let of_a_case = |id: &str| {
+        ids.iter().any(|c| {
+            id.strip_prefix(c)
+                .is_some_and(|rest| rest.starts_with(['-', '_', '.']))
+        })
+    };
     let known: BTreeSet<PathBuf> = paired
         .values()
         .map(PathBuf::as_path)
@@ -279,7 +286,12 @@ pub fn unpaired_files(
         .collect();
     Ok(list_files(dir)?
         .into_iter()
-        .filter(|f| patterns.iter().any(|p| match_pattern(p, f).is_some()))
+        .filter(|f| {
+            patterns
+                .iter()
+                .filter_map(|p| match_pattern(p, f))
+                .any(|id| !of_a_case(&id))
+        })
         .map(|f| dir.join(f))
         .filter(|p| !known.contains(&std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect())
@@ -319,8 +331,28 @@ mod tests {
         let (paired, missing) = pair(dir.path(), &found.cases, &m.labels, &[]).unwrap();
         assert_eq!(missing, ["B-2"]);
         let images: Vec<&Path> = found.cases.iter().map(|c| c.image.as_path()).collect();
-        let unpaired = unpaired_files(dir.path(), &paired, &images, &m.labels).unwrap();
+        let ids: Vec<&str> = found.cases.iter().map(|c| c.id.as_str()).collect();
+        let unpaired = unpaired_files(dir.path(), &paired, &images, &m.labels, &ids).unwrap();
         assert_eq!(unpaired, [dir.path().join("B-9/B-9-seg.nii.gz")]);
+        // The flat BraTS layout: `{case}.nii.gz` matches every file, but B-1-t1n is B-1's.
+        let flat = tempfile::tempdir().unwrap();
+        for f in [
+            "B-1-t2w", "B-1-t1n", "B-1-seg", "B-2-t2w", "B-2-t1n", "B-9-seg", "X-3",
+        ] {
+            std::fs::write(flat.path().join(format!("{f}.nii.gz")), b"x").unwrap();
+        }
+        let found = discover(flat.path(), None).unwrap();
+        let (paired, _) = pair(flat.path(), &found.cases, &m.labels, &[]).unwrap();
+        let images: Vec<&Path> = found.cases.iter().map(|c| c.image.as_path()).collect();
+        let ids: Vec<&str> = found.cases.iter().map(|c| c.id.as_str()).collect();
+        let unpaired = unpaired_files(flat.path(), &paired, &images, &m.labels, &ids).unwrap();
+        assert_eq!(
+            unpaired,
+            [
+                flat.path().join("B-9-seg.nii.gz"),
+                flat.path().join("X-3.nii.gz")
+            ]
+        );
     }
 
     #[test]

@@ -146,7 +146,12 @@ impl NyulModel {
                     format!("{}: no such file", path.display()),
                 ))
             }
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => {
+                return Err(Error::bad_argument(
+                    "--nyul",
+                    format!("{}: cannot be read: {e}", path.display()),
+                ))
+            }
         };
         let m: NyulModel = serde_json::from_slice(&bytes)
             .map_err(|e| {

@@ -500,6 +500,27 @@ fn output_folder_and_config_problems_exit_2() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"user file");
     assert!(out.join("scores.csv").exists());
+    // The run folder now records its request: the same command again resumes without --force, another
+    // setting or a token file with other contents is refused, naming it.
+    let o = run(&["--method", "musc"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["--method", "codegraph"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--method") && err.contains("--force"), "{err}");
+    let a = std::fs::read(tokens.join("a.tokens.npz")).unwrap();
+    py_tokens(&tokens, "t('x'); t('a')");
+    std::fs::remove_file(tokens.join("x.tokens.npz")).unwrap();
+    let o = run(&["--method", "musc"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("other file contents") && err.contains(": a"),
+        "{err}"
+    );
+    std::fs::write(tokens.join("a.tokens.npz"), a).unwrap();
+    let o = run(&["--method", "musc"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // A view that does not exist is refused before the output folder is created.
     let fresh = dir.path().join("fresh-out");

@@ -105,6 +105,33 @@ fn volume(seed: u64, lesion: bool) -> (ndarray::Array3<f32>, ndarray::Array3<f32
     (vol, mask)
 }
 
+/// Writes healthy phantoms h0.. (seeds 0..n_healthy) and lesion phantoms q0.. (seeds `query_seeds`) with
+/// their label maps, creating the three folders.
+fn write_cohort(
+    healthy: &Path,
+    query: &Path,
+    labels: &Path,
+    n_healthy: u64,
+    query_seeds: std::ops::Range<u64>,
+) {
+    for d in [healthy, query, labels] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for i in 0..n_healthy {
+        write_volume(
+            &healthy.join(format!("h{i}.nii.gz")),
+            &volume(i, false).0,
+            &AFFINE,
+        )
+        .unwrap();
+    }
+    for (i, seed) in query_seeds.enumerate() {
+        let (vol, mask) = volume(seed, true);
+        write_volume(&query.join(format!("q{i}.nii.gz")), &vol, &AFFINE).unwrap();
+        write_volume(&labels.join(format!("q{i}.nii.gz")), &mask, &AFFINE).unwrap();
+    }
+}
+
 #[test]
 fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,22 +140,7 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         dir.path().join("q"),
         dir.path().join("l"),
     );
-    for d in [&healthy, &query, &labels] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    for i in 0..4 {
-        write_volume(
-            &healthy.join(format!("h{i}.nii.gz")),
-            &volume(i, false).0,
-            &AFFINE,
-        )
-        .unwrap();
-    }
-    for i in 0..3 {
-        let (vol, mask) = volume(10 + i, true);
-        write_volume(&query.join(format!("q{i}.nii.gz")), &vol, &AFFINE).unwrap();
-        write_volume(&labels.join(format!("q{i}.nii.gz")), &mask, &AFFINE).unwrap();
-    }
+    write_cohort(&healthy, &query, &labels, 4, 10..13);
     let model = tiny_model(0);
     let out = dir.path().join("run");
     let args = [
@@ -713,22 +725,8 @@ fn run_in(cwd: &Path, args: &[&str]) -> std::process::Output {
 fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for d in ["h", "q", "l", "elsewhere"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    for i in 0..3 {
-        write_volume(
-            &root.join(format!("h/h{i}.nii.gz")),
-            &volume(i, false).0,
-            &AFFINE,
-        )
-        .unwrap();
-    }
-    for i in 0..2 {
-        let (vol, mask) = volume(20 + i, true);
-        write_volume(&root.join(format!("q/q{i}.nii.gz")), &vol, &AFFINE).unwrap();
-        write_volume(&root.join(format!("l/q{i}.nii.gz")), &mask, &AFFINE).unwrap();
-    }
+    std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+    write_cohort(&root.join("h"), &root.join("q"), &root.join("l"), 3, 20..22);
     let model = tiny_model(0);
     let base = [
         "score",

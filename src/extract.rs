@@ -288,7 +288,7 @@ pub fn check_model_file(model: &Path) -> Result<()> {
 
 /// Runs `extract` with the ONNX Runtime backbone (loaded only if some case needs computing).
 pub fn run(cfg: &ExtractConfig, source: &dyn CubeSource) -> Result<ExtractSummary> {
-    run_preloaded(cfg, source, None)
+    run_preloaded(cfg, source, None, None)
 }
 
 /// Loads the ONNX Runtime backbone of `cfg` (library, model, device, the `layer_<k>` outputs), printing
@@ -311,15 +311,20 @@ pub fn load_backbone(cfg: &ExtractConfig) -> Result<Box<dyn Embedder>> {
     Ok(Box::new(e))
 }
 
-/// [`run`] with a backbone already loaded by [`load_backbone`] (`None`: load it when first needed).
+/// [`run`] with a backbone already loaded by [`load_backbone`] (`None`: load it when first needed) and the
+/// model's SHA-256 when the caller has it (`None`: computed here).
 pub fn run_preloaded(
     cfg: &ExtractConfig,
     source: &dyn CubeSource,
     preloaded: Option<Box<dyn Embedder>>,
+    model_sha256: Option<String>,
 ) -> Result<ExtractSummary> {
     cfg.validate()?;
     check_model_file(&cfg.model)?;
-    let model_sha256 = sha256_file(&cfg.model)?;
+    let model_sha256 = match model_sha256 {
+        Some(known) => known,
+        None => sha256_file(&cfg.model)?,
+    };
     let mut preloaded = preloaded;
     let mut load = || -> Result<Box<dyn Embedder>> {
         match preloaded.take() {
@@ -392,7 +397,10 @@ pub fn run_with(
     // one. Cases are still tokenised and reported in order.
     let mut plans = Vec::with_capacity(cases.len());
     for case in &cases {
-        let input_sha256 = sha256_file(&case.path)?;
+        let input_sha256 = match &case.sha256 {
+            Some(known) => known.clone(),
+            None => sha256_file(&case.path)?,
+        };
         let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
         let cached_sidecar = cached(&npz, &key);

@@ -49,7 +49,7 @@ use serde_json::{json, Value};
 
 use crate::extract::ExtractConfig;
 use crate::io::cubes::{CaseInput, NiftiCubes};
-use crate::io::{atomic, discover, nifti, outdir, tokens};
+use crate::io::{absolute, atomic, discover, nifti, outdir, tokens};
 use crate::parallel::map_in_order;
 use crate::progress::Progress;
 use crate::report;
@@ -138,35 +138,16 @@ const RUN_OUTPUTS: &[&str] = &[
 const OPERATIONAL_SETTINGS: &[&str] = &["batch", "device", "memory-budget", "ort-lib", "threads"];
 
 /// What a run folder holds the results of: `inputs` (the cases and their files' SHA-256) and `settings`
-/// (the run's `config.toml` table) without the [`OPERATIONAL_SETTINGS`], its file settings (`model`,
-/// `nyul`) by their content, so that a moved or copied file is the same request and a file replaced in
-/// place is not.
-pub fn run_request(inputs: Value, settings: &toml::Table) -> Result<Value> {
-    let mut out = serde_json::Map::new();
-    for (k, v) in settings {
-        if OPERATIONAL_SETTINGS.contains(&k.as_str()) {
-            continue;
-        }
-        let v = match (k.as_str(), v) {
-            ("model", toml::Value::String(p)) => {
-                let digest = crate::io::hash::sha256_file(Path::new(p)).map_err(|e| {
-                    Error::bad_argument("--model", format!("{p}: cannot be read: {e}"))
-                })?;
-                json!(format!("sha256:{digest}"))
-            }
-            ("nyul", toml::Value::String(p)) => {
-                let landmarks = serde_json::to_vec(&NyulModel::load(Path::new(p))?)
-                    .map_err(|e| Error::Resource(e.to_string()))?;
-                json!(format!(
-                    "landmarks sha256:{}",
-                    crate::io::hash::sha256_bytes(&landmarks)
-                ))
-            }
-            _ => serde_json::to_value(v).unwrap_or(Value::Null),
-        };
-        out.insert(k.clone(), v);
-    }
-    Ok(json!({"inputs": inputs, "settings": out}))
+/// (the run's `config.toml` table, its file settings such as `model` given by content so that a moved or
+/// copied file is the same request and a file replaced in place is not) without the
+/// [`OPERATIONAL_SETTINGS`].
+pub fn run_request(inputs: Value, settings: &toml::Table) -> Value {
+    let settings: serde_json::Map<String, Value> = settings
+        .iter()
+        .filter(|(k, _)| !OPERATIONAL_SETTINGS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
+        .collect();
+    json!({"inputs": inputs, "settings": settings})
 }
 
 /// The SHA-256 of each file, one worker per core (the inputs of a request; 1 MiB of buffer each).
@@ -175,12 +156,6 @@ pub fn hash_files(paths: &[&Path]) -> Result<Vec<String>> {
     map_in_order(workers, paths, &|| {}, &|_, p| {
         crate::io::hash::sha256_file(p)
     })
-}
-
-/// A path made absolute (resolving links) when it exists, else as given: run folders record absolute
-/// paths so that `eval` finds the inputs from any folder.
-pub fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The version of the request a run folder's marker records; a marker of another version counts as one
@@ -233,19 +208,7 @@ fn input_differences(before: &Value, now: &Value) -> String {
             .collect()
     };
     let (old, new) = (entries(before), entries(now));
-    let list = |ids: Vec<&String>| -> String {
-        let shown: Vec<&str> = ids.iter().take(5).map(|s| s.as_str()).collect();
-        let more = ids.len().saturating_sub(shown.len());
-        format!(
-            "{}{}",
-            shown.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        )
-    };
+    let list = |ids: Vec<&String>| first_few(&ids);
     let mut parts = Vec::new();
     let left: Vec<&String> = old.keys().filter(|k| !new.contains_key(*k)).collect();
     let joined: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
@@ -371,17 +334,21 @@ pub fn prepare_run_folder(out: &Path, force: bool, request: &Value) -> Result<()
     )
 }
 
-fn discover_cases(cfg: &PipelineConfig) -> Result<Vec<BatchCase>> {
+/// The cases of a batch, and the files of the labels folder that look like label maps but belong to no
+/// case ([`discover::unpaired_files`]).
+struct Batch {
+    cases: Vec<BatchCase>,
+    unpaired_labels: Vec<PathBuf>,
+}
+
+fn discover_cases(cfg: &PipelineConfig) -> Result<Batch> {
     find_cases(cfg.healthy.as_deref(), &cfg.query, cfg.labels.as_deref())
 }
 
-fn find_cases(
-    healthy: Option<&Path>,
-    query: &Path,
-    labels_dir: Option<&Path>,
-) -> Result<Vec<BatchCase>> {
+fn find_cases(healthy: Option<&Path>, query: &Path, labels_dir: Option<&Path>) -> Result<Batch> {
     let generic = discover::manifest("generic")?;
     let mut cases: Vec<BatchCase> = Vec::new();
+    let mut unpaired_labels = Vec::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let groups = [("healthy", healthy), ("query", Some(query))];
     for (flag, dir) in [
@@ -407,6 +374,10 @@ fn find_cases(
             let manifest = discover::manifest(&found.layout)?;
             let (paired, missing) =
                 discover::pair(ldir, &found.cases, &manifest.labels, &generic.labels)?;
+            let images: Vec<&Path> = found.cases.iter().map(|c| c.image.as_path()).collect();
+            let ids: Vec<&str> = found.cases.iter().map(|c| c.id.as_str()).collect();
+            unpaired_labels =
+                discover::unpaired_files(ldir, &paired, &images, &manifest.labels, &ids)?;
             discover::drop_paired_files(&mut found, &paired);
             if let Some(id) = missing
                 .iter()
@@ -418,18 +389,12 @@ fn find_cases(
                     .find(|c| &c.id == id)
                     .expect("listed")
                     .image;
-                let hint = if paired.is_empty() && absolute(ldir) == absolute(dir) {
-                    format!(
-                        ": --labels names the --{group} folder itself; give the folder of the label maps"
-                    )
-                } else {
-                    String::new()
-                };
                 return Err(Error::bad_input(
                     image,
                     format!(
-                        "no label map for case `{id}` in {} (--labels){hint}",
-                        ldir.display()
+                        "no label map for case `{id}` in {} (--labels){}",
+                        ldir.display(),
+                        labels_folder_hint(ldir, dir, paired.is_empty())
                     ),
                 ));
             }
@@ -451,6 +416,7 @@ fn find_cases(
                 input: CaseInput {
                     id: c.id,
                     path: c.image,
+                    sha256: None,
                 },
                 group,
             });
@@ -465,7 +431,20 @@ fn find_cases(
             ),
         });
     }
-    Ok(cases)
+    Ok(Batch {
+        cases,
+        unpaired_labels,
+    })
+}
+
+/// The hint for a query case without a label map when `--labels` names the image folder itself and no
+/// case paired there (the BraTS layout keeps labels next to the images, so pairs there are fine).
+pub fn labels_folder_hint(labels: &Path, images: &Path, nothing_paired: bool) -> &'static str {
+    if nothing_paired && crate::io::absolute(labels) == crate::io::absolute(images) {
+        "; --labels names the --query folder itself: give the folder of the label maps"
+    } else {
+        ""
+    }
 }
 
 /// Runs the whole job.
@@ -483,7 +462,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     };
 
     let t = Instant::now();
-    let cases = discover_cases(cfg)?;
+    let Batch {
+        mut cases,
+        unpaired_labels,
+    } = discover_cases(cfg)?;
     let mut preprocessor = Preprocessor::new(cfg.preprocess.clone())?;
     // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
     let workers = map_workers(
@@ -493,9 +475,24 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         input_voxels(&cases[0])?,
         cases.len(),
     );
-    // The request first: a run folder holding another run's results refuses before any slow check.
+    // The request first: a run folder holding another run's results refuses before any slow check. Its
+    // file settings go by content: the model's digest (also the token cache's key) and the landmarks.
     cfg.extract.validate()?;
     crate::extract::check_model_file(&cfg.extract.model)?;
+    let model_sha256 = crate::io::hash::sha256_file(&cfg.extract.model).map_err(|e| {
+        Error::bad_argument(
+            "--model",
+            format!("{}: cannot be read: {e}", cfg.extract.model.display()),
+        )
+    })?;
+    let given_nyul = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
+    let mut settings = run_settings(&cfg.score, &cfg.config_extra)?;
+    settings.insert("model".into(), format!("sha256:{model_sha256}").into());
+    if let Some(nyul) = &given_nyul {
+        let landmarks = serde_json::to_vec(nyul).map_err(|e| Error::Resource(e.to_string()))?;
+        let digest = crate::io::hash::sha256_bytes(&landmarks);
+        settings.insert("nyul".into(), format!("landmarks sha256:{digest}").into());
+    }
     let files: Vec<&Path> = cases
         .iter()
         .flat_map(|c| std::iter::once(c.input.path.as_path()).chain(c.label.as_deref()))
@@ -521,11 +518,15 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
                 .map(|(c, h)| c.request_entry(h))
                 .collect(),
         ),
-        &run_settings(&cfg.score, &cfg.config_extra)?,
-    )?;
+        &settings,
+    );
     let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
     if replacing {
         check_inputs_outside_outputs(&cfg.out, &files)?;
+    }
+    // The extraction keys its token cache by these digests: not computed twice.
+    for (c, h) in cases.iter_mut().zip(&hashes) {
+        c.input.sha256 = Some(h.0.clone());
     }
     stage(&mut timings, "discovery", t);
     // Every volume is read whole before the run folder is touched: with the batch crop box (which also
@@ -544,12 +545,12 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         bar.finish_and_clear();
         stage(&mut timings, "read check", t);
     }
-    if let Some(ldir) = &cfg.labels {
-        let query_layout = discover::discover(&cfg.query, None)?.layout;
-        let patterns = discover::manifest(&query_layout)?.labels;
-        if let Some(notice) = unpaired_labels_notice(ldir, &cases, &patterns)? {
-            say(notice);
-        }
+    if let Some(notice) = cfg
+        .labels
+        .as_deref()
+        .and_then(|ldir| unpaired_notice(ldir, &unpaired_labels))
+    {
+        say(notice);
     }
     // Every label map is read and checked against its volume's grid now, not in the maps stage after the
     // tokens (minutes to hours later, with a half-written run folder).
@@ -566,7 +567,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     // loaded now (library, model, device and the `layer_<k>` outputs of --layers checked) and handed to
     // the extraction.
     crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
-    let given_nyul = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
     let backbone = if cfg.out.join("tokens").is_dir() && !replacing {
         None
     } else {
@@ -616,7 +616,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         preprocessor.clone(),
         nyul,
     );
-    let extracted = crate::extract::run_preloaded(&extract_cfg, &source, backbone)?;
+    let extracted =
+        crate::extract::run_preloaded(&extract_cfg, &source, backbone, Some(model_sha256))?;
     stage(&mut timings, "tokens", t);
 
     let t = Instant::now();
@@ -1172,45 +1173,29 @@ fn gmm_mask_threshold(
     .map_err(|e| Error::bad_input(path, format!("the label-free mask threshold failed: {e}")))
 }
 
-/// A notice naming the NIfTI files of the labels folder that are no case's label map (usually misnamed:
-/// their cases are scored without them being used), or `None`.
-fn unpaired_labels_notice(
-    ldir: &Path,
-    cases: &[BatchCase],
-    patterns: &[String],
-) -> Result<Option<String>> {
-    let paired: BTreeMap<String, PathBuf> = cases
-        .iter()
-        .filter_map(|c| Some((c.input.id.clone(), c.label.clone()?)))
-        .collect();
-    let images: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
-    let ids: Vec<&str> = cases.iter().map(|c| c.input.id.as_str()).collect();
-    let unpaired = discover::unpaired_files(ldir, &paired, &images, patterns, &ids)?;
-    Ok(unpaired_notice(ldir, &unpaired))
-}
-
-/// The notice of [`unpaired_labels_notice`] for the files `unpaired` of `ldir` (shared with `check`).
+/// The notice naming the files of the labels folder `ldir` that are no case's label map (usually misnamed:
+/// their cases are scored without them), or `None` (shared with `check`).
 pub fn unpaired_notice(ldir: &Path, unpaired: &[PathBuf]) -> Option<String> {
     if unpaired.is_empty() {
         return None;
     }
-    let shown: Vec<String> = unpaired
-        .iter()
-        .take(5)
-        .map(|p| p.display().to_string())
-        .collect();
+    let names: Vec<String> = unpaired.iter().map(|p| p.display().to_string()).collect();
     Some(format!(
-        "mri-ad: notice: {} file(s) in {} (--labels) are no case's label map and are not used ({}{}): \
+        "mri-ad: notice: {} file(s) in {} (--labels) are no case's label map and are not used ({}): \
          check their names against the case ids (data-manifest/ says how labels pair with cases)",
         unpaired.len(),
         ldir.display(),
-        shown.join(", "),
-        if unpaired.len() > shown.len() {
-            ", ..."
-        } else {
-            ""
-        }
+        first_few(&names)
     ))
+}
+
+/// The first five of `items`, comma-separated, with how many more there are.
+fn first_few<S: AsRef<str>>(items: &[S]) -> String {
+    let shown: Vec<&str> = items.iter().take(5).map(AsRef::as_ref).collect();
+    match items.len() - shown.len() {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
 }
 
 /// What looks wrong with a label map's values, if anything: non-integer values or many distinct values,
@@ -1257,13 +1242,13 @@ fn check_labels(cases: &[BatchCase], workers: usize, progress: &Progress) -> Res
             &label.affine,
             crate::volume::GRID_TOLERANCE_MM,
         ) {
-            return Err(Error::Mismatch {
-                path: path.to_path_buf(),
-                what: "the label map's voxel grid (size and affine)".into(),
-                expected: format!("size {image_size:?}, affine {image_affine:?}"),
-                actual: format!("size {:?}, affine {:?}", label.size_ijk(), label.affine),
-                reference: case.input.path.display().to_string(),
-            });
+            return Err(nifti::grid_mismatch(
+                path,
+                "label map",
+                (label.size_ijk(), &label.affine),
+                (image_size, &image_affine),
+                &case.input.path,
+            ));
         }
         Ok(label_oddity(&label).map(|o| label_oddity_notice(path, &o)))
     })?;
@@ -1293,15 +1278,15 @@ pub fn toml_table(settings: &impl serde::Serialize) -> Result<toml::Table> {
     }
 }
 
-/// Writes the effective settings as `config.toml`: the scoring keys of `config` plus `extra` (for `score` on
-/// volumes, the backbone and preprocessing keys), a valid `--config` file.
-/// The settings of a run as its `config.toml` table: the scoring settings and `extra`.
+/// The settings of a run as its `config.toml` table: the scoring keys of `config` plus `extra` (for `score`
+/// on volumes, the backbone and preprocessing keys).
 pub fn run_settings(config: &ScoreConfig, extra: &toml::Table) -> Result<toml::Table> {
     let mut table = toml_table(config)?;
     table.extend(extra.clone());
     Ok(table)
 }
 
+/// Writes the effective settings ([`run_settings`]) as `config.toml`, a valid `--config` file.
 pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) -> Result<()> {
     let table = run_settings(config, extra)?;
     let text = toml::to_string(&table).map_err(|e| Error::Resource(e.to_string()))?;
@@ -1410,7 +1395,7 @@ pub fn evaluate_run(
             ));
         }
     }
-    let cases = find_cases(healthy.as_deref(), Path::new(query), Some(labels))?;
+    let cases = find_cases(healthy.as_deref(), Path::new(query), Some(labels))?.cases;
     let mut scores = Vec::with_capacity(cases.len());
     for c in &cases {
         let path = run.join("token_scores").join(format!("{}.npy", c.input.id));

@@ -78,13 +78,13 @@ fn as_input_problem(e: Error) -> Error {
 }
 
 fn grid_problem(file: &Path, v: &Volume, image: &Volume, what: &str) -> Error {
-    Error::Mismatch {
-        path: file.into(),
-        what: format!("the {what}'s voxel grid (size, affine)"),
-        expected: format!("size {:?}, affine {:?}", image.size_ijk(), image.affine),
-        actual: format!("size {:?}, affine {:?}", v.size_ijk(), v.affine),
-        reference: image.path.display().to_string(),
-    }
+    nifti::grid_mismatch(
+        file,
+        what,
+        (v.size_ijk(), &v.affine),
+        (image.size_ijk(), &image.affine),
+        &image.path,
+    )
 }
 
 /// Problems of the batch as a whole: for `--crop batch`, volumes that are not on the first volume's grid.
@@ -259,8 +259,6 @@ pub fn run(args: CheckArgs) -> Result<()> {
                                 looked.push(name);
                             }
                         }
-                        let same_folder = labels.is_empty()
-                            && crate::pipeline::absolute(ldir) == crate::pipeline::absolute(dir);
                         problems.push(Error::bad_input(
                             &case.image,
                             format!(
@@ -268,12 +266,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
                                 case.id,
                                 ldir.display(),
                                 looked.join(", "),
-                                if same_folder {
-                                    "; --labels names the --query folder itself: give the folder of the \
-                                     label maps"
-                                } else {
-                                    ""
-                                }
+                                crate::pipeline::labels_folder_hint(ldir, dir, labels.is_empty())
                             ),
                         ))
                     }

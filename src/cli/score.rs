@@ -406,7 +406,7 @@ fn run_tokens(
             .map(|(f, d)| json!({"case": f.set.name, "tokens_sha256": d}))
             .collect::<Vec<_>>()),
         &crate::pipeline::run_settings(&config, &toml::Table::new())?,
-    )?;
+    );
     if crate::pipeline::replaces_another_run(&args.out, args.common.force, &request)? {
         crate::pipeline::check_inputs_outside_outputs(&args.out, &token_paths)?;
     }
@@ -474,7 +474,7 @@ fn run_tokens(
     let mut summary = json!({
         "mri_ad_version": env!("CARGO_PKG_VERSION"),
         "command": "score --tokens",
-        "tokens": crate::pipeline::absolute(dir),
+        "tokens": crate::io::absolute(dir),
         "cases": names.len(),
         "views": n_views,
         "positions": n_positions,

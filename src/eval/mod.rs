@@ -493,6 +493,30 @@ pub fn dice_protocol(
     }
 }
 
+/// Test data shared by the metric tests of this module and its submodules.
+#[cfg(test)]
+pub(crate) mod testdata {
+    use rand::{Rng, SeedableRng};
+
+    /// `n` random labels (positive with probability `rate`) and scores uniform on `[0, spread)`, shifted
+    /// up by `shift` for positives; seeded.
+    pub fn labelled_scores(
+        seed: u64,
+        n: usize,
+        rate: f32,
+        spread: f32,
+        shift: f32,
+    ) -> (Vec<f32>, Vec<bool>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let labels: Vec<bool> = (0..n).map(|_| rng.random::<f32>() < rate).collect();
+        let scores = labels
+            .iter()
+            .map(|&l| rng.random::<f32>() * spread + if l { shift } else { 0.0 })
+            .collect();
+        (scores, labels)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,13 +599,7 @@ mod tests {
 
     #[test]
     fn histogram_auroc_is_close_to_the_exact_one() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let labels: Vec<bool> = (0..20000).map(|_| rng.random::<f32>() < 0.1).collect();
-        let scores: Vec<f32> = labels
-            .iter()
-            .map(|&l| rng.random::<f32>() + if l { 0.3 } else { 0.0 })
-            .collect();
+        let (scores, labels) = super::testdata::labelled_scores(1, 20000, 0.1, 1.0, 0.3);
         let mut h = ScoreHistogram::new(0.0, 1.3, 1 << 20);
         h.add(scores.iter().copied(), labels.iter().copied());
         let exact = auroc(&scores, &labels).unwrap();
@@ -600,13 +618,7 @@ mod tests {
 
     #[test]
     fn histogram_f1_max_is_the_exact_one_up_to_a_bin() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        let labels: Vec<bool> = (0..50000).map(|_| rng.random::<f32>() < 0.05).collect();
-        let scores: Vec<f32> = labels
-            .iter()
-            .map(|&l| rng.random::<f32>() + if l { 0.6 } else { 0.0 })
-            .collect();
+        let (scores, labels) = super::testdata::labelled_scores(2, 50000, 0.05, 1.0, 0.6);
         let (exact, t_exact) = f1_max(&scores, &labels).unwrap();
         let mut h = ScoreHistogram::new(0.0, 1.6, 1 << 20);
         h.add(scores.iter().copied(), labels.iter().copied());

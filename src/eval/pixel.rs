@@ -143,16 +143,10 @@ fn ap_from_groups(groups: &[(f64, u64, u64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
 
     #[test]
     fn histogram_agrees_with_exact() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let labels: Vec<bool> = (0..50_000).map(|_| rng.random::<f32>() < 0.05).collect();
-        let scores: Vec<f32> = labels
-            .iter()
-            .map(|&l| rng.random::<f32>() * 2.0 + if l { 0.8 } else { 0.0 })
-            .collect();
+        let (scores, labels) = crate::eval::testdata::labelled_scores(3, 50_000, 0.05, 2.0, 0.8);
         let run = |limit| {
             let mut a = PixelAccumulator::with_limit(0.0, 2.8, scores.len(), limit);
             a.add(

@@ -38,6 +38,9 @@ use crate::{Error, Result};
 pub struct CaseInput {
     pub id: String,
     pub path: PathBuf,
+    /// The file's SHA-256 when the caller has it already (`score` hashes its inputs for the run's
+    /// request); `None`: the extraction computes it for the token cache key.
+    pub sha256: Option<String>,
 }
 
 /// A canonical cube and its brain mask.
@@ -91,6 +94,7 @@ impl CubeSource for NpyCubes {
                 cases.push(CaseInput {
                     id,
                     path: entry.path(),
+                    sha256: None,
                 });
             }
         }
@@ -144,6 +148,7 @@ impl NiftiCubes {
             .map(|c| CaseInput {
                 id: c.id.clone(),
                 path: c.image.clone(),
+                sha256: None,
             })
             .collect();
         let mut preprocessor = Preprocessor::new(config)?;

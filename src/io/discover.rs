@@ -282,7 +282,7 @@ pub fn unpaired_files(
         .values()
         .map(PathBuf::as_path)
         .chain(images.iter().copied())
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+        .map(super::absolute)
         .collect();
     Ok(list_files(dir)?
         .into_iter()
@@ -293,7 +293,7 @@ pub fn unpaired_files(
                 .any(|id| !of_a_case(&id))
         })
         .map(|f| dir.join(f))
-        .filter(|p| !known.contains(&std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
+        .filter(|p| !known.contains(&super::absolute(p)))
         .collect())
 }
 

@@ -13,6 +13,12 @@ pub mod nifti;
 pub mod outdir;
 pub mod tokens;
 
+/// A path made absolute (links resolved) when it exists, else as given: run folders record absolute paths,
+/// and files are compared by it.
+pub fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Case identifier of a file: its name with known (possibly double) extensions removed,
 /// e.g. `sub-01.tokens.npz` → `sub-01` with suffix `.tokens.npz`, `x.nii.gz` → `x` with `.nii.gz`.
 pub fn case_id(file_name: &str, suffixes: &[&str]) -> Option<String> {

@@ -256,6 +256,24 @@ pub fn invert_affine(a: &Affine) -> Option<Affine> {
     }
 }
 
+/// The error for `file` (a label map or mask, `what`) whose voxel grid `actual` (size, affine) is not the
+/// grid `expected` of its image `reference`.
+pub fn grid_mismatch(
+    file: &Path,
+    what: &str,
+    actual: ([usize; 3], &Affine),
+    expected: ([usize; 3], &Affine),
+    reference: &Path,
+) -> crate::Error {
+    crate::Error::Mismatch {
+        path: file.into(),
+        what: format!("the {what}'s voxel grid (size, affine)"),
+        expected: format!("size {:?}, affine {:?}", expected.0, expected.1),
+        actual: format!("size {:?}, affine {:?}", actual.0, actual.1),
+        reference: reference.display().to_string(),
+    }
+}
+
 /// Whether two grids coincide: same size and the eight corner voxels at the same world position within
 /// `tol_mm`.
 pub fn same_grid(

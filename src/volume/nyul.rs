@@ -138,21 +138,13 @@ impl NyulModel {
 
     /// Loads a model saved by [`Self::save`], checking it is usable.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::bad_argument(
-                    "--nyul",
-                    format!("{}: no such file", path.display()),
-                ))
-            }
-            Err(e) => {
-                return Err(Error::bad_argument(
-                    "--nyul",
-                    format!("{}: cannot be read: {e}", path.display()),
-                ))
-            }
-        };
+        let bytes = std::fs::read(path).map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".to_string(),
+                _ => format!("cannot be read: {e}"),
+            };
+            Error::bad_argument("--nyul", format!("{}: {why}", path.display()))
+        })?;
         let m: NyulModel = serde_json::from_slice(&bytes)
             .map_err(|e| {
                 Error::bad_input(

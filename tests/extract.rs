@@ -15,28 +15,11 @@ fn s(p: &Path) -> &str {
 
 /// Common flags for a tiny run.
 fn tiny_args<'a>(input: &'a str, out: &'a str, model: &'a str, size: &'a str) -> Vec<&'a str> {
-    vec![
-        "extract",
-        "--input",
-        input,
-        "--out",
-        out,
-        "--model",
-        model,
-        "--size",
-        size,
-        "--layers",
-        "2,4",
-        "--proj-dim",
-        "16",
-        "--seed",
-        "3",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--no-progress",
-    ]
+    ["extract", "--input", input, "--out", out]
+        .into_iter()
+        .chain(tiny_backbone(model, size))
+        .chain(["--seed", "3", "--threads", "1", "--no-progress"])
+        .collect()
 }
 
 #[test]

@@ -9,10 +9,6 @@ use std::path::Path;
 use common::*;
 use mri_ad::io::nifti::{read_volume, write_volume, Affine};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn read_npy_f32(path: &Path) -> Vec<f32> {
     let file = std::fs::File::open(path).unwrap();
     let a: ndarray::Array1<f32> = ndarray_npy::ReadNpyExt::read_npy(file).unwrap();
@@ -143,7 +139,7 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     write_cohort(&healthy, &query, &labels, 4, 10..13);
     let model = tiny_model(0);
     let out = dir.path().join("run");
-    let args = [
+    let args: Vec<&str> = [
         "score",
         "--healthy",
         s(&healthy),
@@ -153,20 +149,11 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
         s(&labels),
         "--out",
         s(&out),
-        "--model",
-        s(&model),
-        "--size",
-        "28",
-        "--layers",
-        "2,4",
-        "--proj-dim",
-        "16",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--no-progress",
-    ];
+    ]
+    .into_iter()
+    .chain(tiny_backbone(s(&model), "28"))
+    .chain(["--threads", "1", "--no-progress"])
+    .collect();
     ok(&run_mri_ad(&args));
 
     let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
@@ -612,29 +599,12 @@ fn an_interrupted_run_resumes_with_identical_results() {
     }
     let model = tiny_model(0);
     let args = |out: &Path| -> Vec<String> {
-        [
-            "score",
-            "--query",
-            s(&query),
-            "--out",
-            s(out),
-            "--model",
-            s(&model),
-            "--size",
-            "112",
-            "--layers",
-            "2,4",
-            "--proj-dim",
-            "16",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--no-progress",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect()
+        ["score", "--query", s(&query), "--out", s(out)]
+            .into_iter()
+            .chain(tiny_backbone(s(&model), "112"))
+            .chain(["--threads", "1", "--no-progress"])
+            .map(String::from)
+            .collect()
     };
     let full = dir.path().join("full");
     let full_args = args(&full);
@@ -728,7 +698,7 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     std::fs::create_dir_all(root.join("elsewhere")).unwrap();
     write_cohort(&root.join("h"), &root.join("q"), &root.join("l"), 3, 20..22);
     let model = tiny_model(0);
-    let base = [
+    let base: Vec<&str> = [
         "score",
         "--healthy",
         "h",
@@ -738,19 +708,11 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
         "l",
         "--out",
         "run",
-        "--model",
-        s(&model),
-        "--size",
-        "28",
-        "--layers",
-        "2,4",
-        "--proj-dim",
-        "16",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--no-plots",
-    ];
+    ]
+    .into_iter()
+    .chain(tiny_backbone(s(&model), "28"))
+    .chain(["--no-progress", "--no-plots"])
+    .collect();
     let with = |extra: &[&'static str]| -> Vec<&str> {
         let mut a: Vec<&str> = base.to_vec();
         a.extend_from_slice(extra);

@@ -147,6 +147,22 @@ pub fn write_cube(dir: &Path, name: &str, cube: &Array3<f32>) {
 }
 
 /// Runs the real `mri-ad` binary with ORT_DYLIB_PATH pointing at the test library.
+/// The backbone flags of a tiny run: the tiny random ViT `model` at `size`³, blocks 2 and 4, d' = 16, CPU.
+pub fn tiny_backbone<'a>(model: &'a str, size: &'a str) -> [&'a str; 10] {
+    [
+        "--model",
+        model,
+        "--size",
+        size,
+        "--layers",
+        "2,4",
+        "--proj-dim",
+        "16",
+        "--device",
+        "cpu",
+    ]
+}
+
 pub fn run_mri_ad(args: &[&str]) -> Output {
     mri_ad_env(args, &[("ORT_DYLIB_PATH", ort_lib().to_str().unwrap())])
 }

@@ -6,7 +6,8 @@
 //!   sidecar `<case>.tokens.json` per case of the shard, in the output folder.
 //!
 //! Cache: the sidecar records the cache key ([`KEY_FIELDS`]: model SHA-256, layers, d', projection seed,
-//! cube size, void threshold, tokenizer version, preprocessing, input SHA-256). A case whose sidecar holds
+//! cube size, void threshold, tokenizer version, preprocessing, input SHA-256; and [`MASK_KEY`], the brain
+//! mask's SHA-256, for a case with a mask). A case whose sidecar holds
 //! the same key and whose token file exists is skipped without loading its volume or the model; any other
 //! case is recomputed and its files replaced. The model (and ONNX Runtime) is loaded only when a case needs
 //! computing, so a fully cached run runs no inference at all. The execution provider (and `--batch`) is
@@ -61,6 +62,10 @@ pub const KEY_FIELDS: [&str; 9] = [
     "preprocessing",
     "input_sha256",
 ];
+
+/// The cache-key field of a case's brain mask (`--masks`): present only for a case with a mask, so that the
+/// keys of cases without one keep their form; a key with it never matches a sidecar without it.
+pub const MASK_KEY: &str = "mask_sha256";
 
 /// Shard `index` (0-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,8 +216,9 @@ fn cache_key(
     model_sha256: &str,
     preprocessing: &Value,
     input_sha256: &str,
+    mask_sha256: Option<&str>,
 ) -> Value {
-    json!({
+    let mut key = json!({
         "tokenizer": TOKENIZER_VERSION,
         "model_sha256": model_sha256,
         "layers": cfg.layers,
@@ -222,7 +228,11 @@ fn cache_key(
         "void_threshold": cfg.tokenizer.void_threshold,
         "preprocessing": preprocessing,
         "input_sha256": input_sha256,
-    })
+    });
+    if let Some(mask) = mask_sha256 {
+        key[MASK_KEY] = json!(mask);
+    }
+    key
 }
 
 /// The sidecar of `<out>/<case>` when it holds a token file whose sidecar matches `key`.
@@ -231,7 +241,8 @@ fn cached(npz: &Path, key: &Value) -> Option<Value> {
     let side = serde_json::from_str::<Value>(&text).ok()?;
     let same = KEY_FIELDS
         .iter()
-        .all(|f| side.get(*f).is_some() && side.get(*f) == key.get(*f));
+        .all(|f| side.get(*f).is_some() && side.get(*f) == key.get(*f))
+        && side.get(MASK_KEY) == key.get(MASK_KEY);
     let present = std::fs::metadata(npz)
         .map(|m| m.is_file() && m.len() > 0)
         .unwrap_or(false);
@@ -401,7 +412,18 @@ pub fn run_with(
             Some(known) => known.clone(),
             None => sha256_file(&case.path)?,
         };
-        let key = cache_key(cfg, model_sha256, &preprocessing, &input_sha256);
+        let mask_sha256 = match (&case.mask, &case.mask_sha256) {
+            (None, _) => None,
+            (Some(_), Some(known)) => Some(known.clone()),
+            (Some(mask), None) => Some(sha256_file(mask)?),
+        };
+        let key = cache_key(
+            cfg,
+            model_sha256,
+            &preprocessing,
+            &input_sha256,
+            mask_sha256.as_deref(),
+        );
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
         let cached_sidecar = cached(&npz, &key);
         plans.push(CasePlan {
@@ -477,6 +499,7 @@ pub fn run_with(
             let extra = json!({
                 "case": case.id,
                 "input_file": case.path.display().to_string(),
+                "mask_file": case.mask.as_ref().map(|m| m.display().to_string()),
                 "model_file": cfg.model.display().to_string(),
                 "provider": tokenizer.provider(),
                 "batch": cfg.tokenizer.batch,

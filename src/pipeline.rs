@@ -7,6 +7,11 @@
 //!
 //! Traps:
 //! * Every case of both folders is in the one batch (leave-one-out); case ids must be unique across them.
+//!   With `--masks`, every case has a brain mask ([`discover::pair_masks`]), which replaces `voxel > 0`
+//!   in every stage (crop, Nyúl, tokens, maps) and whose SHA-256 joins the request and the token cache key.
+//! * Volumes on other grids than the batch's frame are resampled into its world space
+//!   ([`crate::volume::space`]); summary.json records the space, and `eval` rebuilds it from there (runs
+//!   from before it: the first case's grid with the recorded box).
 //! * The metrics are computed in the canonical cube space (S³, labels resampled by nearest neighbour), as
 //!   ALGORITHM.md §8.3 specifies at 224³; the maps and masks written are on each input's own grid.
 //! * A run folder is marked with `.mri-ad-run`, which records the run's request ([`run_request`]: the
@@ -18,8 +23,9 @@
 //!   with labels). A non-empty folder without the marker needs `--force`. There is no lock: two runs
 //!   into one folder at once are not detected.
 //! * Before anything is removed or written: the request is compared (first, so a refusal is quick), every
-//!   volume is read whole (with the batch crop box, or on its own for `--crop volume`), every label map is
-//!   read whole and checked against its volume's grid, the settings are checked against the batch, the
+//!   volume and brain mask is read whole ([`Preprocessor::for_batch`]: volumes evidently not
+//!   skull-stripped and without a mask, or with `--crop batch` evidently not in the batch's world space,
+//!   are refused), every label map is read whole and checked against its volume's grid, the settings are checked against the batch, the
 //!   `--nyul` file is read, and the backbone is loaded (library, model, `layer_<k>` outputs) when there is
 //!   no token cache yet or the run replaces another's results. What can still fail later (a volume whose
 //!   tokens are all void, the Nyúl fit, the label-free GMM threshold) stops the run with the token cache
@@ -56,7 +62,8 @@ use crate::report;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
 use crate::volume::crop::CropBox;
 use crate::volume::nyul::NyulModel;
-use crate::volume::{CropMode, PreprocessConfig, Preprocessor};
+use crate::volume::space::BatchSpace;
+use crate::volume::{canonical_grid, CropMode, PreprocessConfig, Preprocessor, VolumeFiles};
 use crate::{eval, Error, Result, TokenSet};
 
 /// Marker file of a run folder.
@@ -68,6 +75,8 @@ pub struct PipelineConfig {
     pub healthy: Option<PathBuf>,
     pub query: PathBuf,
     pub labels: Option<PathBuf>,
+    /// Brain masks (one per case, paired by the layouts' mask patterns), replacing `voxel > 0`.
+    pub masks: Option<PathBuf>,
     pub out: PathBuf,
     /// Nyúl landmarks to use instead of learning them from the healthy volumes.
     pub nyul: Option<PathBuf>,
@@ -95,23 +104,46 @@ struct BatchCase {
     label: Option<PathBuf>,
 }
 
+/// The SHA-256 of a case's files.
+#[derive(Debug, Clone)]
+struct CaseDigests {
+    image: String,
+    label: Option<String>,
+    mask: Option<String>,
+}
+
 impl BatchCase {
-    /// The case as a request records it: id, group and the SHA-256 of its files (`hashes`: image, label).
-    fn request_entry(&self, hashes: &(String, Option<String>)) -> Value {
-        json!({
+    /// The case as a request records it: id, group and the SHA-256 of its files (the brain mask's only
+    /// when there is one, so that requests of runs without masks keep their form).
+    fn request_entry(&self, hashes: &CaseDigests) -> Value {
+        let mut e = json!({
             "case": self.input.id,
             "group": self.group,
-            "image_sha256": hashes.0,
-            "label_sha256": hashes.1,
-        })
+            "image_sha256": hashes.image,
+            "label_sha256": hashes.label,
+        });
+        if let Some(m) = &hashes.mask {
+            e["mask_sha256"] = json!(m);
+        }
+        e
     }
 
     /// The case as summary.json records it: the request entry and the absolute paths.
-    fn summary_entry(&self, hashes: &(String, Option<String>)) -> Value {
+    fn summary_entry(&self, hashes: &CaseDigests) -> Value {
         let mut e = self.request_entry(hashes);
         e["image"] = json!(absolute(&self.input.path));
         e["label"] = json!(self.label.as_deref().map(absolute));
+        if let Some(m) = &self.input.mask {
+            e["mask"] = json!(absolute(m));
+        }
         e
+    }
+
+    /// Its files in the order [`hash_files`] gets them: image, label map, brain mask.
+    fn files(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.input.path.as_path())
+            .chain(self.label.as_deref())
+            .chain(self.input.mask.as_deref())
     }
 }
 
@@ -342,10 +374,20 @@ struct Batch {
 }
 
 fn discover_cases(cfg: &PipelineConfig) -> Result<Batch> {
-    find_cases(cfg.healthy.as_deref(), &cfg.query, cfg.labels.as_deref())
+    find_cases(
+        cfg.healthy.as_deref(),
+        &cfg.query,
+        cfg.labels.as_deref(),
+        cfg.masks.as_deref(),
+    )
 }
 
-fn find_cases(healthy: Option<&Path>, query: &Path, labels_dir: Option<&Path>) -> Result<Batch> {
+fn find_cases(
+    healthy: Option<&Path>,
+    query: &Path,
+    labels_dir: Option<&Path>,
+    masks_dir: Option<&Path>,
+) -> Result<Batch> {
     let generic = discover::manifest("generic")?;
     let mut cases: Vec<BatchCase> = Vec::new();
     let mut unpaired_labels = Vec::new();
@@ -355,6 +397,7 @@ fn find_cases(healthy: Option<&Path>, query: &Path, labels_dir: Option<&Path>) -
         ("--healthy", healthy),
         ("--query", Some(query)),
         ("--labels", labels_dir),
+        ("--masks", masks_dir),
     ] {
         match dir {
             Some(d) if !d.is_dir() => {
@@ -400,6 +443,11 @@ fn find_cases(healthy: Option<&Path>, query: &Path, labels_dir: Option<&Path>) -
             }
             labels = paired;
         }
+        let masks = match masks_dir {
+            Some(mdir) => discover::pair_masks(mdir, &found)?,
+            None => BTreeMap::new(),
+        };
+        discover::drop_paired_files(&mut found, &masks);
         for c in found.cases {
             if let Some(other) = seen.insert(c.id.clone(), c.image.clone()) {
                 return Err(Error::BadBatch {
@@ -414,9 +462,8 @@ fn find_cases(healthy: Option<&Path>, query: &Path, labels_dir: Option<&Path>) -
             cases.push(BatchCase {
                 label: labels.get(&c.id).cloned(),
                 input: CaseInput {
-                    id: c.id,
-                    path: c.image,
-                    sha256: None,
+                    mask: masks.get(&c.id).cloned(),
+                    ..CaseInput::new(c.id, c.image)
                 },
                 group,
             });
@@ -466,13 +513,13 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         mut cases,
         unpaired_labels,
     } = discover_cases(cfg)?;
-    let mut preprocessor = Preprocessor::new(cfg.preprocess.clone())?;
+    Preprocessor::new(cfg.preprocess.clone())?;
     // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
     let workers = map_workers(
         cfg.score.threads,
         cfg.score.memory_budget,
         cfg.preprocess.size,
-        input_voxels(&cases[0])?,
+        input_voxels(&cases)?,
         cases.len(),
     );
     // The request first: a run folder holding another run's results refuses before any slow check. Its
@@ -493,21 +540,15 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         let digest = crate::io::hash::sha256_bytes(&landmarks);
         settings.insert("nyul".into(), format!("landmarks sha256:{digest}").into());
     }
-    let files: Vec<&Path> = cases
-        .iter()
-        .flat_map(|c| std::iter::once(c.input.path.as_path()).chain(c.label.as_deref()))
-        .collect();
+    let files: Vec<&Path> = cases.iter().flat_map(BatchCase::files).collect();
     let mut digests = hash_files(&files)?.into_iter();
-    let hashes: Vec<(String, Option<String>)> = cases
+    let mut next = || digests.next().expect("one per file");
+    let hashes: Vec<CaseDigests> = cases
         .iter()
-        .map(|c| {
-            let image = digests.next().expect("one per file");
-            (
-                image,
-                c.label
-                    .as_ref()
-                    .map(|_| digests.next().expect("one per file")),
-            )
+        .map(|c| CaseDigests {
+            image: next(),
+            label: c.label.as_ref().map(|_| next()),
+            mask: c.input.mask.as_ref().map(|_| next()),
         })
         .collect();
     let request = run_request(
@@ -526,24 +567,30 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     }
     // The extraction keys its token cache by these digests: not computed twice.
     for (c, h) in cases.iter_mut().zip(&hashes) {
-        c.input.sha256 = Some(h.0.clone());
+        c.input.sha256 = Some(h.image.clone());
+        c.input.mask_sha256 = h.mask.clone();
     }
     stage(&mut timings, "discovery", t);
-    // Every volume is read whole before the run folder is touched: with the batch crop box (which also
-    // checks that they share one grid), else on its own.
+    // Every volume (and brain mask) is read whole before the run folder is touched: volumes that are
+    // evidently not skull-stripped, or (with --crop batch) not in the batch's world space, are refused.
     let t = Instant::now();
-    let paths: Vec<&Path> = cases.iter().map(|c| c.input.path.as_path()).collect();
-    if cfg.preprocess.crop == CropMode::Batch {
-        let crop = preprocessor.union_box(&paths, workers, &progress)?;
-        preprocessor = preprocessor.with_batch_box(crop);
-        stage(&mut timings, "crop box", t);
-    } else {
-        let bar = progress.bar(paths.len() as u64, "read check");
-        map_in_order(workers, &paths, &|| bar.inc(1), &|_, p| {
-            nifti::read_volume(p).map(|_| ())
-        })?;
-        bar.finish_and_clear();
-        stage(&mut timings, "read check", t);
+    let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
+    let (preprocessor, geometry) =
+        Preprocessor::for_batch(cfg.preprocess.clone(), &files, workers, &progress)?;
+    stage(&mut timings, "crop box", t);
+    let resampled: Vec<&str> = geometry
+        .resampled()
+        .into_iter()
+        .map(|i| cases[i].input.id.as_str())
+        .collect();
+    if !resampled.is_empty() {
+        say(format!(
+            "mri-ad: notice: {} volume(s) lie on other grids than the batch's reference {} and are resampled \
+             into its world space: {}",
+            resampled.len(),
+            cases[geometry.plan.as_ref().map_or(0, |p| p.reference)].input.id,
+            first_few(&resampled)
+        ));
     }
     if let Some(notice) = cfg
         .labels
@@ -595,8 +642,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
             } else {
                 cases.iter().collect()
             };
-            let paths: Vec<&Path> = train.iter().map(|c| c.input.path.as_path()).collect();
-            let per_volume = preprocessor.nyul_landmarks(&paths, workers, &progress)?;
+            let files: Vec<VolumeFiles> = train.iter().map(|c| c.input.files()).collect();
+            let per_volume = preprocessor.nyul_landmarks(&files, workers, &progress)?;
             NyulModel::fit(&per_volume)?
         }
     };
@@ -683,7 +730,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         "cases": names.len(),
         "inputs": cases.iter().zip(&hashes).map(|(c, h)| c.summary_entry(h)).collect::<Vec<_>>(),
         "margin": cfg.preprocess.margin,
-        "crop": {"mode": cfg.preprocess.crop, "batch_box": preprocessor.batch_box},
+        "brain_masks": cfg.masks.as_deref().map(absolute),
+        "crop": crop_summary(&cfg.preprocess, &preprocessor, &geometry, &cases),
         "maps": {"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()},
         "preprocessing": source_preprocessing(&source),
         "backbone": {
@@ -721,6 +769,34 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         cfg.out.display()
     ));
     Ok(())
+}
+
+/// The crop and the batch space as summary.json records them (`eval` rebuilds the preprocessing from it).
+fn crop_summary(
+    config: &PreprocessConfig,
+    preprocessor: &Preprocessor,
+    geometry: &crate::volume::BatchGeometry,
+    cases: &[BatchCase],
+) -> Value {
+    let Some(space) = &preprocessor.space else {
+        return json!({"mode": config.crop, "batch_box": Value::Null});
+    };
+    let plan = geometry.plan.as_ref().expect("a space comes from a plan");
+    let (lo, hi) = space.box_mm();
+    let cube =
+        crate::volume::resize::CubeGrid::fit(&space.crop, space.frame.spacing(), config.size);
+    json!({
+        "mode": config.crop,
+        "batch_box": space.crop,
+        "space": space,
+        "reference": cases[plan.reference].input.id,
+        "box_mm": {"first_voxel": lo, "last_voxel": hi},
+        "cube_voxel_mm": cube.voxel_mm,
+        "resampled": geometry.resampled().into_iter().map(|i| cases[i].input.id.clone()).collect::<Vec<_>>(),
+        "rule": "the union of the brain boxes in world space (RAS+ mm) plus the margin, in the voxel frame of the \
+                 reference volume's canonical grid; volumes on other grids are resampled (trilinear) at the same \
+                 world points",
+    })
 }
 
 fn source_preprocessing(source: &NiftiCubes) -> Value {
@@ -786,11 +862,14 @@ fn map_workers(
     threads.min(fit).min(cases).max(1)
 }
 
-/// The number of voxels of a case's input volume (from its header), to size [`map_workers`]; the first case
-/// stands for the batch (with `--crop batch`, the default, every volume is on its grid).
-fn input_voxels(case: &BatchCase) -> Result<usize> {
-    let h = nifti::read_header(&case.input.path)?;
-    Ok(h.dim[1..4].iter().map(|&d| d.max(1) as usize).product())
+/// The number of voxels of the largest input volume (from the headers), to size [`map_workers`].
+fn input_voxels(cases: &[BatchCase]) -> Result<usize> {
+    let mut most = 0;
+    for case in cases {
+        let h = nifti::read_header(&case.input.path)?;
+        most = most.max(h.dim[1..4].iter().map(|&d| d.max(1) as usize).product());
+    }
+    Ok(most)
 }
 
 /// What the first pass over one case gives (its voxels go straight into the batch histogram).
@@ -840,8 +919,8 @@ impl MapsContext<'_> {
         c: &BatchCase,
         histogram: &Mutex<eval::ScoreHistogram>,
     ) -> Result<CasePass> {
-        let volume = nifti::read_volume(&c.input.path)?;
-        let prepared = self.preprocessor.prepare(&volume, None)?;
+        let (volume, brain_mask) = c.input.files().read()?;
+        let prepared = self.preprocessor.prepare(&volume, brain_mask.as_ref())?;
         let up = self.upsampled(a);
         let mut pass = CasePass {
             label: None,
@@ -935,8 +1014,8 @@ impl MapsContext<'_> {
         t_voxel: Option<f64>,
         masks_dir: Option<&Path>,
     ) -> Result<(f64, f64)> {
-        let volume = nifti::read_volume(&c.input.path)?;
-        let prepared = self.preprocessor.prepare(&volume, None)?;
+        let (volume, brain_mask) = c.input.files().read()?;
+        let prepared = self.preprocessor.prepare(&volume, brain_mask.as_ref())?;
         let up = self.upsampled(a);
         let mask = lesion_cube(c, &prepared.transform)?;
         let predicted = up.mapv(|v| t.is_some_and(|t| v as f64 >= t));
@@ -1395,7 +1474,15 @@ pub fn evaluate_run(
             ));
         }
     }
-    let cases = find_cases(healthy.as_deref(), Path::new(query), Some(labels))?.cases;
+    // The brain masks the run used (runs from before --masks existed used none).
+    let masks = summary["brain_masks"].as_str().map(PathBuf::from);
+    let cases = find_cases(
+        healthy.as_deref(),
+        Path::new(query),
+        Some(labels),
+        masks.as_deref(),
+    )?
+    .cases;
     let mut scores = Vec::with_capacity(cases.len());
     for c in &cases {
         let path = run.join("token_scores").join(format!("{}.npy", c.input.id));
@@ -1426,9 +1513,22 @@ pub fn evaluate_run(
         crop: crop_mode,
     })?;
     if crop_mode == CropMode::Batch {
-        let crop: CropBox = serde_json::from_value(summary["crop"]["batch_box"].clone())
-            .map_err(|e| bad(&format!("`crop.batch_box` ({e})")))?;
-        preprocessor = preprocessor.with_batch_box(crop);
+        let space = match summary["crop"].get("space") {
+            Some(recorded) => serde_json::from_value::<BatchSpace>(recorded.clone())
+                .map_err(|e| bad(&format!("`crop.space` ({e})")))?,
+            // Runs from before the world space: every volume on the first one's grid, the box in its frame.
+            None => {
+                let crop: CropBox = serde_json::from_value(summary["crop"]["batch_box"].clone())
+                    .map_err(|e| bad(&format!("`crop.batch_box` ({e})")))?;
+                let first = nifti::read_header(&cases[0].input.path)?;
+                let size = nifti::spatial_size(&cases[0].input.path, &first)?;
+                BatchSpace {
+                    frame: canonical_grid(size, &first.best_affine().0).1,
+                    crop,
+                }
+            }
+        };
+        preprocessor = preprocessor.with_space(space);
     }
     // The upsampling as the run recorded it (runs from before `maps` existed used align-corners).
     let upsample = match summary["maps"]["upsample"].as_str() {
@@ -1449,7 +1549,7 @@ pub fn evaluate_run(
             workers.threads,
             workers.memory_budget,
             size,
-            input_voxels(&cases[0])?,
+            input_voxels(&cases)?,
             cases.len(),
         ),
     };

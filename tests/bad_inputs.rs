@@ -288,8 +288,13 @@ fn empty_folder_and_output_folder_rules() {
     );
     let inv: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("check.json")).unwrap()).unwrap();
-    assert_eq!(inv[0]["case"], "good");
-    assert_eq!(inv[0]["shape"], serde_json::json!([16, 14, 12]));
+    assert_eq!(inv["cases"][0]["case"], "good");
+    assert_eq!(inv["cases"][0]["shape"], serde_json::json!([16, 14, 12]));
+    assert_eq!(inv["cases"][0]["space"]["fit"], "common");
+    assert_eq!(
+        inv["batch_space"]["frame"]["size"],
+        serde_json::json!([16, 14, 12])
+    );
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"user file");
     // A failing check never creates its output folder.
     let t = setup(|d| std::fs::write(d.join("bad.nii"), b"junk").unwrap());

@@ -1,18 +1,23 @@
 //! `mri-ad check`: lists what the input folders hold and checks it before a long run.
 //!
 //! For every case: the image file, its shape, voxel spacing, orientation code and the affine's source, the
-//! paired label map (lesion voxels) and brain mask. Problems (unreadable or malformed files, 4D/2D/complex
-//! data, NaN/Inf voxels, all-zero volumes, label maps or masks on another grid, cases without a label when
-//! --labels is given, duplicate case ids, empty folders, and with the default `--crop batch` volumes that are
-//! not all on one voxel grid) are all listed; then the command exits with code 2
-//! and the first problem as the error. With `--out`, the inventory is written to `<out>/check.json` (only
-//! when there is no problem; never into a non-empty folder without --force).
+//! brain's volume and the background in the corners of the field of view, the paired label map (lesion
+//! voxels) and brain mask. With the default `--crop batch`, the batch's world space `score` would use (its
+//! reference grid, the box in mm, the cube's voxel size) and, per volume, whether it lies on the common
+//! grid, is resampled into it, or is refused and why ([`crate::volume::space`]). Problems (unreadable or
+//! malformed files, 4D/2D/complex data, NaN/Inf voxels, all-zero volumes, volumes that are evidently not
+//! skull-stripped and have no mask, label maps or masks on another grid, cases without a label when
+//! --labels is given, duplicate case ids, empty folders, and volumes evidently not in one space) are all
+//! listed; then the command exits with code 2 and the first problem as the error. With `--out`, the
+//! inventory is written to `<out>/check.json` (only when there is no problem; never into a non-empty
+//! folder without --force).
 
 use std::path::{Path, PathBuf};
 
 use crate::io::discover::{self, Discovered};
 use crate::io::nifti::{self, Volume};
-use crate::volume::GRID_TOLERANCE_MM;
+use crate::volume::space::{self, Fit, Membership, Survey};
+use crate::volume::{PreprocessConfig, Preprocessor, GRID_TOLERANCE_MM};
 use crate::{Error, Result};
 
 /// Arguments of `mri-ad check`.
@@ -27,19 +32,25 @@ pub struct CheckArgs {
     /// Folder of lesion label maps for the query cases (lesion = label > 0); every query case needs one.
     #[arg(long, value_name = "DIR")]
     pub labels: Option<PathBuf>,
-    /// Folder of brain masks (mask > 0), one per case, checked (grid, not empty) and counted instead of
-    /// the `voxel > 0` rule. For other tools: `score` takes no brain masks, its brain is `voxel > 0`
-    /// (skull-stripped volumes with a zero background).
+    /// Folder of brain masks (mask > 0), one per case, checked (grid, not empty) and used instead of the
+    /// `voxel > 0` rule, as `score --masks` uses them.
     #[arg(long, value_name = "DIR")]
     pub masks: Option<PathBuf>,
     /// Folder layout (data-manifest/): auto, brats-mets-2025, ixi, demo or generic. `score` always
     /// detects it (auto); naming one here checks what that layout would find.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub layout: String,
-    /// The crop mode `score` will use: batch (its default) needs every volume on one voxel grid (size and
-    /// affine), which is then checked; volume crops each volume on its own, on any grid.
+    /// The crop mode `score` will use: batch (its default) places every volume in one world space, which is
+    /// then planned and printed (volumes evidently not registered to one atlas are problems); volume crops
+    /// each volume on its own.
     #[arg(long, default_value = "batch", value_parser = ["batch", "volume"])]
     pub crop: String,
+    /// The cube edge `score` will use (for the cube's voxel size in the space report).
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// The margin `score` will use around the brain boxes, in voxels of the reference grid.
+    #[arg(long, default_value_t = 2)]
+    pub margin: usize,
     /// Also write the inventory as <DIR>/check.json.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -62,6 +73,12 @@ pub struct CaseReport {
     pub nifti_version: u8,
     pub datatype: i16,
     pub brain_voxels: usize,
+    pub brain_ml: f64,
+    /// Fraction of voxels > 0 in the corners of the field of view (0 when skull-stripped).
+    pub corner_fraction: f64,
+    /// With `--crop batch`: how the volume fits the batch's space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space: Option<Membership>,
     pub label: Option<PathBuf>,
     pub lesion_voxels: Option<usize>,
     pub mask: Option<PathBuf>,
@@ -87,33 +104,75 @@ fn grid_problem(file: &Path, v: &Volume, image: &Volume, what: &str) -> Error {
     )
 }
 
-/// Problems of the batch as a whole: for `--crop batch`, volumes that are not on the first volume's grid.
-fn batch_problems(reports: &[CaseReport], crop: &str) -> Vec<Error> {
-    let mut problems = Vec::new();
-    if crop == "batch" {
-        if let Some(first) = reports.first() {
-            for r in &reports[1..] {
-                if !nifti::same_grid(
-                    r.shape,
-                    &r.affine,
-                    first.shape,
-                    &first.affine,
-                    GRID_TOLERANCE_MM,
-                ) {
-                    problems.push(Error::Mismatch {
-                        path: r.image.clone(),
-                        what: "the voxel grid (size, affine; --crop batch, score's default, needs one grid for \
-                               every volume, --crop volume does not)"
-                            .into(),
-                        expected: format!("size {:?}, affine {:?}", first.shape, first.affine),
-                        actual: format!("size {:?}, affine {:?}", r.shape, r.affine),
-                        reference: first.image.display().to_string(),
-                    });
-                }
-            }
-        }
+/// The batch's space for the surveyed volumes (printed unless `quiet`), each report's fit, and a problem per
+/// refused volume.
+fn batch_space(
+    surveys: &[Survey],
+    reports: &mut [CaseReport],
+    args: &CheckArgs,
+    quiet: bool,
+) -> (Option<space::Plan>, Vec<Error>) {
+    if args.crop != "batch" || surveys.is_empty() {
+        return (None, Vec::new());
     }
-    problems
+    let plan = space::plan(surveys, args.margin);
+    let problems = plan
+        .refusals(surveys)
+        .map(|(s, why)| Error::bad_input(&s.path, space::refusal_message(why)))
+        .collect();
+    if !quiet {
+        print_space(&plan, reports, args.size);
+    }
+    for (r, m) in reports.iter_mut().zip(&plan.members) {
+        r.space = Some(m.clone());
+    }
+    (Some(plan), problems)
+}
+
+fn print_space(plan: &space::Plan, reports: &[CaseReport], size: usize) {
+    let reference = &reports[plan.reference];
+    match &plan.space {
+        Some(sp) => {
+            let (lo, hi) = sp.box_mm();
+            let cube = crate::volume::resize::CubeGrid::fit(&sp.crop, sp.frame.spacing(), size);
+            let ranges: Vec<String> = ["R", "A", "S"]
+                .iter()
+                .enumerate()
+                .map(|(a, axis)| format!("{:.1}…{:.1} mm ({axis})", lo[a], hi[a]))
+                .collect();
+            println!(
+                "batch space (--crop batch): the canonical grid of {} ({}, {} mm); box {}; cube {size}³ of {:.3} mm",
+                reference.case,
+                fmt3(sp.frame.size, "×"),
+                fmt3(sp.frame.spacing().map(|s| format!("{s:.2}")), "×"),
+                ranges.join(", "),
+                cube.voxel_mm
+            );
+        }
+        None => println!("batch space (--crop batch): none, every volume is refused"),
+    }
+    for (r, m) in reports.iter().zip(&plan.members) {
+        let fit = match &m.fit {
+            Fit::Common => "common grid".to_string(),
+            Fit::Resampled => "resampled".to_string(),
+            Fit::Refused { why } => format!("refused: {why}"),
+        };
+        let worst_offset = m.centre_offset.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let (small, large) = m
+            .size_ratio
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        println!(
+            "  {:<28} {fit} (rotation {:.1}°, centre offset {:.0} %, size {:.2}–{:.2} of the median)",
+            r.case,
+            m.rotation_deg,
+            100.0 * worst_offset,
+            small,
+            large
+        );
+    }
 }
 
 fn fmt3<T: std::fmt::Display>(v: [T; 3], sep: &str) -> String {
@@ -152,6 +211,12 @@ pub fn run(args: CheckArgs) -> Result<()> {
     let quiet = args.common.quiet;
     let mut problems: Vec<Error> = Vec::new();
     let mut reports: Vec<CaseReport> = Vec::new();
+    let mut surveys: Vec<Survey> = Vec::new();
+    let preprocessor = Preprocessor::new(PreprocessConfig {
+        size: args.size,
+        margin: args.margin,
+        ..Default::default()
+    })?;
     let mut seen: std::collections::BTreeMap<String, PathBuf> = Default::default();
     let generic = discover::manifest("generic")?;
     for (group, dir) in [("healthy", &args.healthy), ("query", &args.query)] {
@@ -223,29 +288,37 @@ pub fn run(args: CheckArgs) -> Result<()> {
                     continue;
                 }
             };
-            let mut brain = image.data.iter().filter(|&&v| v > 0.0).count();
             let mask = masks.get(&case.id).cloned();
+            let mut mask_volume = None;
             if let Some(mdir) = &args.masks {
                 match &mask {
                     None => problems.push(Error::bad_input(
                         &case.image,
-                        format!("no brain mask for case {:?} in {}", case.id, mdir.display()),
+                        format!(
+                            "no brain mask for case {:?} in {} (--masks)",
+                            case.id,
+                            mdir.display()
+                        ),
                     )),
                     Some(mp) => match nifti::read_volume(mp) {
                         Err(e) => problems.push(as_input_problem(e)),
                         Ok(m) if !image.same_grid(&m, GRID_TOLERANCE_MM) => {
                             problems.push(grid_problem(mp, &m, &image, "brain mask"))
                         }
-                        Ok(m) => brain = m.data.iter().filter(|&&v| v > 0.0).count(),
+                        Ok(m) => mask_volume = Some(m),
                     },
                 }
             }
-            if brain == 0 {
-                problems.push(Error::bad_input(
-                    mask.as_ref().unwrap_or(&case.image),
-                    "the brain mask is empty (no voxel > 0): an all-zero volume, or a background that is not \
-                     zero (give brain masks with --masks)",
-                ));
+            // The brain as `score` sees it: the mask, else voxel > 0 (an empty one is a problem).
+            let survey = match preprocessor.survey(&image, mask_volume.as_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            if let Some(why) = space::not_skull_stripped(&survey) {
+                problems.push(Error::bad_input(&case.image, why));
             }
             let label = labels.get(&case.id).cloned();
             let mut lesion_voxels = None;
@@ -296,14 +369,18 @@ pub fn run(args: CheckArgs) -> Result<()> {
                 affine: image.affine,
                 nifti_version: image.header.version,
                 datatype: image.header.datatype,
-                brain_voxels: brain,
+                brain_voxels: survey.brain_voxels,
+                brain_ml: survey.brain_ml,
+                corner_fraction: survey.corner_fraction,
+                space: None,
                 label,
                 lesion_voxels,
                 mask,
             };
             if !quiet {
                 println!(
-                    "  {:<8} {:<28} {:>13}  {:>17} mm  {} ({}, NIfTI-{})  brain {} voxels{}",
+                    "  {:<8} {:<28} {:>13}  {:>17} mm  {} ({}, NIfTI-{})  brain {} voxels, {:.0} ml, \
+                     corners {:.0} % > 0{}",
                     r.group,
                     r.case,
                     fmt3(r.shape, "×"),
@@ -312,6 +389,8 @@ pub fn run(args: CheckArgs) -> Result<()> {
                     r.affine_from,
                     r.nifti_version,
                     r.brain_voxels,
+                    r.brain_ml,
+                    100.0 * r.corner_fraction,
                     match r.lesion_voxels {
                         Some(n) => format!(", lesion {n} voxels"),
                         None => String::new(),
@@ -319,9 +398,11 @@ pub fn run(args: CheckArgs) -> Result<()> {
                 );
             }
             reports.push(r);
+            surveys.push(survey);
         }
     }
-    problems.extend(batch_problems(&reports, &args.crop));
+    let (plan, space_problems) = batch_space(&surveys, &mut reports, &args, quiet);
+    problems.extend(space_problems);
     if (1..3).contains(&reports.len()) && !quiet {
         println!(
             "note: {} case(s) here; `score` needs at least 3 in its batch (--healthy and --query together)",
@@ -353,7 +434,11 @@ pub fn run(args: CheckArgs) -> Result<()> {
     }
     if let Some(out) = &args.out {
         crate::io::outdir::prepare(out, args.common.force)?;
-        crate::io::atomic::write_json(&out.join("check.json"), &reports)?;
+        let inventory = serde_json::json!({
+            "cases": reports,
+            "batch_space": plan.as_ref().and_then(|p| p.space.as_ref()),
+        });
+        crate::io::atomic::write_json(&out.join("check.json"), &inventory)?;
     }
     Ok(())
 }

@@ -16,6 +16,11 @@ pub struct ExtractArgs {
     /// order, values in [0, 1], background 0.
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
+    /// Folder of brain masks (mask > 0 is brain), one per volume of --input, paired by case id as
+    /// data-manifest/ describes, each on its volume's grid: the mask replaces `voxel > 0` and voxels
+    /// outside it are set to 0 (for volumes that are not skull-stripped, which are refused without it).
+    #[arg(long, value_name = "DIR")]
+    pub masks: Option<PathBuf>,
     /// Write the Nyúl landmarks in use to this JSON file (reusable with --nyul; with --shard, learn them
     /// once and pass them to every shard).
     #[arg(long, value_name = "FILE")]
@@ -65,6 +70,15 @@ impl ExtractArgs {
 pub fn run(args: ExtractArgs) -> Result<()> {
     let cfg = args.config()?;
     if holds_npy_cubes(&args.input) {
+        if args.masks.is_some() {
+            return Err(Error::bad_argument(
+                "--masks",
+                format!(
+                    "{} holds preprocessed .npy cubes, whose brain is voxel > 0: masks apply to NIfTI volumes",
+                    args.input.display()
+                ),
+            ));
+        }
         if args.backbone.nyul.is_some() || args.save_nyul.is_some() {
             return Err(Error::bad_argument(
                 "--nyul",
@@ -83,7 +97,13 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         .map(NyulModel::load)
         .transpose()?;
     let progress = Progress::new(!args.common.no_progress && !args.common.quiet);
-    let source = NiftiCubes::new(&args.input, args.backbone.preprocess(), nyul, &progress)?;
+    let source = NiftiCubes::new(
+        &args.input,
+        args.masks.as_deref(),
+        args.backbone.preprocess(),
+        nyul,
+        &progress,
+    )?;
     if let Some(path) = &args.save_nyul {
         source.nyul().save(path)?;
     }

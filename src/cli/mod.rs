@@ -150,12 +150,15 @@ pub struct BackboneArgs {
     /// graph links and, unless --keep-void, are left out of the search (score 0).
     #[arg(long, default_value_t = 0.5)]
     pub void_threshold: f64,
-    /// Margin in voxels around the brain's bounding box before resizing to the cube.
+    /// Margin in voxels around the brain's bounding box before resizing to the cube (voxels of the batch's
+    /// reference grid with --crop batch).
     #[arg(long, default_value_t = 2)]
     pub margin: usize,
-    /// batch: one crop box for all volumes (the union of their brain boxes), so volumes registered to one
-    /// atlas keep a common geometry (needs every volume on one grid; else exit 2); volume: each volume's
-    /// own brain box (for volumes on different grids).
+    /// batch: one crop box for all volumes (the union of their brain boxes in world space), so volumes
+    /// registered to one atlas keep a common geometry whatever their storage orientation, voxel size or
+    /// field of view (volumes on other grids than the batch's reference are resampled; volumes evidently
+    /// not registered are refused with exit 2); volume: each volume's own brain box (for volumes that are
+    /// not registered to one atlas).
     #[arg(long, default_value = "batch", value_parser = ["batch", "volume"])]
     pub crop: String,
     /// Nyúl landmarks to use (JSON written by a score run as nyul.json or by extract --save-nyul); by

@@ -40,9 +40,15 @@ pub struct ScoreArgs {
     /// threshold of ALGORITHM.md §9).
     #[arg(long, value_name = "DIR")]
     pub labels: Option<PathBuf>,
+    /// Folder of brain masks (mask > 0 is brain), one for every case of --healthy and --query, paired by
+    /// case id as data-manifest/ describes (e.g. <case>_mask.nii.gz), each on its volume's grid. The mask
+    /// replaces the `voxel > 0` rule and voxels outside it are set to 0, so volumes that are not
+    /// skull-stripped (a noisy background, the skull) can be scored; without it such volumes are refused.
+    #[arg(long, value_name = "DIR")]
+    pub masks: Option<PathBuf>,
     /// Instead of volumes: a folder of precomputed token files `<case>.tokens.npz` (tokens f32 [L,M,D],
     /// valid bool [M], grid i64 [3]), used exactly as stored.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["healthy", "query", "labels"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["healthy", "query", "labels", "masks"])]
     pub tokens: Option<PathBuf>,
     /// Output folder (created). The same command again into a run folder resumes it; a run folder with
     /// the finished results of other inputs or settings, or any other non-empty folder, needs --force.
@@ -347,6 +353,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, file: &super::BackboneFile
         healthy: args.healthy.clone(),
         query: args.query.clone().expect("checked by run"),
         labels: args.labels.clone(),
+        masks: args.masks.clone(),
         out: args.out.clone(),
         nyul: backbone.nyul.clone(),
         preprocess: backbone.preprocess(),

@@ -10,10 +10,12 @@
 //!
 //! Two sources:
 //! * [`NiftiCubes`]: a folder of NIfTI volumes (any layout of `data-manifest/`), each read, oriented to
-//!   RAS+, masked, cropped, resized to S³ and Nyúl-standardised ([`crate::volume`]). The Nyúl landmarks are
-//!   learned from the volumes of the folder (or loaded with `--nyul FILE`) and are part of
-//!   [`CubeSource::preprocessing`], so they are in every token file's cache key: changing the batch that
-//!   trained them recomputes every case.
+//!   RAS+, masked (`voxel > 0`, or its brain mask with `--masks`), cropped, resampled into the batch's
+//!   world space ([`crate::volume::space`]) at S³ and Nyúl-standardised ([`crate::volume`]). The Nyúl
+//!   landmarks are learned from the volumes of the folder (or loaded with `--nyul FILE`) and, with the
+//!   batch space, are part of [`CubeSource::preprocessing`], so they are in every token file's cache key:
+//!   changing the batch that trained them recomputes every case. A case's brain mask is keyed by its
+//!   SHA-256 ([`CaseInput::mask_sha256`]).
 //! * [`NpyCubes`]: `<case>.npy` files, each an already preprocessed cube, float32 `[S, S, S]` in
 //!   `(z, y, x)` order (C or Fortran order), values in `[0, 1]`, background exactly 0; the mask is
 //!   `voxel > 0`. For cubes made by another pipeline.
@@ -27,10 +29,10 @@ use std::path::{Path, PathBuf};
 use ndarray::Array3;
 use ndarray_npy::ReadNpyExt;
 
-use crate::io::{discover, nifti};
+use crate::io::discover;
 use crate::progress::Progress;
 use crate::volume::nyul::NyulModel;
-use crate::volume::{CropMode, PreprocessConfig, Preprocessor};
+use crate::volume::{PreprocessConfig, Preprocessor};
 use crate::{Error, Result};
 
 /// One case of a source: its id (file stem) and the input file it is made from.
@@ -41,6 +43,31 @@ pub struct CaseInput {
     /// The file's SHA-256 when the caller has it already (`score` hashes its inputs for the run's
     /// request); `None`: the extraction computes it for the token cache key.
     pub sha256: Option<String>,
+    /// The case's brain mask (`--masks`), which replaces the `voxel > 0` rule.
+    pub mask: Option<PathBuf>,
+    /// The mask's SHA-256 when the caller has it already (as `sha256`).
+    pub mask_sha256: Option<String>,
+}
+
+impl CaseInput {
+    /// A case without a mask and without known digests.
+    pub fn new(id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        CaseInput {
+            id: id.into(),
+            path: path.into(),
+            sha256: None,
+            mask: None,
+            mask_sha256: None,
+        }
+    }
+
+    /// The image and mask files.
+    pub fn files(&self) -> crate::volume::VolumeFiles<'_> {
+        crate::volume::VolumeFiles {
+            image: &self.path,
+            mask: self.mask.as_deref(),
+        }
+    }
 }
 
 /// A canonical cube and its brain mask.
@@ -91,11 +118,7 @@ impl CubeSource for NpyCubes {
                 continue;
             }
             if let Some(id) = super::case_id(&name, &[".npy"]) {
-                cases.push(CaseInput {
-                    id,
-                    path: entry.path(),
-                    sha256: None,
-                });
+                cases.push(CaseInput::new(id, entry.path()));
             }
         }
         cases.sort_by(|a, b| a.id.cmp(&b.id));
@@ -132,39 +155,38 @@ pub struct NiftiCubes {
 }
 
 impl NiftiCubes {
-    /// Discovers the volumes of `dir` and learns the Nyúl landmarks from all of them, unless `nyul` is
-    /// given. Learning reads and prepares every volume once (the tokenizer prepares each again on load:
-    /// holding every cube in memory would cost `S³·4` bytes per case).
+    /// Discovers the volumes of `dir` (with their brain masks in `masks`, paired by the layout's mask
+    /// patterns), reads every volume once to settle the batch's geometry ([`Preprocessor::for_batch`]: the
+    /// skull-stripping check and, with `--crop batch`, the world space) and learns the Nyúl landmarks from
+    /// all of them, unless `nyul` is given. Learning reads and prepares every volume once more (the
+    /// tokenizer prepares each again on load: holding every cube in memory would cost `S³·4` bytes per
+    /// case).
     pub fn new(
         dir: &Path,
+        masks: Option<&Path>,
         config: PreprocessConfig,
         nyul: Option<NyulModel>,
         progress: &Progress,
     ) -> Result<Self> {
         let found = discover::discover(dir, None)?;
+        let mask_files = match masks {
+            Some(mdir) => discover::pair_masks(mdir, &found)?,
+            None => Default::default(),
+        };
         let cases: Vec<CaseInput> = found
             .cases
             .iter()
             .map(|c| CaseInput {
-                id: c.id.clone(),
-                path: c.image.clone(),
-                sha256: None,
+                mask: mask_files.get(&c.id).cloned(),
+                ..CaseInput::new(c.id.clone(), c.image.clone())
             })
             .collect();
-        let mut preprocessor = Preprocessor::new(config)?;
-        if preprocessor.config.crop == CropMode::Batch {
-            let paths: Vec<&Path> = cases.iter().map(|c| c.path.as_path()).collect();
-            // One volume at a time: `extract` has no memory budget to size more workers by.
-            let crop = preprocessor.union_box(&paths, 1, progress)?;
-            preprocessor = preprocessor.with_batch_box(crop);
-        }
+        let files: Vec<_> = cases.iter().map(CaseInput::files).collect();
+        // One volume at a time: `extract` has no memory budget to size more workers by.
+        let (preprocessor, _) = Preprocessor::for_batch(config, &files, 1, progress)?;
         let nyul = match nyul {
             Some(model) => model,
-            None => {
-                let paths: Vec<&Path> = cases.iter().map(|c| c.path.as_path()).collect();
-                let per_volume = preprocessor.nyul_landmarks(&paths, 1, progress)?;
-                NyulModel::fit(&per_volume)?
-            }
+            None => NyulModel::fit(&preprocessor.nyul_landmarks(&files, 1, progress)?)?,
         };
         Ok(NiftiCubes {
             cases,
@@ -173,7 +195,7 @@ impl NiftiCubes {
         })
     }
 
-    /// A source over given cases with a given preprocessor (with its batch crop box, if any) and Nyúl
+    /// A source over given cases with a given preprocessor (with its batch space, if any) and Nyúl
     /// model (the pipeline learns both on the batch).
     pub fn from_cases(cases: Vec<CaseInput>, preprocessor: Preprocessor, nyul: NyulModel) -> Self {
         NiftiCubes {
@@ -204,9 +226,8 @@ impl CubeSource for NiftiCubes {
                 ),
             ));
         }
-        let prepared = self
-            .preprocessor
-            .prepare(&nifti::read_volume(&case.path)?, None)?;
+        let (volume, mask) = case.files().read()?;
+        let prepared = self.preprocessor.prepare(&volume, mask.as_ref())?;
         let voxels = self.preprocessor.backbone_input(&prepared, &self.nyul)?;
         Ok(Cube {
             voxels,
@@ -220,10 +241,13 @@ impl CubeSource for NiftiCubes {
             "size": self.preprocessor.config.size,
             "margin": self.preprocessor.config.margin,
             "crop": self.preprocessor.config.crop,
-            "batch_box": self.preprocessor.batch_box,
-            "steps": "RAS+ orientation, brain mask voxel > 0, crop to the brain box + margin (the batch's union \
-                      box with crop = batch), isotropic resize to S^3 with padding, Nyul standardisation, \
-                      clip [0, 100] / 100 with background 0",
+            "batch_box": self.preprocessor.space.as_ref().map(|s| s.crop),
+            "space": self.preprocessor.space,
+            "steps": "RAS+ orientation, brain mask voxel > 0 (or the case's mask, voxels outside it 0), crop to \
+                      the brain box + margin (with crop = batch: the union of the brain boxes in world space, in \
+                      the frame of the batch's reference grid; volumes on other grids resampled at the same world \
+                      points), isotropic trilinear resize to S^3 with padding, Nyul standardisation, clip \
+                      [0, 100] / 100 with background 0",
             "nyul": self.nyul,
         })
     }

@@ -297,6 +297,39 @@ pub fn unpaired_files(
         .collect())
 }
 
+/// The brain mask of every case of `found` in `dir` (`--masks`), by the layout's mask patterns then the
+/// generic ones; a case without one is an error naming its image and the names looked for.
+pub fn pair_masks(dir: &Path, found: &Discovered) -> Result<BTreeMap<String, PathBuf>> {
+    let layout = manifest(&found.layout)?;
+    let generic = manifest("generic")?;
+    let (paired, missing) =
+        pair(dir, &found.cases, &layout.masks, &generic.masks).map_err(|e| match e {
+            Error::BadBatch { path, problem } => {
+                Error::bad_argument("--masks", format!("{}: {problem}", path.display()))
+            }
+            other => other,
+        })?;
+    if let Some(id) = missing.first() {
+        let case = found.cases.iter().find(|c| &c.id == id).expect("listed");
+        let mut looked: Vec<String> = Vec::new();
+        for p in layout.masks.iter().chain(&generic.masks) {
+            let name = p.replace("{case}", id);
+            if !looked.contains(&name) {
+                looked.push(name);
+            }
+        }
+        return Err(Error::bad_input(
+            &case.image,
+            format!(
+                "no brain mask for case `{id}` in {} (--masks; looked for {}): with --masks every case needs one",
+                dir.display(),
+                looked.join(", ")
+            ),
+        ));
+    }
+    Ok(paired)
+}
+
 /// Removes the cases whose image is the label map (or mask) of another case (labels in the image folder).
 pub fn drop_paired_files(d: &mut Discovered, paired: &BTreeMap<String, PathBuf>) {
     let taken: BTreeSet<(&String, &PathBuf)> = paired.iter().collect();

@@ -268,9 +268,30 @@ pub fn grid_mismatch(
     crate::Error::Mismatch {
         path: file.into(),
         what: format!("the {what}'s voxel grid (size, affine)"),
-        expected: format!("size {:?}, affine {:?}", expected.0, expected.1),
-        actual: format!("size {:?}, affine {:?}", actual.0, actual.1),
+        expected: format!("size {:?}, affine {}", expected.0, fmt_affine(expected.1)),
+        actual: format!("size {:?}, affine {}", actual.0, fmt_affine(actual.1)),
         reference: reference.display().to_string(),
+    }
+}
+
+/// The top three rows of an affine as a user reads them: at most four decimals, no float noise
+/// (`[[-1.2, 0, 0, 30], [0, 1, 0, 0], [0, 0, 2, -5.25]]`).
+pub fn fmt_affine(a: &Affine) -> String {
+    let row = |r: &[f64; 4]| {
+        let cells: Vec<String> = r.iter().map(|&v| fmt_number(v)).collect();
+        format!("[{}]", cells.join(", "))
+    };
+    let rows: Vec<String> = a.iter().take(3).map(row).collect();
+    format!("[{}]", rows.join(", "))
+}
+
+/// A number with at most four decimals and no trailing zeros (`1.2000000476837158` → `1.2`).
+pub fn fmt_number(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    match s {
+        "-0" => "0".to_string(),
+        s => s.to_string(),
     }
 }
 
@@ -1014,6 +1035,18 @@ pub fn write_volume(path: &Path, data: &Array3<f32>, affine: &Affine) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn affines_print_without_float_noise() {
+        let mut a = identity();
+        a[0][0] = 1.2000000476837158;
+        a[1][3] = -0.00001;
+        a[2][3] = -87.575;
+        assert_eq!(
+            fmt_affine(&a),
+            "[[1.2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -87.575]]"
+        );
+    }
 
     fn oblique() -> Affine {
         // A rotation of 20° about z and 10° about x, zooms (1.2, 0.9, 2.5), a flip, and an offset.

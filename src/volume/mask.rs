@@ -22,6 +22,24 @@ pub fn count(mask: &Array3<bool>) -> usize {
     mask.iter().filter(|&&m| m).count()
 }
 
+/// The fraction of voxels > 0 in the eight corner blocks of an array (each block an eighth of every axis,
+/// at least one voxel): the background of the field of view, where a skull-stripped scan is 0 and a raw
+/// scan holds noise (see [`crate::volume::space::not_skull_stripped`]). Any index order.
+pub fn corner_fraction(data: &Array3<f32>) -> f64 {
+    let shape = data.shape();
+    let edge: [usize; 3] = std::array::from_fn(|a| shape[a].div_ceil(8).max(1));
+    let ranges: [[std::ops::Range<usize>; 2]; 3] =
+        std::array::from_fn(|a| [0..edge[a], shape[a] - edge[a]..shape[a]]);
+    let (mut positive, mut total) = (0usize, 0usize);
+    for corner in 0..8 {
+        let [r0, r1, r2] = std::array::from_fn(|a| ranges[a][corner >> a & 1].clone());
+        let block = data.slice(ndarray::s![r0, r1, r2]);
+        positive += block.iter().filter(|&&v| v > 0.0).count();
+        total += block.len();
+    }
+    positive as f64 / total as f64
+}
+
 /// Bounding box of the true voxels as half-open ranges in canonical `(x, y, z)` order, `None` when empty.
 pub fn bounding_box(mask: &Array3<bool>) -> Option<([usize; 3], [usize; 3])> {
     let mut lo = [usize::MAX; 3];
@@ -53,5 +71,19 @@ mod tests {
         let m = threshold_mask(&d);
         assert_eq!(count(&m), 2);
         assert_eq!(bounding_box(&m), Some(([0, 2, 1], [4, 5, 3])));
+    }
+
+    #[test]
+    fn corner_fraction_counts_the_eight_corner_blocks() {
+        // 16 × 16 × 8: corner blocks of 2 × 2 × 1 voxels, 32 in all.
+        let mut d = Array3::<f32>::zeros((16, 16, 8));
+        assert_eq!(corner_fraction(&d), 0.0);
+        d.fill(3.0);
+        assert_eq!(corner_fraction(&d), 1.0);
+        d.fill(0.0);
+        d[[0, 0, 0]] = 1.0;
+        d[[15, 14, 7]] = 1.0;
+        d[[8, 8, 4]] = 1.0; // the centre does not count
+        assert_eq!(corner_fraction(&d), 2.0 / 32.0);
     }
 }

@@ -38,6 +38,9 @@ pub mod nyul;
 pub mod orient;
 pub mod resize;
 pub mod scale;
+pub mod space;
+
+use std::path::Path;
 
 use ndarray::Array3;
 
@@ -45,9 +48,11 @@ use crate::io::nifti::{self, Affine, Volume};
 use crate::{Error, Result};
 use crop::CropBox;
 use orient::Orientation;
-use resize::CubeGrid;
+use resize::{CubeGrid, Placement};
+use space::{BatchSpace, Grid, Survey};
 
-/// Geometry tolerance (mm) when a mask or label map must lie on its image's grid.
+/// Geometry tolerance (mm) when a mask or label map must lie on its image's grid, and when two canonical
+/// grids count as the same.
 pub const GRID_TOLERANCE_MM: f64 = 1e-3;
 
 /// Preprocessing parameters.
@@ -55,7 +60,8 @@ pub const GRID_TOLERANCE_MM: f64 = 1e-3;
 pub struct PreprocessConfig {
     /// Cube edge `S` (a multiple of 14; default 224).
     pub size: usize,
-    /// Margin around the brain's bounding box, in canonical voxels (default 2).
+    /// Margin around the brain's bounding box, in canonical voxels (of the batch's frame with
+    /// [`CropMode::Batch`]; default 2).
     pub margin: usize,
     /// One crop box for the whole batch (default) or one per volume.
     #[serde(default)]
@@ -65,9 +71,10 @@ pub struct PreprocessConfig {
 /// How the crop box is chosen (ALGORITHM.md §12 Q11).
 ///
 /// * [`CropMode::Batch`] (default, the spec's choice): the union of the brain boxes of every volume of the
-///   batch, so volumes registered to one atlas keep one common geometry in the cube: the same token covers
-///   the same anatomy in every volume. It needs every volume on the same grid (size and affine).
-/// * [`CropMode::Volume`]: each volume's own brain box. For volumes that are *not* on one grid; the
+///   batch in world coordinates ([`space`]), so volumes registered to one atlas keep one common geometry in
+///   the cube: the same token covers the same anatomy in every volume, whatever each file's storage
+///   orientation, voxel size or field of view. Volumes evidently not in one space are refused.
+/// * [`CropMode::Volume`]: each volume's own brain box. For volumes that are *not* registered; the
 ///   brain's outline then lands at a different place in each cube, which shows up as spurious "recurring"
 ///   matches between volumes whose boxes happen to agree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -99,36 +106,49 @@ impl Default for PreprocessConfig {
     }
 }
 
+/// The files of one volume: the image and its brain mask (`--masks`), if any.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeFiles<'a> {
+    pub image: &'a Path,
+    pub mask: Option<&'a Path>,
+}
+
+impl VolumeFiles<'_> {
+    /// Reads the image and the mask whole.
+    pub fn read(&self) -> Result<(Volume, Option<Volume>)> {
+        let image = nifti::read_volume(self.image)?;
+        let mask = self.mask.map(nifti::read_volume).transpose()?;
+        Ok((image, mask))
+    }
+}
+
+/// The orientation of a volume and its canonical grid (storage orientation undone).
+pub fn canonical_grid(size: [usize; 3], affine: &Affine) -> (Orientation, Grid) {
+    let orientation = Orientation::of(affine, size);
+    let grid = Grid {
+        size: orientation.canonical_size(),
+        affine: orientation.canonical_affine(affine),
+    };
+    (orientation, grid)
+}
+
 /// Everything needed to map between a native grid and its `S³` cube.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Transform {
     /// Native voxel `(i, j, k)` → world.
     pub native_affine: Affine,
     pub orientation: Orientation,
-    /// In canonical `(x, y, z)` voxels.
+    /// The canonical grid the cube is placed in: the batch's frame ([`space`]), or with
+    /// [`CropMode::Volume`] the volume's own canonical grid.
+    pub frame: Grid,
+    /// In frame voxels `(x, y, z)`.
     pub crop: CropBox,
     pub grid: CubeGrid,
+    /// Where the volume's own canonical grid lies in the frame.
+    pub placement: Placement,
 }
 
 impl Transform {
-    /// The transform of a native grid, with a crop box in its canonical frame.
-    pub fn new(
-        native_size: [usize; 3],
-        native_affine: &Affine,
-        crop: CropBox,
-        size: usize,
-    ) -> Self {
-        let orientation = Orientation::of(native_affine, native_size);
-        let caff = orientation.canonical_affine(native_affine);
-        let grid = CubeGrid::fit(&crop, nifti::spacing_of(&caff), size);
-        Transform {
-            native_affine: *native_affine,
-            orientation,
-            crop,
-            grid,
-        }
-    }
-
     /// Cube edge `S`.
     pub fn size(&self) -> usize {
         self.grid.size
@@ -141,7 +161,7 @@ impl Transform {
 
     /// Cube voxel `(x, y, z)` → world (isotropic voxels of `grid.voxel_mm`).
     pub fn cube_affine(&self) -> Affine {
-        self.grid.cube_affine(&self.canonical_affine())
+        self.grid.cube_affine(&self.frame.affine)
     }
 
     fn check_cube<T>(&self, a: &Array3<T>, what: &str) -> Result<()> {
@@ -170,10 +190,15 @@ impl Transform {
                 path: what.path.clone(),
                 what: "the voxel grid (size and affine)".into(),
                 expected: format!(
-                    "size {:?}, affine {:?}",
-                    self.orientation.native_size, self.native_affine
+                    "size {:?}, affine {}",
+                    self.orientation.native_size,
+                    nifti::fmt_affine(&self.native_affine)
                 ),
-                actual: format!("size {:?}, affine {:?}", what.size_ijk(), what.affine),
+                actual: format!(
+                    "size {:?}, affine {}",
+                    what.size_ijk(),
+                    nifti::fmt_affine(&what.affine)
+                ),
                 reference: "its image".into(),
             });
         }
@@ -183,7 +208,7 @@ impl Transform {
     /// Native `[k][j][i]` intensities → `S³` cube (orient, crop, pad, trilinear resize).
     pub fn native_to_cube(&self, native: &Array3<f32>) -> Array3<f32> {
         let canonical = self.orientation.to_canonical(native);
-        resize::to_cube(&canonical, &self.crop, &self.grid)
+        resize::to_cube(&canonical, &self.crop, &self.grid, &self.placement)
     }
 
     /// A label map on this grid → binary `S³` lesion mask (label > 0), nearest voxel (ALGORITHM.md §3.1).
@@ -193,7 +218,12 @@ impl Transform {
         let canonical = self
             .orientation
             .to_canonical(&labels.data.mapv(|v| (v > 0.0) as u8));
-        Ok(resize::to_cube_nearest(&canonical, &self.crop, &self.grid))
+        Ok(resize::to_cube_nearest(
+            &canonical,
+            &self.crop,
+            &self.grid,
+            &self.placement,
+        ))
     }
 
     /// An `S³` map → the native grid `[k][j][i]`: trilinear in the cube (align-corners), `fill` outside the
@@ -206,6 +236,7 @@ impl Transform {
             &self.grid,
             self.orientation.canonical_size(),
             fill,
+            &self.placement,
         );
         Ok(self.orientation.to_native(&canonical))
     }
@@ -218,6 +249,7 @@ impl Transform {
             &self.crop,
             &self.grid,
             self.orientation.canonical_size(),
+            &self.placement,
         );
         Ok(self.orientation.to_native(&canonical))
     }
@@ -230,206 +262,227 @@ pub struct Prepared {
     pub path: std::path::PathBuf,
     /// `S³` cube `[z][y][x]` of the (masked) intensities, before standardisation.
     pub cube: Array3<f32>,
-    /// `Ω` on the cube: `cube > 0`, or the user's mask resampled by nearest voxel.
+    /// `Ω` on the cube: `cube > 0`, or with a user mask the cube voxels whose trilinear stencil touches the
+    /// mask (the same rule on the mask's indicator, so that a brain of positive intensities gives the same
+    /// `Ω` whether it was skull-stripped or masked).
     pub mask: Array3<bool>,
     /// Maps between the cube and the native grid.
     pub transform: Transform,
+}
+
+/// The canonical brain mask of a volume: `V > 0`, or `mask > 0` for a user mask on the same grid.
+fn canonical_mask(
+    vol: &Volume,
+    user_mask: Option<&Volume>,
+    orientation: &Orientation,
+) -> Result<Array3<bool>> {
+    let m = match user_mask {
+        Some(m) => {
+            if !vol.same_grid(m, GRID_TOLERANCE_MM) {
+                return Err(nifti::grid_mismatch(
+                    &m.path,
+                    "brain mask",
+                    (m.size_ijk(), &m.affine),
+                    (vol.size_ijk(), &vol.affine),
+                    &vol.path,
+                ));
+            }
+            orientation.to_canonical(&m.data.mapv(|v| v > 0.0))
+        }
+        None => mask::threshold_mask(&orientation.to_canonical(&vol.data)),
+    };
+    if mask::count(&m) == 0 {
+        let (path, why) = match user_mask {
+            Some(u) => (u.path.clone(), "the brain mask has no voxel > 0"),
+            None => (
+                vol.path.clone(),
+                "no voxel is > 0, so the brain mask is empty (an all-zero volume, or intensities that are \
+                 not positive, such as z-scores: give brain masks with --masks)",
+            ),
+        };
+        return Err(Error::bad_input(path, why));
+    }
+    Ok(m)
+}
+
+/// What [`Preprocessor::for_batch`] measured: one survey per volume and, with [`CropMode::Batch`], the plan
+/// of the batch's space.
+#[derive(Debug, Clone)]
+pub struct BatchGeometry {
+    pub surveys: Vec<Survey>,
+    pub plan: Option<space::Plan>,
+}
+
+impl BatchGeometry {
+    /// The indices of the volumes resampled into the batch's space (not on its frame's grid).
+    pub fn resampled(&self) -> Vec<usize> {
+        self.plan
+            .iter()
+            .flat_map(|p| {
+                p.members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.fit == space::Fit::Resampled)
+                    .map(|(i, _)| i)
+            })
+            .collect()
+    }
 }
 
 /// Runs the preprocessing steps on volumes.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
     pub config: PreprocessConfig,
-    /// The batch's common crop box ([`CropMode::Batch`]); `None`: each volume's own box.
-    pub batch_box: Option<CropBox>,
+    /// The batch's space ([`CropMode::Batch`]); `None`: each volume in its own canonical grid and box.
+    pub space: Option<BatchSpace>,
 }
 
 impl Preprocessor {
     /// Validates the configuration (`size` a positive multiple of 14).
     pub fn new(config: PreprocessConfig) -> Result<Self> {
         if config.size == 0 || config.size % 14 != 0 {
+            let lower = (config.size / 14).max(1) * 14;
             return Err(Error::bad_argument(
                 "--size",
                 format!(
-                    "the cube edge must be a positive multiple of 14 (the ViT patch size), got {}",
-                    config.size
+                    "the cube edge must be a positive multiple of 14 (the ViT patch size), got {}: use {} or {}",
+                    config.size,
+                    lower,
+                    lower + 14
                 ),
             ));
         }
         Ok(Preprocessor {
             config,
-            batch_box: None,
+            space: None,
         })
     }
 
-    /// The same preprocessor with a common crop box for every volume (see [`CropMode::Batch`]).
-    pub fn with_batch_box(mut self, crop: CropBox) -> Self {
-        self.batch_box = Some(crop);
+    /// The same preprocessor with one space for every volume (see [`CropMode::Batch`] and [`space::plan`]).
+    pub fn with_space(mut self, space: BatchSpace) -> Self {
+        self.space = Some(space);
         self
     }
 
-    /// The union of the crop boxes of `paths` (each read once, `workers` at a time: see
-    /// [`crate::parallel`]), checking that every volume lies on the grid of the first: the same size and the
-    /// same affine within [`GRID_TOLERANCE_MM`]. A volume on another grid is an error that names both files
-    /// and points to `--crop volume`.
-    pub fn union_box(
-        &self,
-        paths: &[&std::path::Path],
+    /// Reads every volume of a batch once (its image and brain mask, `workers` at a time) and settles its
+    /// geometry before anything is written: a volume that is evidently not skull-stripped (and has no mask;
+    /// [`space::not_skull_stripped`]) is refused, then with [`CropMode::Batch`] the batch's world space is
+    /// planned ([`space::plan`]) and a volume evidently not in it is refused. Errors name the first such
+    /// file in order. Returns the preprocessor (with the space) and what was measured.
+    pub fn for_batch(
+        config: PreprocessConfig,
+        files: &[VolumeFiles],
         workers: usize,
         progress: &crate::progress::Progress,
-    ) -> Result<CropBox> {
-        let bar = progress.bar(paths.len() as u64, "crop box");
-        let Some((&first, rest)) = paths.split_first() else {
-            return Err(Error::BadBatch {
-                path: "batch".into(),
-                problem: "no volume to compute a crop box from".into(),
-            });
-        };
-        // The first volume's grid is the reference; every other volume is checked against it as it is
-        // read, so that a volume on another grid stops the batch like any other bad input.
-        let reference = nifti::read_volume(first)?;
-        let mut union = self.crop_box(&reference, None)?;
-        bar.inc(1);
-        let (size, affine) = (reference.size_ijk(), reference.affine);
-        drop(reference);
-        let boxes = crate::parallel::map_in_order(workers, rest, &|| bar.inc(1), &|_, path| {
-            let vol = nifti::read_volume(path)?;
-            if !nifti::same_grid(
-                size,
-                &affine,
-                vol.size_ijk(),
-                &vol.affine,
-                GRID_TOLERANCE_MM,
-            ) {
-                return Err(Error::bad_input(
-                    path,
-                    format!(
-                        "lies on another voxel grid than {} (size {:?} vs {size:?}, affine {:?} vs \
-                         {affine:?}); one crop box for the batch (--crop batch, the default) needs every \
-                         volume on one grid, as after registration to one atlas: use --crop volume for \
-                         volumes on different grids",
-                        first.display(),
-                        vol.size_ijk(),
-                        vol.affine
-                    ),
-                ));
-            }
-            self.crop_box(&vol, None)
-        })?;
-        for b in &boxes {
-            union = union.union(b);
+    ) -> Result<(Preprocessor, BatchGeometry)> {
+        let pre = Preprocessor::new(config)?;
+        let surveys = pre.survey_all(files, workers, progress)?;
+        if let Some((s, why)) = surveys
+            .iter()
+            .find_map(|s| space::not_skull_stripped(s).map(|w| (s, w)))
+        {
+            return Err(Error::bad_input(&s.path, why));
         }
-        bar.finish_and_clear();
-        Ok(union)
+        if pre.config.crop == CropMode::Volume || surveys.is_empty() {
+            return Ok((
+                pre,
+                BatchGeometry {
+                    surveys,
+                    plan: None,
+                },
+            ));
+        }
+        let plan = space::plan(&surveys, pre.config.margin);
+        let batch_space = plan.clone().into_space(&surveys)?;
+        Ok((
+            pre.with_space(batch_space),
+            BatchGeometry {
+                surveys,
+                plan: Some(plan),
+            },
+        ))
     }
 
-    /// The Nyúl landmarks of each volume of `paths` (read and prepared `workers` at a time, in order), to
+    /// What the batch space and the skull-stripping check need to know of one volume (and its mask).
+    pub fn survey(&self, vol: &Volume, user_mask: Option<&Volume>) -> Result<Survey> {
+        let (orientation, grid) = canonical_grid(vol.size_ijk(), &vol.affine);
+        let m = canonical_mask(vol, user_mask, &orientation)?;
+        let brain_voxels = mask::count(&m);
+        let voxel_ml = nifti::spacing_of(&vol.affine).iter().product::<f64>() / 1000.0;
+        Ok(Survey {
+            path: vol.path.clone(),
+            grid,
+            brain: CropBox::around(&m, 0).expect("mask checked non-empty"),
+            brain_voxels,
+            brain_ml: brain_voxels as f64 * voxel_ml,
+            corner_fraction: mask::corner_fraction(&vol.data),
+            masked: user_mask.is_some(),
+        })
+    }
+
+    /// The [`Survey`] of each volume of `files` (each read whole once, `workers` at a time: see
+    /// [`crate::parallel`]; the first bad input in order stops it).
+    pub fn survey_all(
+        &self,
+        files: &[VolumeFiles],
+        workers: usize,
+        progress: &crate::progress::Progress,
+    ) -> Result<Vec<Survey>> {
+        let bar = progress.bar(files.len() as u64, "reading volumes");
+        let surveys = crate::parallel::map_in_order(workers, files, &|| bar.inc(1), &|_, f| {
+            let (vol, mask) = f.read()?;
+            self.survey(&vol, mask.as_ref())
+        })?;
+        bar.finish_and_clear();
+        Ok(surveys)
+    }
+
+    /// The Nyúl landmarks of each volume of `files` (read and prepared `workers` at a time, in order), to
     /// fit a [`nyul::NyulModel`] on.
     pub fn nyul_landmarks(
         &self,
-        paths: &[&std::path::Path],
+        files: &[VolumeFiles],
         workers: usize,
         progress: &crate::progress::Progress,
     ) -> Result<Vec<[f64; 13]>> {
-        let bar = progress.bar(paths.len() as u64, "Nyúl landmarks");
-        let per_volume =
-            crate::parallel::map_in_order(workers, paths, &|| bar.inc(1), &|_, path| {
-                let prepared = self.prepare(&nifti::read_volume(path)?, None)?;
-                nyul::landmarks(&prepared.cube, &prepared.mask, path)
-            })?;
+        let bar = progress.bar(files.len() as u64, "Nyúl landmarks");
+        let per_volume = crate::parallel::map_in_order(workers, files, &|| bar.inc(1), &|_, f| {
+            let (vol, mask) = f.read()?;
+            let prepared = self.prepare(&vol, mask.as_ref())?;
+            nyul::landmarks(&prepared.cube, &prepared.mask, f.image)
+        })?;
         bar.finish_and_clear();
         Ok(per_volume)
     }
 
-    /// The canonical brain mask of a volume: `V > 0`, or `mask > 0` for a user mask on the same grid.
-    fn canonical_mask(
-        &self,
-        vol: &Volume,
-        user_mask: Option<&Volume>,
-        orientation: &Orientation,
-    ) -> Result<Array3<bool>> {
-        let m = match user_mask {
-            Some(m) => {
-                if !vol.same_grid(m, GRID_TOLERANCE_MM) {
-                    return Err(Error::Mismatch {
-                        path: m.path.clone(),
-                        what: "the voxel grid (size and affine)".into(),
-                        expected: format!("size {:?}, affine {:?}", vol.size_ijk(), vol.affine),
-                        actual: format!("size {:?}, affine {:?}", m.size_ijk(), m.affine),
-                        reference: vol.path.display().to_string(),
-                    });
-                }
-                orientation.to_canonical(&m.data.mapv(|v| v > 0.0))
-            }
-            None => mask::threshold_mask(&orientation.to_canonical(&vol.data)),
-        };
-        if mask::count(&m) == 0 {
-            let (path, why) = match user_mask {
-                Some(u) => (u.path.clone(), "the brain mask has no voxel > 0"),
-                None => (
-                    vol.path.clone(),
-                    "no voxel is > 0, so the brain mask is empty (an all-zero volume, or a background that \
-                     is not zero: give masks with --masks)",
-                ),
-            };
-            return Err(Error::bad_input(path, why));
-        }
-        Ok(m)
-    }
-
-    /// The crop box of a volume in its canonical frame (brain box + margin); use it to build a batch-wide
-    /// box with [`CropBox::union`] when the volumes share a grid.
-    pub fn crop_box(&self, vol: &Volume, user_mask: Option<&Volume>) -> Result<CropBox> {
-        let o = Orientation::of(&vol.affine, vol.size_ijk());
-        let m = self.canonical_mask(vol, user_mask, &o)?;
-        Ok(CropBox::around(&m, self.config.margin).expect("mask checked non-empty"))
-    }
-
-    /// Steps 0 and crop/resize: orient, mask, crop to the brain (+ margin), resize to `S³`.
+    /// Steps 0 and crop/resize: orient, mask, crop to the brain (+ margin; the batch's box in its space),
+    /// resize to `S³`. With a user mask, voxels outside it are set to 0 first.
     pub fn prepare(&self, vol: &Volume, user_mask: Option<&Volume>) -> Result<Prepared> {
-        self.prepare_with_box(vol, user_mask, None)
-    }
-
-    /// Like [`Self::prepare`] with an explicit canonical crop box (e.g. the batch union); `None` = the
-    /// volume's own brain box.
-    pub fn prepare_with_box(
-        &self,
-        vol: &Volume,
-        user_mask: Option<&Volume>,
-        crop: Option<CropBox>,
-    ) -> Result<Prepared> {
-        let o = Orientation::of(&vol.affine, vol.size_ijk());
-        let cmask = self.canonical_mask(vol, user_mask, &o)?;
-        let crop = match crop {
-            Some(c) => {
-                if !c.fits(o.canonical_size()) {
-                    return Err(Error::bad_input(
-                        &vol.path,
-                        format!(
-                            "the crop box {c:?} does not fit the canonical grid {:?}",
-                            o.canonical_size()
-                        ),
-                    ));
-                }
-                c
+        let (o, own) = canonical_grid(vol.size_ijk(), &vol.affine);
+        let cmask = canonical_mask(vol, user_mask, &o)?;
+        let (frame, crop, placement) = match &self.space {
+            Some(space) => {
+                let placement = space
+                    .placement(&own)
+                    .ok_or_else(|| Error::bad_input(&vol.path, "its affine cannot be inverted"))?;
+                (space.frame.clone(), space.crop, placement)
             }
-            None => match self.batch_box {
-                Some(c) if c.fits(o.canonical_size()) => c,
-                Some(c) => {
-                    return Err(Error::bad_input(
-                        &vol.path,
-                        format!(
-                            "the batch crop box {c:?} does not fit this volume's canonical grid {:?}; \
-                             is it on the batch's grid? (--crop volume crops each volume on its own)",
-                            o.canonical_size()
-                        ),
-                    ))
-                }
-                None => CropBox::around(&cmask, self.config.margin).expect("mask checked non-empty"),
-            },
+            None => (
+                own,
+                CropBox::around(&cmask, self.config.margin).expect("mask checked non-empty"),
+                Placement::Frame,
+            ),
         };
-        let transform = Transform::new(vol.size_ijk(), &vol.affine, crop, self.config.size);
-        let mut canonical = o.to_canonical(&vol.data);
+        let grid = CubeGrid::fit(&crop, frame.spacing(), self.config.size);
+        let transform = Transform {
+            native_affine: vol.affine,
+            orientation: o,
+            frame,
+            crop,
+            grid,
+            placement,
+        };
+        let mut canonical = transform.orientation.to_canonical(&vol.data);
         if user_mask.is_some() {
             ndarray::Zip::from(&mut canonical)
                 .and(&cmask)
@@ -439,9 +492,13 @@ impl Preprocessor {
                     }
                 });
         }
-        let cube = resize::to_cube(&canonical, &transform.crop, &transform.grid);
+        let t = &transform;
+        let cube = resize::to_cube(&canonical, &t.crop, &t.grid, &t.placement);
         let mask = match user_mask {
-            Some(_) => resize::to_cube_nearest(&cmask, &transform.crop, &transform.grid),
+            Some(_) => {
+                let indicator = cmask.mapv(|m| m as u8 as f32);
+                resize::to_cube(&indicator, &t.crop, &t.grid, &t.placement).mapv(|v| v > 0.0)
+            }
             None => mask::threshold_mask(&cube),
         };
         if mask::count(&mask) < 2 {
@@ -482,78 +539,133 @@ mod tests {
         }
     }
 
+    /// The same voxels stored with the i and j axes reversed (LPS storage of a RAS grid): the same world grid.
+    fn flipped_ij(data: &Array3<f32>, a: &Affine) -> (Array3<f32>, Affine) {
+        let (nz, ny, nx) = data.dim();
+        let flipped =
+            Array3::from_shape_fn((nz, ny, nx), |(k, j, i)| data[[k, ny - 1 - j, nx - 1 - i]]);
+        let mut b = *a;
+        for r in 0..3 {
+            b[r][3] += a[r][0] * (nx - 1) as f64 + a[r][1] * (ny - 1) as f64;
+            b[r][0] = -a[r][0];
+            b[r][1] = -a[r][1];
+        }
+        (flipped, b)
+    }
+
+    fn batch_config(margin: usize) -> PreprocessConfig {
+        PreprocessConfig {
+            size: 28,
+            margin,
+            crop: CropMode::Batch,
+        }
+    }
+
+    fn files<'a>(paths: &'a [&'a std::path::Path]) -> Vec<VolumeFiles<'a>> {
+        paths
+            .iter()
+            .map(|p| VolumeFiles {
+                image: p,
+                mask: None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn batch_box_is_the_union_and_refuses_another_grid() {
+    fn batch_space_is_the_union_and_another_storage_of_the_grid_is_the_same_grid() {
         let dir = tempfile::tempdir().unwrap();
         let a = nifti::identity();
         let mut small = Array3::<f32>::zeros((20, 20, 20));
-        small.slice_mut(ndarray::s![5..10, 6..12, 7..14]).fill(1.0);
+        small.slice_mut(ndarray::s![4..14, 8..15, 3..9]).fill(1.0);
         let mut large = Array3::<f32>::zeros((20, 20, 20));
-        large.slice_mut(ndarray::s![3..15, 8..16, 2..9]).fill(1.0);
+        large.slice_mut(ndarray::s![3..15, 8..16, 2..9]).fill(2.0);
+        large[[9, 12, 4]] = 3.0;
         let (p1, p2, p3) = (
             dir.path().join("small.nii"),
             dir.path().join("large.nii"),
-            dir.path().join("moved.nii"),
+            dir.path().join("large_lps.nii"),
         );
         nifti::write_volume(&p1, &small, &a).unwrap();
         nifti::write_volume(&p2, &large, &a).unwrap();
-        let mut moved = a;
-        moved[1][3] = 3.0;
-        nifti::write_volume(&p3, &large, &moved).unwrap();
-        let pre = Preprocessor::new(PreprocessConfig {
-            size: 28,
-            margin: 1,
-            crop: CropMode::Batch,
-        })
-        .unwrap();
+        let (lps, b) = flipped_ij(&large, &a);
+        assert_eq!(nifti::orientation_code(&b), "LPS");
+        nifti::write_volume(&p3, &lps, &b).unwrap();
         let progress = crate::progress::Progress::new(false);
-        let b = pre.union_box(&[&p1, &p2], 2, &progress).unwrap();
-        // (x, y, z) order: x from 7..14 ∪ 2..9, y 6..12 ∪ 8..16, z 5..10 ∪ 3..15, each ± 1
-        assert_eq!((b.lo, b.hi), ([1, 5, 2], [15, 17, 16]));
-        let pre = pre.with_batch_box(b);
-        let one = pre
-            .prepare(&nifti::read_volume(&p1).unwrap(), None)
-            .unwrap();
-        let two = pre
-            .prepare(&nifti::read_volume(&p2).unwrap(), None)
-            .unwrap();
-        assert_eq!(one.transform, two.transform);
+        let (pre, geometry) =
+            Preprocessor::for_batch(batch_config(1), &files(&[&p1, &p2, &p3]), 2, &progress)
+                .unwrap();
+        let plan = geometry.plan.unwrap();
+        assert!(plan.members.iter().all(|m| m.fit == space::Fit::Common));
+        let space = pre.space.clone().unwrap();
+        // (x, y, z) order: x from 3..9 ∪ 2..9, y 8..15 ∪ 8..16, z 4..14 ∪ 3..15, each ± 1
+        assert_eq!((space.crop.lo, space.crop.hi), ([1, 7, 2], [10, 17, 16]));
+        let prepare =
+            |p: &std::path::Path| pre.prepare(&nifti::read_volume(p).unwrap(), None).unwrap();
+        let (one, two, three) = (prepare(&p1), prepare(&p2), prepare(&p3));
+        assert_eq!(one.transform.grid, two.transform.grid);
+        assert_eq!(one.transform.crop, two.transform.crop);
+        assert_eq!(two.transform.placement, Placement::Frame);
+        assert_eq!(three.transform.placement, Placement::Frame);
+        assert_eq!(
+            three.cube, two.cube,
+            "the LPS copy gives the very same cube"
+        );
+        // A map goes back onto each storage: the LPS map is the RAS map with i and j reversed.
+        let back2 = two.transform.map_to_native(&two.cube, 0.0).unwrap();
+        let back3 = three.transform.map_to_native(&three.cube, 0.0).unwrap();
+        assert_eq!(flipped_ij(&back2, &a).0, back3);
         let own = Preprocessor::new(PreprocessConfig {
-            size: 28,
-            margin: 1,
             crop: CropMode::Volume,
+            ..batch_config(1)
         })
         .unwrap();
         let alone = own
             .prepare(&nifti::read_volume(&p1).unwrap(), None)
             .unwrap();
-        assert_ne!(alone.transform.crop, b);
-        let e = Preprocessor::new(PreprocessConfig::default())
-            .unwrap()
-            .union_box(&[&p1, &p3], 2, &progress)
-            .unwrap_err();
+        assert_ne!(alone.transform.crop, space.crop);
+    }
+
+    #[test]
+    fn a_shifted_volume_is_refused_and_an_unreadable_one_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = nifti::identity();
+        let mut brain = Array3::<f32>::zeros((24, 24, 24));
+        brain.slice_mut(ndarray::s![6..18, 6..18, 6..18]).fill(1.0);
+        let paths: Vec<std::path::PathBuf> = ["h0", "h1", "h2", "moved"]
+            .iter()
+            .map(|n| dir.path().join(format!("{n}.nii")))
+            .collect();
+        for p in &paths[..3] {
+            nifti::write_volume(p, &brain, &a).unwrap();
+        }
+        let mut moved = a;
+        moved[1][3] = 4.0; // 4 mm of a 12 mm brain
+        nifti::write_volume(&paths[3], &brain, &moved).unwrap();
+        let progress = crate::progress::Progress::new(false);
+        let all: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+        let e = Preprocessor::for_batch(batch_config(2), &files(&all), 2, &progress).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("moved.nii") && msg.contains("small.nii") && msg.contains("--crop volume"),
+            msg.contains("moved.nii") && msg.contains("4.0 mm") && msg.contains("--crop volume"),
             "{msg}"
         );
         assert_eq!(e.exit_code(), 2);
-        // The volume on another grid is reported, not a bad file after it, with one worker or several: the
-        // first bad input in order, as a serial loop would report it.
-        let junk = p1.with_file_name("junk.nii");
+        // --crop volume takes it.
+        let volume = PreprocessConfig {
+            crop: CropMode::Volume,
+            ..batch_config(2)
+        };
+        assert!(Preprocessor::for_batch(volume, &files(&all), 2, &progress).is_ok());
+        // Every volume is read before the space is planned: an unreadable file is reported first, the
+        // first bad input in order, with one worker or several.
+        let junk = dir.path().join("junk.nii");
         std::fs::write(&junk, b"not an image").unwrap();
         for workers in [1, 3] {
-            let e = Preprocessor::new(PreprocessConfig::default())
-                .unwrap()
-                .union_box(&[&p1, &p3, &junk, &p2], workers, &progress)
+            let order = [all[0], all[3], junk.as_path(), all[1]];
+            let e = Preprocessor::for_batch(batch_config(2), &files(&order), workers, &progress)
                 .unwrap_err();
-            assert!(e.to_string().contains("moved.nii"), "{workers}: {e}");
+            assert!(e.to_string().contains("junk.nii"), "{workers}: {e}");
         }
-        let e = Preprocessor::new(PreprocessConfig::default())
-            .unwrap()
-            .union_box(&[&p1, &junk, &p3], 3, &progress)
-            .unwrap_err();
-        assert!(e.to_string().contains("junk.nii"), "{e}");
     }
 
     #[test]
@@ -611,6 +723,16 @@ mod tests {
         let other = vol(d.mapv(|x| (x > 0.0) as u8 as f32), b);
         let e = pre.prepare(&v, Some(&other)).unwrap_err();
         assert!(matches!(e, Error::Mismatch { .. }), "{e}");
+        // A mask on the grid: the brain is the mask, voxels outside it are 0, and the cube's brain is the
+        // cube of the skull-stripped volume.
+        let mut noisy = d.clone();
+        noisy
+            .iter_mut()
+            .for_each(|x| *x = if *x > 0.0 { *x } else { 7.0 });
+        let mask = vol(d.mapv(|x| (x > 0.0) as u8 as f32), a);
+        let masked = pre.prepare(&vol(noisy, a), Some(&mask)).unwrap();
+        assert_eq!(masked.cube, p.cube);
+        assert_eq!(masked.mask, p.mask);
         assert!(p
             .transform
             .map_to_native(&Array3::zeros((3, 3, 3)), 0.0)

@@ -1,26 +1,35 @@
 //! Resize the cropped brain to a cube of `S³` voxels, keeping the physical aspect ratio by zero padding
 //! (ALGORITHM.md §3.1 (iv), §12 Q11), and the exact inverse mapping back.
 //!
-//! **Geometry.** The cube is an isotropic grid: its longest physical side is the crop's longest side (in mm,
-//! voxel centre to voxel centre), the other sides are padded symmetrically around the crop's centre. Cube
-//! voxel `n` (per axis, `0..S`) sits at canonical continuous voxel coordinate
-//! `p = centre + (n − (S−1)/2) · step`, with `step = L / (S−1) / spacing` (align-corners: along the longest
-//! axis the first and last cube voxels coincide with the first and last crop voxels). This is one affine map,
-//! so the cube has a world affine of its own ([`CubeGrid::cube_affine`]) and every native voxel of the crop
-//! maps to a point inside the cube.
+//! **Geometry.** The cube is an isotropic grid placed in a *frame*: the canonical voxel grid of the batch's
+//! reference volume (see [`crate::volume::space`]; with `--crop volume`, each volume's own canonical grid).
+//! Its longest physical side is the crop's longest side (in mm, voxel centre to voxel centre), the other
+//! sides are padded symmetrically around the crop's centre. Cube voxel `n` (per axis, `0..S`) sits at frame
+//! continuous voxel coordinate `p = centre + (n − (S−1)/2) · step`, with `step = L / (S−1) / spacing`
+//! (align-corners: along the longest axis the first and last cube voxels coincide with the first and last
+//! crop voxels). This is one affine map, so the cube has a world affine of its own
+//! ([`CubeGrid::cube_affine`]): its axes `x, y, z` run along the frame's canonical axes (left→Right,
+//! posterior→Anterior, inferior→Superior), and every voxel of the crop maps to a point inside the cube.
 //!
-//! **Input.** The canonical volume `[z][y][x]`, the [`CropBox`], the canonical spacing.
-//! **Output.** `S³` array `[z][y][x]` (cube axes parallel to the canonical axes).
+//! **Where the voxels are read** ([`Placement`]). A volume whose canonical grid is the frame is read at `p`
+//! directly. A volume on another grid of the same world space (other spacing, field of view or a small
+//! rotation; its storage orientation is already undone by [`crate::volume::orient`]) is read at
+//! `q = to_own · p`, its own canonical coordinates of the same world point: one trilinear step either way,
+//! never two.
 //!
-//! **Interpolation.** Intensities: trilinear, with everything outside the crop box read as 0 (the padding).
-//! Maps back: trilinear in the cube (align-corners), masks and labels: nearest voxel. Voxels of the native
-//! grid outside the crop box receive a fill value.
+//! **Input.** The canonical volume `[z][y][x]`, the [`CropBox`] (frame voxels), the frame's spacing.
+//! **Output.** `S³` array `[z][y][x]`.
+//!
+//! **Interpolation.** Intensities: trilinear, with everything outside the crop box, and everything outside
+//! the volume's own grid (its field of view), read as 0 (the padding). Maps back: trilinear in the cube
+//! (align-corners), masks and labels: nearest voxel. Voxels of the native grid outside the crop box receive
+//! a fill value.
 
 use ndarray::Array3;
 use rayon::prelude::*;
 
 use super::crop::CropBox;
-use crate::io::nifti::{matmul, Affine};
+use crate::io::nifti::{apply_affine, matmul, Affine};
 
 /// The placement of the `S³` cube in canonical voxel coordinates.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -145,28 +154,111 @@ fn par_fill<T: Copy + Send + Sync>(
     Array3::from_shape_vec(shape, planes.concat()).expect("plane sizes")
 }
 
-/// Canonical intensities → `S³` cube (trilinear; outside the crop box = 0).
-pub fn to_cube(canonical: &Array3<f32>, crop: &CropBox, grid: &CubeGrid) -> Array3<f32> {
-    let s = grid.size;
-    par_fill((s, s, s), |n| {
-        let p = grid.to_canonical(n.map(|v| v as f64));
-        trilinear(canonical, crop.lo, crop.hi, p).unwrap_or(0.0)
-    })
+/// Where a volume's canonical grid lies in the frame that the cube is placed in ([`CubeGrid`] and the crop
+/// box are in that frame's voxel coordinates).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Placement {
+    /// The volume's canonical grid is the frame itself: it is read at the frame coordinates directly (the
+    /// one trilinear step, as for a batch on one grid).
+    Frame,
+    /// Another grid of the same world space: frame coordinates are carried to the volume's own canonical
+    /// coordinates (`to_own`; `to_frame` is its inverse), where the volume is read (the same one trilinear
+    /// step, at other points).
+    Resampled {
+        to_own: Box<Affine>,
+        to_frame: Box<Affine>,
+    },
 }
 
-/// Canonical labels/mask → `S³` cube by nearest voxel (outside the crop box = default).
+impl Placement {
+    /// Frame coordinates → the volume's own canonical coordinates.
+    pub fn own(&self, p: [f64; 3]) -> [f64; 3] {
+        match self {
+            Placement::Frame => p,
+            Placement::Resampled { to_own, .. } => apply_affine(to_own, p),
+        }
+    }
+
+    /// The volume's own canonical voxel → frame coordinates.
+    pub fn frame(&self, c: [usize; 3]) -> [f64; 3] {
+        let c = c.map(|v| v as f64);
+        match self {
+            Placement::Frame => c,
+            Placement::Resampled { to_frame, .. } => apply_affine(to_frame, c),
+        }
+    }
+}
+
+/// Canonical intensities → `S³` cube (trilinear; outside the crop box and outside the volume's own grid
+/// = 0).
+pub fn to_cube(
+    canonical: &Array3<f32>,
+    crop: &CropBox,
+    grid: &CubeGrid,
+    placement: &Placement,
+) -> Array3<f32> {
+    let s = grid.size;
+    let size = shape_xyz(canonical);
+    match placement {
+        Placement::Frame => {
+            let Some((lo, hi)) = crop.within(size) else {
+                return Array3::zeros((s, s, s));
+            };
+            par_fill((s, s, s), |n| {
+                let p = grid.to_canonical(n.map(|v| v as f64));
+                trilinear(canonical, lo, hi, p).unwrap_or(0.0)
+            })
+        }
+        Placement::Resampled { .. } => par_fill((s, s, s), |n| {
+            let p = grid.to_canonical(n.map(|v| v as f64));
+            if !crop.holds(p) {
+                return 0.0;
+            }
+            trilinear(canonical, [0; 3], size, placement.own(p)).unwrap_or(0.0)
+        }),
+    }
+}
+
+/// Canonical labels/mask → `S³` cube by nearest voxel (outside the crop box and the volume's grid =
+/// default).
 pub fn to_cube_nearest<T: Copy + Default + Send + Sync>(
     canonical: &Array3<T>,
     crop: &CropBox,
     grid: &CubeGrid,
+    placement: &Placement,
 ) -> Array3<T> {
     let s = grid.size;
-    par_fill((s, s, s), |n| {
-        let p = grid.to_canonical(n.map(|v| v as f64));
-        nearest(crop.lo, crop.hi, p)
+    let size = shape_xyz(canonical);
+    let read = |lo, hi, q| {
+        nearest(lo, hi, q)
             .map(|[x, y, z]| canonical[[z, y, x]])
             .unwrap_or_default()
-    })
+    };
+    match placement {
+        Placement::Frame => {
+            let Some((lo, hi)) = crop.within(size) else {
+                return Array3::from_elem((s, s, s), T::default());
+            };
+            par_fill((s, s, s), |n| {
+                read(lo, hi, grid.to_canonical(n.map(|v| v as f64)))
+            })
+        }
+        Placement::Resampled { .. } => par_fill((s, s, s), |n| {
+            let p = grid.to_canonical(n.map(|v| v as f64));
+            if !crop.holds(p) {
+                return T::default();
+            }
+            read([0; 3], size, placement.own(p))
+        }),
+    }
+}
+
+/// Whether the volume's own canonical voxel `c` (at frame coordinates `p`) lies in the crop box.
+fn in_box(crop: &CropBox, placement: &Placement, c: [usize; 3], p: [f64; 3]) -> bool {
+    match placement {
+        Placement::Frame => crop.contains(c),
+        Placement::Resampled { .. } => crop.holds(p),
+    }
 }
 
 /// `S³` map → canonical grid of size `(X, Y, Z)` (trilinear in the cube; outside the crop box = `fill`).
@@ -176,14 +268,16 @@ pub fn from_cube(
     grid: &CubeGrid,
     canonical_size: [usize; 3],
     fill: f32,
+    placement: &Placement,
 ) -> Array3<f32> {
     let [cx, cy, cz] = canonical_size;
     let s = grid.size;
     par_fill((cz, cy, cx), |c| {
-        if !crop.contains(c) {
+        let p = placement.frame(c);
+        if !in_box(crop, placement, c, p) {
             return fill;
         }
-        let n = grid.to_cube(c.map(|v| v as f64));
+        let n = grid.to_cube(p);
         // Crop voxels lie inside the cube by construction; the clamp only absorbs rounding.
         let n = n.map(|v| v.clamp(0.0, (s - 1) as f64));
         trilinear(cube, [0; 3], [s; 3], n).unwrap_or(fill)
@@ -196,19 +290,27 @@ pub fn from_cube_nearest<T: Copy + Default + Send + Sync>(
     crop: &CropBox,
     grid: &CubeGrid,
     canonical_size: [usize; 3],
+    placement: &Placement,
 ) -> Array3<T> {
     let [cx, cy, cz] = canonical_size;
     let s = grid.size;
     par_fill((cz, cy, cx), |c| {
-        if !crop.contains(c) {
+        let p = placement.frame(c);
+        if !in_box(crop, placement, c, p) {
             return T::default();
         }
-        let n = grid.to_cube(c.map(|v| v as f64));
+        let n = grid.to_cube(p);
         let n = n.map(|v| v.clamp(0.0, (s - 1) as f64));
         nearest([0; 3], [s; 3], n)
             .map(|[x, y, z]| cube[[z, y, x]])
             .unwrap_or_default()
     })
+}
+
+/// The `(X, Y, Z)` size of a `[z][y][x]` array.
+fn shape_xyz<T>(a: &Array3<T>) -> [usize; 3] {
+    let s = a.shape();
+    [s[2], s[1], s[0]]
 }
 
 #[cfg(test)]
@@ -244,8 +346,8 @@ mod tests {
             (x as f32) * 0.5 + (y as f32) * 2.0 - (z as f32) + 3.0
         });
         let g = CubeGrid::fit(&crop, [1.0, 1.0, 1.5], 28);
-        let cube = to_cube(&can, &crop, &g);
-        let back = from_cube(&cube, &crop, &g, [10, 14, 7], -1.0);
+        let cube = to_cube(&can, &crop, &g, &Placement::Frame);
+        let back = from_cube(&cube, &crop, &g, [10, 14, 7], -1.0, &Placement::Frame);
         for ((z, y, x), v) in back.indexed_iter() {
             if crop.contains([x, y, z]) {
                 assert!((v - can[[z, y, x]]).abs() < 1e-4, "{x} {y} {z}: {v}");
@@ -256,8 +358,8 @@ mod tests {
         // Padding reads as zero: the cube corners along the short axes lie outside the crop.
         assert_eq!(cube[[0, 0, 0]], 0.0);
         let mask = can.mapv(|v| v > 8.0);
-        let mc = to_cube_nearest(&mask, &crop, &g);
-        let mb = from_cube_nearest(&mc, &crop, &g, [10, 14, 7]);
+        let mc = to_cube_nearest(&mask, &crop, &g, &Placement::Frame);
+        let mb = from_cube_nearest(&mc, &crop, &g, [10, 14, 7], &Placement::Frame);
         for ((z, y, x), v) in mb.indexed_iter() {
             if crop.contains([x, y, z]) {
                 // Nearest there and back lands on the same voxel: the cube is finer than the crop.

@@ -15,6 +15,7 @@ DIR/variants/ (copies of h0, made with nibabel and SimpleITK, independent of mri
                            as_reoriented)
   h0_coarse                resampled by SimpleITK (linear) to 1.5 times the voxel size, on a field of view
                            shifted by 7 mm and cut 4 voxels short along y
+  q0_coarse, q0_coarse_label  q0 and its label map likewise (the label map by nearest neighbour)
   h0_tilted                the same voxels with the affine rotated by 3 degrees about z (an oblique grid of
                            the same space, within the tolerance)
   h0_rotated               the same voxels with the affine rotated by 20 degrees about z and shifted by 30 mm
@@ -34,6 +35,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import distance_transform_edt, map_coordinates
+
+from resample_copy import coarse_copy
 
 
 def template():
@@ -132,17 +135,13 @@ def variants(out, h0_path):
         nib.save(nib.Nifti1Image(np.asarray(copy.dataobj, np.float32), copy.affine), os.path.join(vdir, name))
         made[name] = f"h0 stored {code} ({nib.aff2axcodes(copy.affine)})"
     # Coarser voxels and another field of view, resampled by SimpleITK in world space.
-    src = sitk.ReadImage(h0_path, sitk.sitkFloat32)
-    spacing = [s * 1.5 for s in src.GetSpacing()]
-    size = [int(np.floor((n - 1) * s0 / s1)) + 1 for n, s0, s1 in zip(src.GetSize(), src.GetSpacing(), spacing)]
-    size[1] -= 4
-    origin = np.array(src.GetOrigin()) + np.array(src.GetDirection()).reshape(3, 3) @ [7.0, 0.0, 0.0]
-    ref = sitk.Image(size, sitk.sitkFloat32)
-    ref.SetSpacing(spacing)
-    ref.SetOrigin(tuple(origin))
-    ref.SetDirection(src.GetDirection())
-    sitk.WriteImage(sitk_resample(src, ref), os.path.join(vdir, "h0_coarse.nii.gz"))
+    size, spacing, _ = coarse_copy(h0_path, os.path.join(vdir, "h0_coarse.nii.gz"), 1.5, 7.0, 4)
     made["h0_coarse.nii.gz"] = f"SimpleITK linear resampling to {spacing[0]:.2f} mm, size {size}, origin +7 mm"
+    root = os.path.dirname(os.path.dirname(h0_path))
+    coarse_copy(os.path.join(root, "query", "q0.nii.gz"), os.path.join(vdir, "q0_coarse.nii.gz"), 1.5, 7.0, 4)
+    coarse_copy(os.path.join(root, "labels", "q0.nii.gz"), os.path.join(vdir, "q0_coarse_label.nii.gz"), 1.5, 7.0, 4,
+                labels=True)
+    made["q0_coarse.nii.gz"] = "q0 resampled like h0_coarse; q0_coarse_label.nii.gz its label map (nearest neighbour)"
     # The same voxels on rotated affines.
     for name, deg, shift in (("h0_tilted", 3.0, 0.0), ("h0_rotated", 20.0, 30.0)):
         centre = img.affine[:3, :3] @ (np.array(data.shape) / 2.0) + img.affine[:3, 3]
@@ -156,6 +155,7 @@ def variants(out, h0_path):
         nib.save(nib.Nifti1Image(data, affine), os.path.join(vdir, f"{name}.nii.gz"))
         made[f"{name}.nii.gz"] = f"h0's voxels, affine rotated {deg} deg about z (about the grid centre), shifted {shift} mm in x"
     # The anatomy rotated and shifted on h0's own grid.
+    src = sitk.ReadImage(h0_path, sitk.sitkFloat32)
     rigid = sitk.Euler3DTransform()
     centre = src.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in src.GetSize()])
     rigid.SetCenter(centre)

@@ -6,16 +6,19 @@
 CASES.json is a list of {"image": NIfTI path, "cube": .npy path (mri-ad's S^3 cube, [z][y][x], before
 standardisation), "cube_affine": mri-ad's cube voxel (x, y, z) -> world matrix, "frame_affine": the batch
 frame (reference canonical grid) voxel -> world, "crop_lo", "crop_hi": the crop box in frame voxels,
-"size": S}. For each case this script, on its own:
+"size": S}; a case with "nearest": true holds mri-ad's label cube (labels > 0, nearest voxel) instead. For each
+case this script, on its own:
   1. derives the cube's world grid from the frame affine, the crop box and S by the documented rule
      (isotropic, the crop's longest side voxel centre to voxel centre over S - 1 steps, centred on the crop,
      axes along the frame's) and compares it with mri-ad's cube_affine;
   2. maps every cube voxel centre to world mm and then to the image's own voxel indices (nibabel's affine,
      its storage order: no reorientation), and samples the image there with scipy's map_coordinates
      (order 1); points outside the crop box (frame coordinates, 1e-6 voxel tolerance) or outside the
-     image's field of view (its first to last voxel centre, same tolerance) are 0;
+     image's field of view (its first to last voxel centre, same tolerance) are 0; with "nearest", it takes
+     the nearest voxel instead (floor(v + 0.5 + 1e-9): halves round up) of label > 0, 0 more than half a
+     voxel outside the field of view;
   3. compares with mri-ad's cube: max |difference| relative to the image's maximum must stay within f32
-     precision (2e-6).
+     precision (2e-6); label cubes must be equal voxel for voxel.
 Prints one line per case and a SUMMARY line with failed=N; exits 1 on any failure.
 """
 import json
@@ -57,6 +60,12 @@ def resample(case):
     own_inv = np.linalg.inv(img.affine)
     v = world @ own_inv[:3, :3].T + own_inv[:3, 3]  # the image's own (i, j, k)
     last = np.array(data.shape, float) - 1
+    if case.get("nearest"):
+        idx = np.floor(v + 0.5 + 1e-9).astype(np.int64)
+        in_view = np.all((idx >= 0) & (idx <= last), axis=-1)
+        idx = np.clip(idx, 0, last.astype(np.int64))
+        values = (data[idx[..., 0], idx[..., 1], idx[..., 2]] > 0) * (in_box & in_view)
+        return mine, np.transpose(values, (2, 1, 0)).astype(np.float64), 1.0
     in_view = np.all((v >= -EPS) & (v <= last + EPS), axis=-1)
     v = np.clip(v, 0, last)
     values = map_coordinates(data, [v[..., a].ravel() for a in range(3)], order=1, mode="nearest")
@@ -73,9 +82,10 @@ def main():
         cube = np.load(case["cube"]).astype(np.float64)
         affine_diff = float(np.abs(mine - np.array(case["cube_affine"])).max())
         diff = float(np.abs(cube - ref).max()) / scale
-        ok = affine_diff < 1e-9 and diff <= REL_TOL and ref.shape == cube.shape and (ref > 0).sum() > 0
+        tol = 0.0 if case.get("nearest") else REL_TOL
+        ok = affine_diff < 1e-9 and diff <= tol and ref.shape == cube.shape and (ref > 0).sum() > 0
         failed += not ok
-        print(f"{case['image']}: cube affine max diff {affine_diff:.2e}, voxels max rel diff {diff:.2e}, "
+        print(f"{case['image']}{' (labels)' if case.get('nearest') else ''}: cube affine max diff {affine_diff:.2e}, voxels max rel diff {diff:.2e}, "
               f"non-zero {(ref > 0).sum()} vs {(cube > 0).sum()} -> {'ok' if ok else 'FAIL'}")
     print(f"SUMMARY cases={len(cases)} failed={failed}")
     sys.exit(1 if failed else 0)

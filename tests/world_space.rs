@@ -44,16 +44,32 @@ fn variant(name: &str) -> PathBuf {
 
 /// `mri-ad score` on healthy + the cohort's query cases and labels, tiny model at 56³.
 fn score(healthy: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    score_with(
+        healthy,
+        &cohort().join("query"),
+        &cohort().join("labels"),
+        out,
+        extra,
+    )
+}
+
+/// `mri-ad score` on these folders, tiny model at 56³.
+fn score_with(
+    healthy: &Path,
+    query: &Path,
+    labels: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
     let model = tiny_model(0);
-    let (query, labels) = (cohort().join("query"), cohort().join("labels"));
     let args: Vec<&str> = [
         "score",
         "--healthy",
         s(healthy),
         "--query",
-        s(&query),
+        s(query),
         "--labels",
-        s(&labels),
+        s(labels),
         "--out",
         s(out),
         "--no-plots",
@@ -76,14 +92,13 @@ fn json(path: &Path) -> serde_json::Value {
 
 /// `mri-ad eval` of a finished run gives the metrics the run reported: it rebuilds the same space (and
 /// uses the same brain masks) from summary.json.
-fn eval_agrees(run: &Path) {
-    let labels = cohort().join("labels");
+fn eval_agrees(run: &Path, labels: &Path) {
     ok(&run_mri_ad(&[
         "eval",
         "--run",
         s(run),
         "--labels",
-        s(&labels),
+        s(labels),
         "--no-progress",
     ]));
     let (summary, eval) = (
@@ -194,8 +209,19 @@ fn a_coarser_grid_with_another_field_of_view_joins_the_batch() {
     files.push((variant("h0_coarse"), "h0_coarse.nii.gz".into()));
     let refs: Vec<(PathBuf, &str)> = files.iter().map(|(p, n)| (p.clone(), n.as_str())).collect();
     let dir = folder(work.path(), "healthy", &refs);
+    // A lesion case resampled likewise, with its label map (nearest neighbour), among the queries.
+    let names = ["q0.nii.gz", "q1.nii.gz", "q2.nii.gz", "q0_coarse.nii.gz"];
+    let in_cohort = |d: &str, i: usize| cohort().join(format!("{d}/q{i}.nii.gz"));
+    let mut queries: Vec<(PathBuf, &str)> =
+        (0..3).map(|i| (in_cohort("query", i), names[i])).collect();
+    queries.push((variant("q0_coarse"), names[3]));
+    let mut labels: Vec<(PathBuf, &str)> =
+        (0..3).map(|i| (in_cohort("labels", i), names[i])).collect();
+    labels.push((variant("q0_coarse_label"), names[3]));
+    let query_dir = folder(work.path(), "query", &queries);
+    let label_dir = folder(work.path(), "labels", &labels);
     let run = work.path().join("run");
-    let stderr = ok(&score(&dir, &run, &[]));
+    let stderr = ok(&score_with(&dir, &query_dir, &label_dir, &run, &[]));
     assert!(
         stderr.contains("resampled") && stderr.contains("h0_coarse"),
         "{stderr}"
@@ -203,9 +229,14 @@ fn a_coarser_grid_with_another_field_of_view_joins_the_batch() {
     let summary = json(&run.join("summary.json"));
     assert_eq!(
         summary["crop"]["resampled"],
-        serde_json::json!(["h0_coarse"])
+        serde_json::json!(["h0_coarse", "q0_coarse"])
     );
-    eval_agrees(&run);
+    // Its label map reached the cube: the case counts as a lesion case (label 1) with a voxel AP.
+    let csv = std::fs::read_to_string(run.join("scores.csv")).unwrap();
+    let row = csv.lines().find(|l| l.starts_with("q0_coarse,")).unwrap();
+    assert_eq!(row.split(',').nth(3), Some("1"), "{row}");
+    assert!(summary["metrics"]["voxel_ap_per_case"]["q0_coarse"].is_f64());
+    eval_agrees(&run, &label_dir);
     // Its tokens agree with the 3 mm original's (SimpleITK resampled it to 4.5 mm). Negative control: another
     // subject's tokens. The tiny random model's tokens are alike everywhere (raw cosines of 0.98 between
     // subjects), so the comparison that tells subjects apart is made after subtracting the mean token of
@@ -255,6 +286,14 @@ fn a_coarser_grid_with_another_field_of_view_joins_the_batch() {
         b = s(&run.join("maps/h0_coarse_anomaly.nii.gz")),
     );
     let out = run_python(&["-c", &check]);
+    assert!(out.starts_with("ok (39, 43, 42)"), "{out}");
+    let mask_check = check
+        .replace(s(&variant("h0_coarse")), s(&variant("q0_coarse")))
+        .replace(
+            s(&run.join("maps/h0_coarse_anomaly.nii.gz")),
+            s(&run.join("masks/q0_coarse_mask.nii.gz")),
+        );
+    let out = run_python(&["-c", &mask_check]);
     assert!(out.starts_with("ok (39, 43, 42)"), "{out}");
 }
 
@@ -340,7 +379,7 @@ fn brain_masks_stand_in_for_skull_stripping() {
         json(&masked.join("summary.json"))["metrics"],
         json(&stripped.join("summary.json"))["metrics"]
     );
-    eval_agrees(&masked);
+    eval_agrees(&masked, &labels);
     // extract takes the masks too.
     let (tokens_masked, tokens_stripped) = (work.path().join("tm"), work.path().join("ts"));
     for (input, out, masks) in [
@@ -423,6 +462,8 @@ fn world_resampling_matches_an_independent_scipy_implementation() {
     let mut paths: Vec<PathBuf> = (0..5).map(|i| healthy(i).0).collect();
     paths.push(variant("h0_coarse"));
     paths.push(variant("h0_tilted"));
+    paths.push(cohort().join("query/q0.nii.gz"));
+    paths.push(variant("q0_coarse"));
     let files: Vec<VolumeFiles> = paths
         .iter()
         .map(|p| VolumeFiles {
@@ -437,13 +478,21 @@ fn world_resampling_matches_an_independent_scipy_implementation() {
     };
     let progress = mri_ad::progress::Progress::new(false);
     let (pre, geometry) = Preprocessor::for_batch(config, &files, 2, &progress).unwrap();
-    assert_eq!(geometry.resampled(), [5, 6], "h0_coarse and h0_tilted");
+    assert_eq!(
+        geometry.resampled(),
+        [5, 6, 8],
+        "h0_coarse, h0_tilted, q0_coarse"
+    );
+    let labels = [
+        (7, cohort().join("labels/q0.nii.gz")),
+        (8, variant("q0_coarse_label")),
+    ];
     let mut cases = Vec::new();
     let mut cubes = Vec::new();
     for (i, path) in paths
         .iter()
         .enumerate()
-        .filter(|(i, _)| [0, 5, 6].contains(i))
+        .filter(|(i, _)| [0, 5, 6, 7, 8].contains(i))
     {
         let p = pre
             .prepare(&mri_ad::io::nifti::read_volume(path).unwrap(), None)
@@ -451,19 +500,38 @@ fn world_resampling_matches_an_independent_scipy_implementation() {
         let npy = work.path().join(format!("cube{i}.npy"));
         ndarray_npy::write_npy(&npy, &p.cube).unwrap();
         cubes.push(npy.clone());
-        cases.push(serde_json::json!({
+        let case = serde_json::json!({
             "image": path, "cube": npy, "cube_affine": p.transform.cube_affine(),
             "frame_affine": p.transform.frame.affine, "crop_lo": p.transform.crop.lo,
             "crop_hi": p.transform.crop.hi, "size": 56,
-        }));
+        });
+        // The label map of a lesion case, nearest voxel, on the common grid and on the coarse one.
+        if let Some((_, label)) = labels.iter().find(|(j, _)| *j == i) {
+            let cube = p
+                .transform
+                .labels_to_cube(&mri_ad::io::nifti::read_volume(label).unwrap())
+                .unwrap();
+            let npy = work.path().join(format!("labels{i}.npy"));
+            ndarray_npy::write_npy(&npy, &cube).unwrap();
+            let mut labelled = case.clone();
+            labelled["image"] = serde_json::json!(label);
+            labelled["cube"] = serde_json::json!(npy);
+            labelled["nearest"] = serde_json::json!(true);
+            cases.push(labelled);
+        }
+        cases.push(case);
     }
     let json = work.path().join("cases.json");
     std::fs::write(&json, serde_json::to_string(&cases).unwrap()).unwrap();
     let report = run_script("ref_world_resample.py", &[s(&json)]);
     println!("{report}");
-    assert!(report.contains("cases=3 failed=0"), "{report}");
+    assert!(report.contains("cases=7 failed=0"), "{report}");
     // Negative control: h0's cube in place of h0_coarse's (as if the coarse volume were read on the frame
     // grid, without resampling) fails the check on its voxels.
+    assert!(cases[1]["image"]
+        .as_str()
+        .unwrap()
+        .ends_with("h0_coarse.nii.gz"));
     cases[1]["cube"] = serde_json::json!(cubes[0]);
     std::fs::write(&json, serde_json::to_string(&cases).unwrap()).unwrap();
     let out = std::process::Command::new(python())

@@ -36,20 +36,14 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import distance_transform_edt, map_coordinates
 
+from make_demo_cohort import templates as demo_templates
 from resample_copy import coarse_copy
 
 
 def template():
-    import nilearn
-
-    d = os.path.join(os.path.dirname(nilearn.__file__), "datasets", "data")
-    load = lambda n: nib.load(os.path.join(d, f"mni_icbm152_{n}_tal_nlin_sym_09a_converted.nii.gz"))
-    t1 = load("t1")
-    gm = load("gm").get_fdata(dtype=np.float32) / 255.0
-    wm = load("wm").get_fdata(dtype=np.float32) / 255.0
-    brain = (t1.get_fdata(dtype=np.float32) > 0).astype(np.float32)
-    csf = np.clip(brain - gm - wm, 0, 1) * brain
-    return t1.affine, {"gm": gm, "wm": wm, "csf": csf, "brain": brain}
+    """The MNI152 2009 tissue maps (cropped to the brain as the demo cohort's) and their affine."""
+    affine, gm, wm, csf, brain = demo_templates()
+    return affine, {"gm": gm, "wm": wm, "csf": csf, "brain": brain.astype(np.float32)}
 
 
 def output_grid(affine, brain, spacing, margin_mm):

@@ -330,25 +330,9 @@ fn brain_masks_stand_in_for_skull_stripping() {
     let raw = cohort().join("raw");
     let model = tiny_model(0);
     let labels = cohort().join("labels");
-    let run = |healthy: &Path, query: &Path, out: &Path, masks: Option<&Path>| {
-        let mut args: Vec<&str> = vec![
-            "score",
-            "--healthy",
-            s(healthy),
-            "--query",
-            s(query),
-            "--labels",
-            s(&labels),
-            "--out",
-            s(out),
-            "--no-plots",
-            "--no-progress",
-        ];
-        if let Some(m) = masks {
-            args.extend(["--masks", s(m)]);
-        }
-        args.extend(tiny_backbone(s(&model), "56"));
-        run_mri_ad(&args)
+    let run = |healthy: &Path, query: &Path, out: &Path, masks: Option<&Path>| match masks {
+        Some(m) => score_with(healthy, query, &labels, out, &["--masks", s(m)]),
+        None => score_with(healthy, query, &labels, out, &[]),
     };
     let masked = work.path().join("masked");
     ok(&run(

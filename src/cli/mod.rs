@@ -241,7 +241,7 @@ impl BackboneFile {
 
     /// The set keys as a TOML table.
     pub fn to_table(&self) -> toml::Table {
-        crate::pipeline::toml_table(self).expect("a struct of plain values is a table")
+        crate::run::outputs::toml_table(self).expect("a struct of plain values is a table")
     }
 }
 

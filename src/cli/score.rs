@@ -221,7 +221,7 @@ pub fn read_config_file(path: &Path) -> Result<(ScoreConfig, super::BackboneFile
     let mut scoring: toml::Table = toml::from_str(&text).map_err(|e| bad(&e))?;
     // Unknown keys are named here with every key the file may hold (serde's own message lists only the
     // scoring keys).
-    let mut known: Vec<String> = crate::pipeline::toml_table(&ScoreConfig::default())?
+    let mut known: Vec<String> = crate::run::outputs::toml_table(&ScoreConfig::default())?
         .keys()
         .cloned()
         .chain(super::BackboneFile::KEYS.map(String::from))
@@ -405,19 +405,19 @@ fn run_tokens(
     }
     crate::score::check_batch(&config, files.len(), files[0].set.n_views())?;
     let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
-    let digests = crate::pipeline::hash_files(&token_paths)?;
-    let request = crate::pipeline::run_request(
+    let digests = crate::run::folder::hash_files(&token_paths)?;
+    let request = crate::run::folder::run_request(
         json!(files
             .iter()
             .zip(&digests)
             .map(|(f, d)| json!({"case": f.set.name, "tokens_sha256": d}))
             .collect::<Vec<_>>()),
-        &crate::pipeline::run_settings(&config, &toml::Table::new())?,
+        &crate::run::outputs::run_settings(&config, &toml::Table::new())?,
     );
-    if crate::pipeline::replaces_another_run(&args.out, args.common.force, &request)? {
-        crate::pipeline::check_inputs_outside_outputs(&args.out, &token_paths)?;
+    if crate::run::folder::replaces_another_run(&args.out, args.common.force, &request)? {
+        crate::run::folder::check_inputs_outside_outputs(&args.out, &token_paths)?;
     }
-    crate::pipeline::prepare_run_folder(&args.out, args.common.force, &request)?;
+    crate::run::folder::prepare_run_folder(&args.out, args.common.force, &request)?;
     let say = |msg: String| {
         if !args.common.quiet {
             eprintln!("{msg}");
@@ -456,10 +456,11 @@ fn run_tokens(
 
     let t = Instant::now();
     let labels = vec![None; names.len()];
-    let scoring = pipeline::write_scoring_outputs(&args.out, &names, &result, &config, dim)?;
+    let scoring =
+        crate::run::outputs::write_scoring_outputs(&args.out, &names, &result, &config, dim)?;
     let rows = crate::report::score_rows(&names, &groups, &labels, &result);
     crate::report::write_scores_csv(&args.out.join("scores.csv"), &rows)?;
-    pipeline::write_config_toml(&args.out, &config, &toml::Table::new())?;
+    crate::run::outputs::write_config_toml(&args.out, &config, &toml::Table::new())?;
     let write_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let plots = if args.no_plots {

@@ -1,0 +1,162 @@
+//! `mri-ad eval`: the metrics of a finished run recomputed from its token scores and recorded inputs.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::cases::find_cases;
+use super::maps::{input_voxels, map_workers, maps_and_metrics, MapsJob, Workers};
+use crate::io::{absolute, atomic, nifti};
+use crate::progress::Progress;
+use crate::run::folder::RUN_MARKER;
+use crate::volume::crop::CropBox;
+use crate::volume::space::BatchSpace;
+use crate::volume::{canonical_grid, CropMode, PreprocessConfig, Preprocessor};
+use crate::{eval, Error, Result};
+
+/// `mri-ad eval`: recomputes the metrics of a finished run (token scores and inputs as recorded in its
+/// summary.json) against the label maps of `labels`; writes `<run>/eval.json` and returns it.
+pub fn evaluate_run(
+    run: &Path,
+    labels: &Path,
+    workers: Workers,
+    progress: &Progress,
+) -> Result<Value> {
+    let summary_path = run.join("summary.json");
+    if !summary_path.is_file() {
+        let problem = if run.is_file() {
+            "a file, not a run folder"
+        } else if !run.is_dir() {
+            "no such folder"
+        } else if run.join(RUN_MARKER).is_file() {
+            "an unfinished run folder (no summary.json yet): run the same `mri-ad score` command again to \
+             finish it"
+        } else {
+            "not a run folder of `mri-ad score` (it has no summary.json)"
+        };
+        return Err(Error::bad_argument(
+            "--run",
+            format!("{}: {problem}", run.display()),
+        ));
+    }
+    let text = std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
+    let summary: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_input(&summary_path, format!("not a run summary: {e}")))?;
+    let bad = |what: &str| {
+        Error::bad_input(
+            &summary_path,
+            format!("{what} missing: not a run folder of `mri-ad score --query`"),
+        )
+    };
+    let query = summary["query"].as_str().ok_or_else(|| bad("`query`"))?;
+    let healthy = summary["healthy"].as_str().map(PathBuf::from);
+    let size = summary["backbone"]["size"]
+        .as_u64()
+        .ok_or_else(|| bad("`backbone.size`"))? as usize;
+    let margin = summary["margin"].as_u64().ok_or_else(|| bad("`margin`"))? as usize;
+    for (flag, dir) in [
+        ("--query", Some(Path::new(query))),
+        ("--healthy", healthy.as_deref()),
+    ] {
+        let Some(dir) = dir else { continue };
+        if !dir.is_dir() {
+            return Err(Error::bad_input(
+                &summary_path,
+                format!(
+                    "the {flag} folder it records, {}, does not exist{}",
+                    dir.display(),
+                    if dir.is_relative() {
+                        " (a relative path, read from the current folder: run eval from the folder the run \
+                         was made in)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
+    // The brain masks the run used (runs from before --masks existed used none).
+    let masks = summary["brain_masks"].as_str().map(PathBuf::from);
+    let cases = find_cases(
+        healthy.as_deref(),
+        Path::new(query),
+        Some(labels),
+        masks.as_deref(),
+    )?
+    .cases;
+    let mut scores = Vec::with_capacity(cases.len());
+    for c in &cases {
+        let path = run.join("token_scores").join(format!("{}.npy", c.input.id));
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let s: ndarray::Array1<f32> = ndarray_npy::ReadNpyExt::read_npy(file).map_err(|e| {
+            Error::bad_input(&path, format!("not a float32 token-score vector: {e}"))
+        })?;
+        scores.push(s.to_vec());
+    }
+    let m = scores[0].len();
+    let g = (m as f64).cbrt().round() as usize;
+    if g * g * g != m || scores.iter().any(|s| s.len() != m) || size % g != 0 {
+        return Err(Error::bad_input(
+            run.join("token_scores"),
+            format!("token scores of {m} entries do not form a cube grid for size {size}"),
+        ));
+    }
+    // The crop as the run recorded it (runs from before `crop` existed cropped each volume on its own).
+    let crop_mode = match summary["crop"]["mode"].as_str() {
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| Error::bad_input(&summary_path, e))?,
+        None => CropMode::Volume,
+    };
+    let mut preprocessor = Preprocessor::new(PreprocessConfig {
+        size,
+        margin,
+        crop: crop_mode,
+    })?;
+    if crop_mode == CropMode::Batch {
+        let space = match summary["crop"].get("space") {
+            Some(recorded) => serde_json::from_value::<BatchSpace>(recorded.clone())
+                .map_err(|e| bad(&format!("`crop.space` ({e})")))?,
+            // Runs from before the world space: every volume on the first one's grid, the box in its frame.
+            None => {
+                let crop: CropBox = serde_json::from_value(summary["crop"]["batch_box"].clone())
+                    .map_err(|e| bad(&format!("`crop.batch_box` ({e})")))?;
+                let first = nifti::read_header(&cases[0].input.path)?;
+                let size = nifti::spatial_size(&cases[0].input.path, &first)?;
+                BatchSpace {
+                    frame: canonical_grid(size, &first.best_affine().0).1,
+                    crop,
+                }
+            }
+        };
+        preprocessor = preprocessor.with_space(space);
+    }
+    // The upsampling as the run recorded it (runs from before `maps` existed used align-corners).
+    let upsample = match summary["maps"]["upsample"].as_str() {
+        Some(u) => u
+            .parse()
+            .map_err(|e: String| Error::bad_input(&summary_path, e))?,
+        None => eval::Upsample::Corners,
+    };
+    let job = MapsJob {
+        out: run,
+        size,
+        grid: [g, g, g],
+        upsample,
+        with_labels: true,
+        write: false,
+        qc: None,
+        workers: map_workers(
+            workers.threads,
+            workers.memory_budget,
+            size,
+            input_voxels(&cases)?,
+            cases.len(),
+        ),
+    };
+    let evaluation = maps_and_metrics(&job, &preprocessor, &cases, &scores, progress)?;
+    let doc =
+        json!({"run": absolute(run), "labels": absolute(labels), "metrics": evaluation.metrics});
+    atomic::write_json(&run.join("eval.json"), &doc)?;
+    Ok(doc)
+}

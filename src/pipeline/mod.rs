@@ -1,0 +1,408 @@
+//! The whole job on volumes (`mri-ad score --healthy --query`): discovery → preprocessing → tokens (with
+//! the extract cache) → scoring → maps back on each input's grid → evaluation → run folder.
+//!
+//! Modules: `cases` (discovery, label checks and notices), `maps` (maps and metrics, shared with
+//! `eval`), `eval_run` ([`evaluate_run`]).
+//!
+//! Input: a folder of healthy volumes (optional) and one of query volumes, optionally lesion label maps for
+//! the query cases. Output: the run folder of DESIGN.md (token files are cached under `tokens/`, the Nyúl
+//! landmarks in `nyul.json`).
+//!
+//! Traps:
+//! * Every case of both folders is in the one batch (leave-one-out); case ids must be unique across them.
+//!   With `--masks`, every case has a brain mask ([`crate::io::discover::pair_masks`]), which replaces `voxel > 0`
+//!   in every stage (crop, Nyúl, tokens, maps) and whose SHA-256 joins the request and the token cache key.
+//! * Volumes on other grids than the batch's frame are resampled into its world space
+//!   ([`crate::volume::space`]); summary.json records the space, and `eval` rebuilds it from there (runs
+//!   from before it: the first case's grid with the recorded box).
+//! * The metrics are computed in the canonical cube space (S³, labels resampled by nearest neighbour), as
+//!   ALGORITHM.md §8.3 specifies at 224³; the maps and masks written are on each input's own grid.
+//! * The run folder follows [`crate::run::folder`]: the same request resumes, another needs `--force`.
+//! * Before anything is removed or written: the request is compared (first, so a refusal is quick), every
+//!   volume and brain mask is read whole ([`Preprocessor::for_batch`]: volumes evidently not
+//!   skull-stripped and without a mask, or with `--crop batch` evidently not in the batch's world space,
+//!   are refused), every label map is read whole and checked against its volume's grid, the settings are
+//!   checked against the batch, the `--nyul` file is read, and the backbone is loaded (library, model, `layer_<k>` outputs) when there is
+//!   no token cache yet or the run replaces another's results. What can still fail later (a volume whose
+//!   tokens are all void, the Nyúl fit, the label-free GMM threshold) stops the run with the token cache
+//!   kept for a resume; with `--force` the earlier results are then already gone.
+//! * Run folders record absolute input paths (`summary.json`), so `eval` works from any folder.
+//! * Plots (`plots/`, `index.html`; `--no-plots` skips `plots/`) are drawn by [`crate::report`]: the QC
+//!   montages in the maps pass, where each case's cube and upsampled map already exist.
+//! * Maps: the 16³ token scores are upsampled trilinearly to the cube with each token's score at the centre
+//!   of the 14³ block it describes (`--upsample centres`, a deviation from §7.2's align-corners, which puts
+//!   the outer tokens on the cube's faces, up to 6.5 voxels from their blocks; `--upsample corners` restores
+//!   it, and `eval` of a run from before the flag existed uses it). See [`eval::Upsample`].
+//! * Memory and threads: the crop box, Nyúl and maps stages read and prepare one volume per worker
+//!   ([`crate::parallel`]): as many workers as `--threads`, but no more volumes at once than
+//!   `--memory-budget` holds at an estimated `map_case_bytes` each (the resampling inside each volume
+//!   uses every core). The voxel AUROC uses a 2²⁰-bin histogram of the upsampled maps (exact to about 1e-6,
+//!   integer counts merged per case), so no full-resolution map of the batch is held; the voxel-level
+//!   F1-max threshold (for a supplementary Dice, not §8.3's) comes from the same histogram, to within one
+//!   bin. Results are gathered in case order, so the outputs do not depend on the number of threads.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::extract::ExtractConfig;
+use crate::io::cubes::NiftiCubes;
+use crate::io::{absolute, atomic, outdir, tokens};
+use crate::messages::first_few;
+use crate::progress::Progress;
+use crate::report;
+use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
+use crate::run::folder::{replaces_another_run, run_request};
+use crate::run::outputs::{run_settings, write_config_toml, write_scoring_outputs};
+use crate::score::{score_batch, ScoreConfig};
+use crate::volume::nyul::NyulModel;
+use crate::volume::{PreprocessConfig, Preprocessor, VolumeFiles};
+use crate::{eval, Error, Result, TokenSet};
+
+mod cases;
+mod eval_run;
+mod maps;
+
+use cases::{check_labels, discover_cases, Batch, BatchCase, CaseDigests};
+pub use cases::{label_oddity, label_oddity_notice, labels_folder_hint, unpaired_notice};
+pub use eval_run::evaluate_run;
+pub use maps::Workers;
+use maps::{input_voxels, map_workers, maps_and_metrics, MapsJob};
+
+/// Everything `score` on volumes needs.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub healthy: Option<PathBuf>,
+    pub query: PathBuf,
+    pub labels: Option<PathBuf>,
+    /// Brain masks (one per case, paired by the layouts' mask patterns), replacing `voxel > 0`.
+    pub masks: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Nyúl landmarks to use instead of learning them from the healthy volumes.
+    pub nyul: Option<PathBuf>,
+    pub preprocess: PreprocessConfig,
+    /// Backbone and tokenizer settings (`out` is replaced by `<run>/tokens`).
+    pub extract: ExtractConfig,
+    pub score: ScoreConfig,
+    pub force: bool,
+    pub quiet: bool,
+    pub progress: bool,
+    /// Draw `plots/` (false: `--no-plots`); `index.html` is written either way.
+    pub plots: bool,
+    /// How the token grid is upsampled to the cube for the maps, masks and voxel metrics.
+    pub upsample: eval::Upsample,
+    /// More keys for the run's `config.toml` (the backbone and preprocessing settings, so that the file
+    /// given back as `--config` reproduces the run).
+    pub config_extra: toml::Table,
+}
+
+/// Runs the whole job.
+pub fn run(cfg: &PipelineConfig) -> Result<()> {
+    let started = Instant::now();
+    let say = |msg: String| {
+        if !cfg.quiet {
+            eprintln!("{msg}");
+        }
+    };
+    let progress = Progress::new(cfg.progress);
+    let mut timings: Vec<Value> = Vec::new();
+    let stage = |timings: &mut Vec<Value>, name: &str, t: Instant| {
+        timings.push(json!({"stage": name, "seconds": t.elapsed().as_secs_f64()}));
+    };
+
+    let t = Instant::now();
+    let Batch {
+        mut cases,
+        unpaired_labels,
+    } = discover_cases(cfg)?;
+    Preprocessor::new(cfg.preprocess.clone())?;
+    // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
+    let workers = map_workers(
+        cfg.score.threads,
+        cfg.score.memory_budget,
+        cfg.preprocess.size,
+        input_voxels(&cases)?,
+        cases.len(),
+    );
+    // The request first: a run folder holding another run's results refuses before any slow check. Its
+    // file settings go by content: the model's digest (also the token cache's key) and the landmarks.
+    cfg.extract.validate()?;
+    crate::extract::check_model_file(&cfg.extract.model)?;
+    let model_sha256 = crate::io::hash::sha256_file(&cfg.extract.model).map_err(|e| {
+        Error::bad_argument(
+            "--model",
+            format!("{}: cannot be read: {e}", cfg.extract.model.display()),
+        )
+    })?;
+    let given_nyul = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
+    let mut settings = run_settings(&cfg.score, &cfg.config_extra)?;
+    settings.insert("model".into(), format!("sha256:{model_sha256}").into());
+    if let Some(nyul) = &given_nyul {
+        let landmarks = serde_json::to_vec(nyul).map_err(|e| Error::Resource(e.to_string()))?;
+        let digest = crate::io::hash::sha256_bytes(&landmarks);
+        settings.insert("nyul".into(), format!("landmarks sha256:{digest}").into());
+    }
+    let files: Vec<&Path> = cases.iter().flat_map(BatchCase::files).collect();
+    let mut digests = hash_files(&files)?.into_iter();
+    let mut next = || digests.next().expect("one per file");
+    let hashes: Vec<CaseDigests> = cases
+        .iter()
+        .map(|c| CaseDigests {
+            image: next(),
+            label: c.label.as_ref().map(|_| next()),
+            mask: c.input.mask.as_ref().map(|_| next()),
+        })
+        .collect();
+    let request = run_request(
+        Value::Array(
+            cases
+                .iter()
+                .zip(&hashes)
+                .map(|(c, h)| c.request_entry(h))
+                .collect(),
+        ),
+        &settings,
+    );
+    let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
+    if replacing {
+        check_inputs_outside_outputs(&cfg.out, &files)?;
+    }
+    // The extraction keys its token cache by these digests: not computed twice.
+    for (c, h) in cases.iter_mut().zip(&hashes) {
+        c.input.sha256 = Some(h.image.clone());
+        c.input.mask_sha256 = h.mask.clone();
+    }
+    stage(&mut timings, "discovery", t);
+    // Every volume (and brain mask) is read whole before the run folder is touched: volumes that are
+    // evidently not skull-stripped, or (with --crop batch) not in the batch's world space, are refused.
+    let t = Instant::now();
+    let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
+    let (preprocessor, geometry) =
+        Preprocessor::for_batch(cfg.preprocess.clone(), &files, workers, &progress)?;
+    stage(&mut timings, "crop box", t);
+    let resampled: Vec<&str> = geometry
+        .resampled()
+        .into_iter()
+        .map(|i| cases[i].input.id.as_str())
+        .collect();
+    if !resampled.is_empty() {
+        say(format!(
+            "mri-ad: notice: {} volume(s) lie on other grids than the batch's reference {} and are resampled \
+             into its world space: {}",
+            resampled.len(),
+            cases[geometry.plan.as_ref().map_or(0, |p| p.reference)].input.id,
+            first_few(&resampled)
+        ));
+    }
+    if let Some(notice) = cfg
+        .labels
+        .as_deref()
+        .and_then(|ldir| unpaired_notice(ldir, &unpaired_labels))
+    {
+        say(notice);
+    }
+    // Every label map is read and checked against its volume's grid now, not in the maps stage after the
+    // tokens (minutes to hours later, with a half-written run folder).
+    if cfg.labels.is_some() {
+        let t = Instant::now();
+        for notice in check_labels(&cases, workers, &progress)? {
+            say(notice);
+        }
+        stage(&mut timings, "label check", t);
+    }
+    // Everything else that can be checked is checked before anything is written: the settings against
+    // the batch and the --nyul file. Without a token cache,
+    // or when this run replaces the results of another (a mistake must not cost them), the backbone is
+    // loaded now (library, model, device and the `layer_<k>` outputs of --layers checked) and handed to
+    // the extraction.
+    crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
+    let backbone = if cfg.out.join("tokens").is_dir() && !replacing {
+        None
+    } else {
+        Some(crate::extract::load_backbone(&cfg.extract)?)
+    };
+    prepare_run_folder(&cfg.out, cfg.force, &request)?;
+    say(format!(
+        "{} cases: {} healthy, {} query{}",
+        cases.len(),
+        cases.iter().filter(|c| c.group == "healthy").count(),
+        cases.iter().filter(|c| c.group == "query").count(),
+        if cfg.labels.is_some() {
+            " (with labels)"
+        } else {
+            ""
+        }
+    ));
+
+    // Nyúl landmarks: given, or learned on the healthy volumes (all volumes without --healthy).
+    let t = Instant::now();
+    let nyul = match given_nyul {
+        Some(model) => model,
+        None => {
+            let train: Vec<&BatchCase> = if cfg.healthy.is_some() {
+                cases.iter().filter(|c| c.group == "healthy").collect()
+            } else {
+                cases.iter().collect()
+            };
+            let files: Vec<VolumeFiles> = train.iter().map(|c| c.input.files()).collect();
+            let per_volume = preprocessor.nyul_landmarks(&files, workers, &progress)?;
+            NyulModel::fit(&per_volume)?
+        }
+    };
+    nyul.save(&cfg.out.join("nyul.json"))?;
+    stage(&mut timings, "nyul landmarks", t);
+
+    // Tokens, cached in <run>/tokens.
+    let t = Instant::now();
+    let token_dir = cfg.out.join("tokens");
+    let extract_cfg = ExtractConfig {
+        out: token_dir.clone(),
+        force: false,
+        ..cfg.extract.clone()
+    };
+    let source = NiftiCubes::from_cases(
+        cases.iter().map(|c| c.input.clone()).collect(),
+        preprocessor.clone(),
+        nyul,
+    );
+    let extracted =
+        crate::extract::run_preloaded(&extract_cfg, &source, backbone, Some(model_sha256))?;
+    stage(&mut timings, "tokens", t);
+
+    let t = Instant::now();
+    let mut sets: Vec<TokenSet> = Vec::with_capacity(cases.len());
+    for c in &cases {
+        let path = token_dir.join(format!("{}{}", c.input.id, tokens::TOKEN_SUFFIX));
+        sets.push(tokens::read_token_file(&c.input.id, &path)?.set);
+    }
+    let result = score_batch(&sets, &cfg.score, &progress)?;
+    let (grid, dim) = (sets[0].grid, sets[0].dim());
+    drop(sets);
+    stage(&mut timings, "scoring", t);
+    for tm in &result.timings {
+        timings.push(json!({"stage": format!("scoring: {}", tm.stage), "seconds": tm.seconds}));
+    }
+
+    // Maps back to each input's grid, and the evaluation.
+    let t = Instant::now();
+    let job = MapsJob {
+        out: &cfg.out,
+        size: cfg.preprocess.size,
+        grid,
+        upsample: cfg.upsample,
+        with_labels: cfg.labels.is_some(),
+        write: true,
+        qc: if cfg.plots {
+            Some(outdir::subdir(&cfg.out, "plots/qc")?)
+        } else {
+            None
+        },
+        workers,
+    };
+    let evaluation =
+        maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)?;
+    stage(&mut timings, "maps and evaluation", t);
+    if cfg.plots {
+        timings.push(
+            json!({"stage": "plots: QC montages (inside maps, summed over its workers)", "seconds": evaluation.qc_seconds}),
+        );
+    }
+
+    let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
+    let groups: Vec<String> = cases.iter().map(|c| c.group.to_string()).collect();
+    let t = Instant::now();
+    let scoring = write_scoring_outputs(&cfg.out, &names, &result, &cfg.score, dim)?;
+    let rows = report::score_rows(&names, &groups, &evaluation.case_labels, &result);
+    report::write_scores_csv(&cfg.out.join("scores.csv"), &rows)?;
+    write_config_toml(&cfg.out, &cfg.score, &cfg.config_extra)?;
+    stage(&mut timings, "write outputs", t);
+    let t = Instant::now();
+    let plots = if cfg.plots {
+        report::write_batch_plots(&cfg.out, &rows, &result)?
+    } else {
+        Vec::new()
+    };
+    stage(&mut timings, "plots: batch", t);
+    let summary = json!({
+        "mri_ad_version": env!("CARGO_PKG_VERSION"),
+        "command": "score --healthy/--query",
+        "healthy": cfg.healthy.as_deref().map(absolute),
+        "query": absolute(&cfg.query),
+        "labels": cfg.labels.as_deref().map(absolute),
+        "cases": names.len(),
+        "inputs": cases.iter().zip(&hashes).map(|(c, h)| c.summary_entry(h)).collect::<Vec<_>>(),
+        "margin": cfg.preprocess.margin,
+        "brain_masks": cfg.masks.as_deref().map(absolute),
+        "crop": crop_summary(&cfg.preprocess, &preprocessor, &geometry, &cases),
+        "maps": {"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()},
+        "preprocessing": source_preprocessing(&source),
+        "backbone": {
+            "model": cfg.extract.model,
+            "model_sha256": extracted.model_sha256,
+            "ort_lib": cfg.extract.ort_lib.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from)),
+            "device": cfg.extract.device.to_string(),
+            "layers": cfg.extract.layers,
+            "proj_dim": cfg.extract.proj_dim,
+            "seed": cfg.extract.seed,
+            "size": cfg.extract.size,
+            "provider": extracted.provider,
+            "token_providers": extracted.token_providers,
+            "computed": extracted.computed,
+            "reused": extracted.reused,
+            "slices_inferred": extracted.slices_inferred,
+        },
+        "scoring": scoring,
+        "metrics": evaluation.metrics,
+        "masks": evaluation.masks_note,
+        "timings": timings,
+        "total_seconds": started.elapsed().as_secs_f64(),
+    });
+    atomic::write_json(&cfg.out.join("summary.json"), &summary)?;
+    let links = report::html::IndexLinks {
+        plots,
+        qc: cfg.plots,
+        maps: true,
+        masks: cfg.labels.is_some(),
+    };
+    report::html::write_index(&cfg.out, &rows, &summary, &links)?;
+    say(format!(
+        "done in {:.1} s; wrote {} (scores.csv, maps/, summary.json, index.html)",
+        started.elapsed().as_secs_f64(),
+        cfg.out.display()
+    ));
+    Ok(())
+}
+
+/// The crop and the batch space as summary.json records them (`eval` rebuilds the preprocessing from it).
+fn crop_summary(
+    config: &PreprocessConfig,
+    preprocessor: &Preprocessor,
+    geometry: &crate::volume::BatchGeometry,
+    cases: &[BatchCase],
+) -> Value {
+    let Some(space) = &preprocessor.space else {
+        return json!({"mode": config.crop, "batch_box": Value::Null});
+    };
+    let plan = geometry.plan.as_ref().expect("a space comes from a plan");
+    let (lo, hi) = space.box_mm();
+    let cube =
+        crate::volume::resize::CubeGrid::fit(&space.crop, space.frame.spacing(), config.size);
+    json!({
+        "mode": config.crop,
+        "batch_box": space.crop,
+        "space": space,
+        "reference": cases[plan.reference].input.id,
+        "box_mm": {"first_voxel": lo, "last_voxel": hi},
+        "cube_voxel_mm": cube.voxel_mm,
+        "resampled": geometry.resampled().into_iter().map(|i| cases[i].input.id.clone()).collect::<Vec<_>>(),
+        "rule": "the union of the brain boxes in world space (RAS+ mm) plus the margin, in the voxel frame of the \
+                 reference volume's canonical grid; volumes on other grids are resampled (trilinear) at the same \
+                 world points",
+    })
+}
+
+fn source_preprocessing(source: &NiftiCubes) -> Value {
+    use crate::io::cubes::CubeSource;
+    source.preprocessing()
+}

@@ -1,0 +1,10 @@
+//! The run layer: what every kind of run (`score` on volumes, `score --tokens`, `score2d`) shares about
+//! its output folder.
+//!
+//! * [`folder`]: the run-folder protocol: the marker `.mri-ad-run` and the request it records, the
+//!   `--force` rules, the outputs a replacing run removes.
+//! * [`outputs`]: the writers of the outputs every run kind writes (`token_scores/`, `graph.json`,
+//!   `config.toml`) and the settings table they come from.
+
+pub mod folder;
+pub mod outputs;

@@ -1,0 +1,79 @@
+//! The outputs every run kind writes: `token_scores/<case>.npy`, `graph.json` (CoDeGraph) and
+//! `config.toml` (the effective settings, itself a `--config` file), with the scoring part of
+//! `summary.json`.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::io::atomic;
+use crate::report;
+use crate::score::{ScoreConfig, ScoreResult};
+use crate::{Error, Result};
+
+/// A struct of settings as a TOML table (the form of a `--config` file).
+pub fn toml_table(settings: &impl serde::Serialize) -> Result<toml::Table> {
+    match toml::Value::try_from(settings).map_err(|e| Error::Resource(e.to_string()))? {
+        toml::Value::Table(t) => Ok(t),
+        other => Err(Error::Resource(format!(
+            "settings serialised to a {}, not a table",
+            other.type_str()
+        ))),
+    }
+}
+
+/// The settings of a run as its `config.toml` table: the scoring keys of `config` plus `extra` (for `score`
+/// on volumes, the backbone and preprocessing keys).
+pub fn run_settings(config: &ScoreConfig, extra: &toml::Table) -> Result<toml::Table> {
+    let mut table = toml_table(config)?;
+    table.extend(extra.clone());
+    Ok(table)
+}
+
+/// Writes the effective settings ([`run_settings`]) as `config.toml`, a valid `--config` file.
+pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) -> Result<()> {
+    let table = run_settings(config, extra)?;
+    let text = toml::to_string(&table).map_err(|e| Error::Resource(e.to_string()))?;
+    atomic::write_bytes(&out.join("config.toml"), text.as_bytes())
+}
+
+/// Writes `token_scores/` and `graph.json`, and returns the scoring part of `summary.json`. Shared by
+/// `score --tokens`, `score` on volumes and `score2d`; each also writes its own `scores.csv` (the 2D table
+/// has more columns) and its `config.toml` with [`write_config_toml`].
+pub fn write_scoring_outputs(
+    out: &Path,
+    names: &[String],
+    result: &ScoreResult,
+    config: &ScoreConfig,
+    dim: usize,
+) -> Result<Value> {
+    report::write_token_scores(out, names, &result.token_scores)?;
+    if let Some(g) = &result.graph {
+        atomic::write_json(
+            &out.join("graph.json"),
+            &report::graph_json(g, names, &result.excluded, &result.subsets),
+        )?;
+    }
+    let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
+    Ok(json!({
+        "config": config,
+        "seed": config.seed,
+        "msm_k": if result.subsets.len() == 1 { json!(result.k) } else { json!(result.subsets.iter().map(|p| p.k).collect::<Vec<_>>()) },
+        "parts": result.subsets.iter().map(|p| p.cases.iter().map(|&i| names[i].clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "void_tokens": {
+            "in_search": config.keep_void,
+            "active_tokens": result.active_tokens,
+            "total_tokens": result.total_tokens,
+        },
+        "excluded_tokens": excluded_total,
+        "excluded_fraction": excluded_total as f64 / result.total_tokens as f64,
+        "outlier_communities": result.graph.as_ref().map(|g| g.communities.iter().filter(|c| c.outlier).count()),
+        "distance_kernel": {
+            "token_pairs_compared": result.pairs_compared,
+            "seconds": result.kernel_seconds,
+            "gflops": 2.0 * dim as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
+        },
+        "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
+        "similarity_scaling": result.scaling.to_json(),
+    }))
+}

@@ -34,8 +34,12 @@
 //!   images instead of the ones sharing a defect (docs/score2d.md). An image that is all background is
 //!   an error when the background is void.
 //! * Everything is computed before the output folder is created, so a bad input (unreadable image, mask
-//!   of another size, fewer than 3 images) exits 2 with no output folder left behind. A non-empty output
-//!   folder needs `--force` (checked first).
+//!   of another size, fewer than 3 images) exits 2 with no output folder left behind. The output folder
+//!   follows the run-folder rules of `score` ([`crate::run::folder`], checked first): its marker records the
+//!   request (every image and ground-truth mask by SHA-256, the settings, the model by content); the
+//!   same request again rewrites the results, another needs `--force` and then removes the earlier
+//!   outputs (an MVTec root's class folders included) first; a non-empty folder without a marker needs
+//!   `--force`. Each class folder of an MVTec root records its own class's request.
 //! * Tokens of one class are held in memory: `L·R·(S/14)²·C·4` bytes per image, 25 MB at S = 518 with
 //!   ViT-S (12 views × 1369 × 384), so a few hundred images per class fit in a few GB; the scorer's
 //!   distance tables come on top (`--memory-budget`).
@@ -55,7 +59,9 @@ use crate::eval::pixel::PixelAccumulator;
 use crate::io::images::{self, Dataset, ImageClass};
 use crate::io::{atomic, hash, outdir};
 use crate::progress::Progress;
-use crate::run::folder::RUN_MARKER;
+use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
+use crate::run::folder::{replaces_another_run, run_request, standard_outputs};
+use crate::run::outputs::run_settings;
 use crate::run::outputs::write_scoring_outputs;
 use crate::score::codegraph::GraphReport;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
@@ -239,8 +245,8 @@ pub fn run(cfg: &Score2dConfig) -> Result<Run2d> {
         ));
     }
     // Discovery and every check before loading the model: bad input fails fast.
-    let inputs = prepare(cfg)?;
     let sha = hash::sha256_file(&cfg.model)?;
+    let inputs = prepare(cfg, &sha)?;
     let mut embedder = OrtEmbedder::load(&OrtConfig {
         model: cfg.model.clone(),
         ort_lib: cfg.ort_lib.clone(),
@@ -261,6 +267,9 @@ pub fn run(cfg: &Score2dConfig) -> Result<Run2d> {
 pub struct Inputs {
     dataset: Dataset,
     checked: Vec<Vec<Checked>>,
+    /// The run's request (every class) and each class's own (for its folder of an MVTec root).
+    request: Value,
+    class_requests: Vec<Value>,
     seconds: f64,
 }
 
@@ -271,14 +280,24 @@ impl Inputs {
     }
 }
 
-/// Discovers the images and checks everything that can be checked without the model: the output folder,
-/// at least 3 images per class, RsCIN windows within the batch, every image header, every mask (readable,
-/// of its image's size).
-pub fn prepare(cfg: &Score2dConfig) -> Result<Inputs> {
+/// Discovers the images and checks everything that can be checked without the model: the output folder
+/// (the run-folder rules of [`crate::run::folder`], with the request of [`requests`]), at least 3 images
+/// per class, RsCIN windows within the batch, every image header, every mask (readable, of its image's
+/// size).
+pub fn prepare(cfg: &Score2dConfig, model_sha256: &str) -> Result<Inputs> {
     let t = Instant::now();
     cfg.validate()?;
     let dataset = images::discover(&cfg.images, cfg.masks.as_deref())?;
-    check_output(&cfg.out, cfg.force)?;
+    let (request, class_requests) = requests(cfg, &dataset, model_sha256)?;
+    if replaces_another_run(&cfg.out, cfg.force, &request)? {
+        let files: Vec<&Path> = dataset
+            .classes
+            .iter()
+            .flat_map(|c| &c.cases)
+            .flat_map(|c| std::iter::once(c.image.as_path()).chain(c.mask.as_deref()))
+            .collect();
+        check_inputs_outside_outputs(&cfg.out, &files)?;
+    }
     let checked = dataset
         .classes
         .iter()
@@ -299,33 +318,58 @@ pub fn prepare(cfg: &Score2dConfig) -> Result<Inputs> {
     Ok(Inputs {
         dataset,
         checked,
+        request,
+        class_requests,
         seconds: t.elapsed().as_secs_f64(),
     })
 }
 
-/// A non-empty output folder needs `force` (checked without creating anything).
-fn check_output(out: &Path, force: bool) -> Result<()> {
-    if out.exists() {
-        if !out.is_dir() {
-            return Err(Error::BadOutput {
-                path: out.into(),
-                problem: "the output path exists and is not a folder".into(),
-            });
-        }
-        let non_empty = std::fs::read_dir(out)
-            .map_err(|e| Error::io(out, e))?
-            .next()
-            .is_some();
-        if non_empty && !force {
-            return Err(Error::BadOutput {
-                path: out.into(),
-                problem: "the output folder is not empty; choose another --out or pass --force to replace \
-                          the files of this run"
-                    .into(),
-            });
-        }
+/// The settings of `score2d` that change results, as the request records them (the model by content),
+/// besides the scoring keys.
+fn settings_2d(cfg: &Score2dConfig, model_sha256: &str) -> Result<toml::Table> {
+    let extra = toml::toml! {
+        size = (cfg.size as i64)
+        layers = (cfg.layers.iter().map(|&l| l as i64).collect::<Vec<_>>())
+        lnamd-degrees = (cfg.degrees.iter().map(|&r| r as i64).collect::<Vec<_>>())
+        rscin-windows = (cfg.rscin_windows.iter().map(|&k| k as i64).collect::<Vec<_>>())
+        void-background = (cfg.void_background.to_string())
+    };
+    let mut settings = run_settings(&cfg.effective_score(), &extra)?;
+    settings.insert("model".into(), format!("sha256:{model_sha256}").into());
+    Ok(settings)
+}
+
+/// The request of the run (every class's images and ground-truth masks by SHA-256, and the settings) and
+/// the request of each class alone (recorded in its folder of an MVTec root).
+fn requests(
+    cfg: &Score2dConfig,
+    dataset: &Dataset,
+    model_sha256: &str,
+) -> Result<(Value, Vec<Value>)> {
+    let settings = settings_2d(cfg, model_sha256)?;
+    let files: Vec<&Path> = dataset
+        .classes
+        .iter()
+        .flat_map(|c| &c.cases)
+        .flat_map(|c| std::iter::once(c.image.as_path()).chain(c.mask.as_deref()))
+        .collect();
+    let mut digests = hash_files(&files)?.into_iter();
+    let mut per_class = Vec::new();
+    let mut all = Vec::new();
+    for class in &dataset.classes {
+        let entries: Vec<Value> = class
+            .cases
+            .iter()
+            .map(|c| {
+                let image = digests.next().expect("one per file");
+                let mask = c.mask.as_ref().map(|_| digests.next().expect("one per file"));
+                json!({"class": class.name, "case": c.name, "image_sha256": image, "ground_truth_sha256": mask})
+            })
+            .collect();
+        all.extend(entries.iter().cloned());
+        per_class.push(run_request(Value::Array(entries), &settings));
     }
-    Ok(())
+    Ok((run_request(Value::Array(all), &settings), per_class))
 }
 
 /// What the validation pass learns about a case before any work.
@@ -478,6 +522,8 @@ pub fn run_with(
     let Inputs {
         dataset,
         checked,
+        request,
+        class_requests,
         seconds: check_seconds,
     } = inputs;
     if embedder.layers() != cfg.layers.as_slice() {
@@ -554,16 +600,28 @@ pub fn run_with(
         ));
     }
 
-    // Every input has been read and scored: now the output folder.
-    outdir::prepare(&cfg.out, cfg.force)?;
-    atomic::write_bytes(&cfg.out.join(RUN_MARKER), b"mri-ad run folder\n")?;
+    // Every input has been read and scored: now the output folder. Its marker lists what this run writes
+    // (the class folders of an MVTec root), so that a run replacing it removes exactly those.
+    let mut outputs = standard_outputs();
+    if multi {
+        outputs.extend(dataset.classes.iter().map(|c| c.name.clone()));
+    } else {
+        outputs.push("overlays".into());
+    }
+    prepare_run_folder(&cfg.out, cfg.force, &request, &outputs)?;
+    let class_outputs: Vec<String> = standard_outputs()
+        .into_iter()
+        .chain(["overlays".to_string()])
+        .collect();
     let mut classes = Vec::new();
-    for (class, checked, formats, (void_active, void_tokens), dim, result, evaluated, secs) in
-        pending
+    for (
+        (class, checked, formats, (void_active, void_tokens), dim, result, evaluated, secs),
+        class_request,
+    ) in pending.into_iter().zip(&class_requests)
     {
         let out = if multi {
-            let d = outdir::subdir(&cfg.out, &class.name)?;
-            atomic::write_bytes(&d.join(RUN_MARKER), b"mri-ad run folder\n")?;
+            let d = cfg.out.join(&class.name);
+            prepare_run_folder(&d, true, class_request, &class_outputs)?;
             d
         } else {
             cfg.out.clone()
@@ -1022,7 +1080,7 @@ mod tests {
         };
         // block-major views: (block 1, r 1), (1, 3), (2, 1), (2, 3): the r = 1 views feed the graph
         assert_eq!(cfg.effective_score().graph_views, vec![0, 2]);
-        let inputs = prepare(&cfg).unwrap();
+        let inputs = prepare(&cfg, "sha").unwrap();
         assert!(!out.exists(), "prepare writes nothing");
         let mut fake = FakeEmbedder::new(&[1, 2], 8, 0);
         let run = run_with(&cfg, inputs, &mut fake, "sha").unwrap();

@@ -634,3 +634,50 @@ fn a_model_without_cls_is_refused_before_anything_is_written() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn run_folders_follow_the_request_rules_of_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mvtec");
+    make("mvtec", &root);
+    let out = dir.path().join("run");
+    ok(&score2d(&root, &out, &["--method", "musc"]));
+    assert!(out.join("bottle/scores.csv").is_file());
+    let marker = read_json(&out.join(".mri-ad-run"));
+    assert_eq!(marker["request"]["inputs"].as_array().unwrap().len(), 12);
+    assert_eq!(
+        read_json(&out.join("tile/.mri-ad-run"))["request"]["inputs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    // The same request again: no --force needed.
+    ok(&score2d(&root, &out, &["--method", "musc"]));
+    // Another setting: refused, naming it, and nothing is touched.
+    let before = std::fs::read(out.join("summary.json")).unwrap();
+    let o = score2d(&root, &out, &["--method", "musc", "--lnamd-degrees", "1,3"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("--lnamd-degrees") && e.contains("--force"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(out.join("summary.json")).unwrap(), before);
+    // With --force, a run of one class replaces the root's: the class folders it wrote are removed.
+    ok(&score2d(
+        &root.join("tile"),
+        &out,
+        &["--method", "musc", "--force"],
+    ));
+    assert!(!out.join("bottle").exists() && !out.join("tile").exists());
+    assert_eq!(read_json(&out.join("summary.json"))["class"], "tile");
+    // A finished folder whose marker records no request (an earlier mri-ad) needs --force.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join(".mri-ad-run"), b"mri-ad run folder\n").unwrap();
+    std::fs::write(old.join("summary.json"), b"{}").unwrap();
+    let o = score2d(&root.join("tile"), &old, &["--method", "musc"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not recorded"), "{}", stderr(&o));
+}

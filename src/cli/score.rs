@@ -417,7 +417,12 @@ fn run_tokens(
     if crate::run::folder::replaces_another_run(&args.out, args.common.force, &request)? {
         crate::run::folder::check_inputs_outside_outputs(&args.out, &token_paths)?;
     }
-    crate::run::folder::prepare_run_folder(&args.out, args.common.force, &request)?;
+    crate::run::folder::prepare_run_folder(
+        &args.out,
+        args.common.force,
+        &request,
+        &crate::run::folder::standard_outputs(),
+    )?;
     let say = |msg: String| {
         if !args.common.quiet {
             eprintln!("{msg}");

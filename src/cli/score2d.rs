@@ -22,7 +22,8 @@ pub struct Score2dArgs {
     /// image's own size (another size is an error). Images without a mask are normal. Enables the metrics.
     #[arg(long, value_name = "DIR")]
     pub masks: Option<PathBuf>,
-    /// Output folder (created; a non-empty one needs --force).
+    /// Output folder (created). The same command again rewrites its results; a run folder with the results
+    /// of other images or settings, or any other non-empty folder, needs --force.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]

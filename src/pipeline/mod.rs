@@ -52,6 +52,7 @@ use crate::io::{absolute, atomic, outdir, tokens};
 use crate::messages::first_few;
 use crate::progress::Progress;
 use crate::report;
+use crate::run::folder::standard_outputs;
 use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
 use crate::run::folder::{replaces_another_run, run_request};
 use crate::run::outputs::{run_settings, write_config_toml, write_scoring_outputs};
@@ -222,7 +223,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     } else {
         Some(crate::extract::load_backbone(&cfg.extract)?)
     };
-    prepare_run_folder(&cfg.out, cfg.force, &request)?;
+    prepare_run_folder(&cfg.out, cfg.force, &request, &standard_outputs())?;
     say(format!(
         "{} cases: {} healthy, {} query{}",
         cases.len(),

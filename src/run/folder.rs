@@ -77,7 +77,7 @@ pub fn hash_files(paths: &[&Path]) -> Result<Vec<String>> {
 pub const REQUEST_FORMAT: u64 = 1;
 
 /// The request a run folder's marker records (`None` for a marker without one, or of another
-/// [`REQUEST_FORMAT`]: written before requests were recorded, or by `score2d`).
+/// [`REQUEST_FORMAT`]: written before requests were recorded).
 fn recorded_request(marker: &Path) -> Option<Value> {
     let text = std::fs::read_to_string(marker).ok()?;
     let doc: Value = serde_json::from_str(&text).ok()?;
@@ -166,7 +166,7 @@ fn input_differences(before: &Value, now: &Value) -> String {
 
 /// Whether a run of `request` into `out` would replace the results of another run (`Ok(true)`), or is
 /// refused: `out` holds the finished results (a summary.json) of another request, or of a run that
-/// recorded none (made before requests were recorded, or by `score2d`), and `force` is not given.
+/// recorded none (made before requests were recorded), and `force` is not given.
 pub fn replaces_another_run(out: &Path, force: bool, request: &Value) -> Result<bool> {
     let marker = out.join(RUN_MARKER);
     if !marker.is_file() {
@@ -180,8 +180,7 @@ pub fn replaces_another_run(out: &Path, force: bool, request: &Value) -> Result<
     if !force && out.join("summary.json").is_file() {
         let what = match &before {
             Some(b) => format!("another run ({})", request_differences(b, request)),
-            None => "a run whose inputs and settings are not recorded (made by an earlier mri-ad, or by \
-                     score2d)"
+            None => "a run whose inputs and settings are not recorded (made by an earlier mri-ad)"
                 .to_string(),
         };
         return Err(Error::BadOutput {
@@ -195,12 +194,37 @@ pub fn replaces_another_run(out: &Path, force: bool, request: &Value) -> Result<
     Ok(true)
 }
 
+/// The outputs a replacing run removes from `out`: [`RUN_OUTPUTS`] and those the earlier run's marker
+/// lists (`outputs`: a 2D run's class folders, say), keeping only plain names of entries of `out` (no path
+/// separator, no `..`), so that a damaged marker cannot point outside the folder.
+fn outputs_to_remove(out: &Path) -> Vec<String> {
+    let mut names: Vec<String> = RUN_OUTPUTS.iter().map(|n| n.to_string()).collect();
+    let recorded = std::fs::read_to_string(out.join(RUN_MARKER))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|doc| doc.get("outputs").cloned());
+    for name in recorded.iter().flat_map(|v| v.as_array()).flatten() {
+        let Some(name) = name.as_str() else { continue };
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name != RUN_MARKER
+            && name != "tokens"
+            && !name.contains(['/', '\\']);
+        if plain && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
 /// Refuses inputs that lie inside the outputs a replacing run would remove (e.g. `--labels RUN/masks`).
 pub fn check_inputs_outside_outputs(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let names = outputs_to_remove(out);
     let out = absolute(out);
     for input in inputs {
         let input = absolute(input);
-        if let Some(name) = RUN_OUTPUTS.iter().find(|n| input.starts_with(out.join(n))) {
+        if let Some(name) = names.iter().find(|n| input.starts_with(out.join(n))) {
             return Err(Error::bad_input(
                 &input,
                 format!(
@@ -216,15 +240,21 @@ pub fn check_inputs_outside_outputs(out: &Path, inputs: &[&Path]) -> Result<()> 
 
 /// Creates or reuses the run folder for `request` (see the module doc): a folder holding the finished
 /// results of another request needs `force` ([`replaces_another_run`]), and then loses those results (not
-/// its token cache) before this run writes anything, so that no file of the other run is left to pass as
-/// one of this run's. The caller has checked everything it can before this point: a mistake must not
-/// cost the earlier results.
-pub fn prepare_run_folder(out: &Path, force: bool, request: &Value) -> Result<()> {
+/// its token cache; [`outputs_to_remove`]) before this run writes anything, so that no file of the other
+/// run is left to pass as one of this run's. The marker records `outputs`, the entries this run writes
+/// (with [`RUN_OUTPUTS`] the default), for the run that may replace it. The caller has checked everything
+/// it can before this point: a mistake must not cost the earlier results.
+pub fn prepare_run_folder(
+    out: &Path,
+    force: bool,
+    request: &Value,
+    outputs: &[String],
+) -> Result<()> {
     let marker = out.join(RUN_MARKER);
     if marker.is_file() {
         if replaces_another_run(out, force, request)? {
-            for name in RUN_OUTPUTS {
-                let path = out.join(name);
+            for name in outputs_to_remove(out) {
+                let path = out.join(&name);
                 let removed = if path.is_dir() {
                     std::fs::remove_dir_all(&path)
                 } else if path.exists() {
@@ -241,9 +271,51 @@ pub fn prepare_run_folder(out: &Path, force: bool, request: &Value) -> Result<()
     atomic::write_json(
         &marker,
         &json!({
-            "mri_ad_run": "run folder of mri-ad score",
+            "mri_ad_run": "run folder of mri-ad",
             "request_format": REQUEST_FORMAT,
             "request": request,
+            "outputs": outputs,
         }),
     )
+}
+
+/// [`RUN_OUTPUTS`] as owned names, the outputs of `score` (volumes and `--tokens`).
+pub fn standard_outputs() -> Vec<String> {
+    RUN_OUTPUTS.iter().map(|n| n.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replacing_run_removes_the_recorded_outputs_and_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let old = json!({"inputs": [1], "settings": {}});
+        let outputs = vec!["summary.json".to_string(), "classA".into()];
+        prepare_run_folder(&out, false, &old, &outputs).unwrap();
+        for d in ["classA", "maps", "tokens"] {
+            std::fs::create_dir_all(out.join(d)).unwrap();
+        }
+        std::fs::write(out.join("summary.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("outside.txt"), "keep").unwrap();
+        // A marker naming something outside the folder is not followed.
+        let marker: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(RUN_MARKER)).unwrap()).unwrap();
+        let mut doctored = marker.clone();
+        doctored["outputs"] = json!(["classA", "../outside.txt", "tokens"]);
+        std::fs::write(out.join(RUN_MARKER), doctored.to_string()).unwrap();
+        let new = json!({"inputs": [2], "settings": {}});
+        let e = prepare_run_folder(&out, false, &new, &standard_outputs()).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        prepare_run_folder(&out, true, &new, &standard_outputs()).unwrap();
+        assert!(!out.join("classA").exists() && !out.join("maps").exists());
+        assert!(out.join("tokens").is_dir(), "the token cache is kept");
+        assert!(dir.path().join("outside.txt").is_file());
+        let now: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(RUN_MARKER)).unwrap()).unwrap();
+        assert_eq!(now["request"], new);
+        assert_eq!(now["outputs"], json!(standard_outputs()));
+    }
 }

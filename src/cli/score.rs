@@ -10,17 +10,12 @@
 //! used there (a notice says so).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use serde_json::{json, Value};
 
 use crate::extract::Shard;
-use crate::io::{atomic, tokens};
 use crate::pipeline::{self, PipelineConfig};
-use crate::progress::Progress;
 use crate::score::codegraph::communities::{OutlierRule, TukeyFence};
 use crate::score::msm::Distance;
-use crate::score::{score_batch, Method, RefineMode, ScoreConfig};
+use crate::score::{Method, RefineMode, ScoreConfig};
 use crate::{Error, Result};
 
 /// Arguments of `mri-ad score`.
@@ -390,128 +385,13 @@ fn run_tokens(
             ignored.join(", ")
         );
     }
-    let started = Instant::now();
-    let t = Instant::now();
-    let files = tokens::read_batch(dir)?;
-    let read_seconds = t.elapsed().as_secs_f64();
-    if files.len() < 3 {
-        return Err(Error::BadBatch {
-            path: dir.to_path_buf(),
-            problem: format!(
-                "{} token file(s): mutual scoring needs at least 3 cases (each is scored against the others)",
-                files.len()
-            ),
-        });
-    }
-    crate::score::check_batch(&config, files.len(), files[0].set.n_views())?;
-    let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
-    let digests = crate::run::folder::hash_files(&token_paths)?;
-    let request = crate::run::folder::run_request(
-        json!(files
-            .iter()
-            .zip(&digests)
-            .map(|(f, d)| json!({"case": f.set.name, "tokens_sha256": d}))
-            .collect::<Vec<_>>()),
-        &crate::run::outputs::run_settings(&config, &toml::Table::new())?,
-    );
-    if crate::run::folder::replaces_another_run(&args.out, args.common.force, &request)? {
-        crate::run::folder::check_inputs_outside_outputs(&args.out, &token_paths)?;
-    }
-    crate::run::folder::prepare_run_folder(
-        &args.out,
-        args.common.force,
-        &request,
-        &crate::run::folder::standard_outputs(),
-    )?;
-    let say = |msg: String| {
-        if !args.common.quiet {
-            eprintln!("{msg}");
-        }
-    };
-    let first = &files[0].set;
-    let (n_views, n_positions, grid, dim) = (
-        first.n_views(),
-        first.n_positions(),
-        first.grid,
-        first.dim(),
-    );
-    say(format!(
-        "scoring {} cases ({n_views} views, {n_positions} positions on a {grid:?} grid, D = {dim}) with {:?}",
-        files.len(),
-        config.method
-    ));
-    let providers = tokens::count_providers(
-        files
-            .iter()
-            .map(|f| tokens::sidecar_provider(f.sidecar.as_ref())),
-    );
-    if let Some(notice) = tokens::mixed_providers_notice(&providers) {
-        say(format!("mri-ad: notice: {notice}"));
-    }
-    let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
-    let groups: Vec<String> = files
-        .iter()
-        .map(|f| f.group().unwrap_or("query").to_string())
-        .collect();
-    // Move the token sets out of the files: the tokens are the largest thing in memory.
-    let sets: Vec<_> = files.into_iter().map(|f| f.set).collect();
-    let progress = Progress::new(!args.common.no_progress && !args.common.quiet);
-    let result = score_batch(&sets, &config, &progress)?;
-    drop(sets);
-
-    let t = Instant::now();
-    let labels = vec![None; names.len()];
-    let scoring =
-        crate::run::outputs::write_scoring_outputs(&args.out, &names, &result, &config, dim)?;
-    let rows = crate::report::score_rows(&names, &groups, &labels, &result);
-    crate::report::write_scores_csv(&args.out.join("scores.csv"), &rows)?;
-    crate::run::outputs::write_config_toml(&args.out, &config, &toml::Table::new())?;
-    let write_seconds = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let plots = if args.no_plots {
-        Vec::new()
-    } else {
-        crate::report::write_batch_plots(&args.out, &rows, &result)?
-    };
-    let plot_seconds = t.elapsed().as_secs_f64();
-    let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
-    let mut timings = vec![json!({"stage": "read tokens", "seconds": read_seconds})];
-    timings.extend(
-        result
-            .timings
-            .iter()
-            .map(|t| json!({"stage": t.stage, "seconds": t.seconds})),
-    );
-    timings.push(json!({"stage": "write outputs", "seconds": write_seconds}));
-    timings.push(json!({"stage": "plots: batch", "seconds": plot_seconds}));
-    let mut summary = json!({
-        "mri_ad_version": env!("CARGO_PKG_VERSION"),
-        "command": "score --tokens",
-        "tokens": crate::io::absolute(dir),
-        "cases": names.len(),
-        "views": n_views,
-        "positions": n_positions,
-        "grid": grid,
-        "dim": dim,
-        "token_providers": providers,
-        "timings": timings,
-        "total_seconds": started.elapsed().as_secs_f64(),
-    });
-    if let (Some(s), Value::Object(extra)) = (summary.as_object_mut(), scoring) {
-        s.extend(extra);
-    }
-    atomic::write_json(&args.out.join("summary.json"), &summary)?;
-    let links = crate::report::html::IndexLinks {
-        plots,
-        ..Default::default()
-    };
-    crate::report::html::write_index(&args.out, &rows, &summary, &links)?;
-    say(format!(
-        "done in {:.1} s: {} cases, {} tokens excluded; wrote {}",
-        started.elapsed().as_secs_f64(),
-        names.len(),
-        excluded_total,
-        args.out.display()
-    ));
-    Ok(())
+    crate::pipeline::scored_tokens::run(&crate::pipeline::scored_tokens::TokensConfig {
+        tokens: dir.to_path_buf(),
+        out: args.out.clone(),
+        score: config,
+        force: args.common.force,
+        quiet: args.common.quiet,
+        progress: !args.common.no_progress && !args.common.quiet,
+        plots: !args.no_plots,
+    })
 }

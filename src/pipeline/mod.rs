@@ -64,6 +64,7 @@ use crate::{eval, Error, Result, TokenSet};
 mod cases;
 mod eval_run;
 mod maps;
+pub mod scored_tokens;
 
 use cases::{check_labels, discover_cases, Batch, BatchCase, CaseDigests};
 pub use cases::{label_oddity, label_oddity_notice, labels_folder_hint, unpaired_notice};

@@ -1,0 +1,158 @@
+//! `mri-ad score --tokens DIR`: the batch scorer on precomputed token files, used exactly as stored.
+//!
+//! Input: a folder of `<case>.tokens.npz` files (with their `.tokens.json` sidecars, whose `group` and
+//! `provider` are used when present). Output: the run folder of `score` without maps (scores.csv,
+//! token_scores/, graph.json, summary.json, config.toml, plots/, index.html), under the run-folder rules
+//! of [`crate::run::folder`] (the request: every token file by SHA-256 and the scoring settings).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::io::{atomic, tokens};
+use crate::progress::Progress;
+use crate::score::{score_batch, ScoreConfig};
+use crate::{Error, Result};
+
+/// Everything `score --tokens` needs.
+#[derive(Debug, Clone)]
+pub struct TokensConfig {
+    /// The folder of token files.
+    pub tokens: PathBuf,
+    pub out: PathBuf,
+    pub score: ScoreConfig,
+    pub force: bool,
+    pub quiet: bool,
+    pub progress: bool,
+    /// Draw `plots/` (false: `--no-plots`).
+    pub plots: bool,
+}
+
+/// Scores the token files of `cfg.tokens` into `cfg.out`.
+pub fn run(cfg: &TokensConfig) -> Result<()> {
+    let started = Instant::now();
+    let t = Instant::now();
+    let files = tokens::read_batch(&cfg.tokens)?;
+    let read_seconds = t.elapsed().as_secs_f64();
+    if files.len() < 3 {
+        return Err(Error::BadBatch {
+            path: cfg.tokens.clone(),
+            problem: format!(
+                "{} token file(s): mutual scoring needs at least 3 cases (each is scored against the others)",
+                files.len()
+            ),
+        });
+    }
+    crate::score::check_batch(&cfg.score, files.len(), files[0].set.n_views())?;
+    let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    let digests = crate::run::folder::hash_files(&token_paths)?;
+    let request = crate::run::folder::run_request(
+        json!(files
+            .iter()
+            .zip(&digests)
+            .map(|(f, d)| json!({"case": f.set.name, "tokens_sha256": d}))
+            .collect::<Vec<_>>()),
+        &crate::run::outputs::run_settings(&cfg.score, &toml::Table::new())?,
+    );
+    if crate::run::folder::replaces_another_run(&cfg.out, cfg.force, &request)? {
+        crate::run::folder::check_inputs_outside_outputs(&cfg.out, &token_paths)?;
+    }
+    crate::run::folder::prepare_run_folder(
+        &cfg.out,
+        cfg.force,
+        &request,
+        &crate::run::folder::standard_outputs(),
+    )?;
+    let say = |msg: String| {
+        if !cfg.quiet {
+            eprintln!("{msg}");
+        }
+    };
+    let first = &files[0].set;
+    let (n_views, n_positions, grid, dim) = (
+        first.n_views(),
+        first.n_positions(),
+        first.grid,
+        first.dim(),
+    );
+    say(format!(
+        "scoring {} cases ({n_views} views, {n_positions} positions on a {grid:?} grid, D = {dim}) with {:?}",
+        files.len(),
+        cfg.score.method
+    ));
+    let providers = tokens::count_providers(
+        files
+            .iter()
+            .map(|f| tokens::sidecar_provider(f.sidecar.as_ref())),
+    );
+    if let Some(notice) = tokens::mixed_providers_notice(&providers) {
+        say(format!("mri-ad: notice: {notice}"));
+    }
+    let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
+    let groups: Vec<String> = files
+        .iter()
+        .map(|f| f.group().unwrap_or("query").to_string())
+        .collect();
+    // Move the token sets out of the files: the tokens are the largest thing in memory.
+    let sets: Vec<_> = files.into_iter().map(|f| f.set).collect();
+    let progress = Progress::new(cfg.progress);
+    let result = score_batch(&sets, &cfg.score, &progress)?;
+    drop(sets);
+
+    let t = Instant::now();
+    let labels = vec![None; names.len()];
+    let scoring =
+        crate::run::outputs::write_scoring_outputs(&cfg.out, &names, &result, &cfg.score, dim)?;
+    let rows = crate::report::score_rows(&names, &groups, &labels, &result);
+    crate::report::write_scores_csv(&cfg.out.join("scores.csv"), &rows)?;
+    crate::run::outputs::write_config_toml(&cfg.out, &cfg.score, &toml::Table::new())?;
+    let write_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let plots = if !cfg.plots {
+        Vec::new()
+    } else {
+        crate::report::write_batch_plots(&cfg.out, &rows, &result)?
+    };
+    let plot_seconds = t.elapsed().as_secs_f64();
+    let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
+    let mut timings = vec![json!({"stage": "read tokens", "seconds": read_seconds})];
+    timings.extend(
+        result
+            .timings
+            .iter()
+            .map(|t| json!({"stage": t.stage, "seconds": t.seconds})),
+    );
+    timings.push(json!({"stage": "write outputs", "seconds": write_seconds}));
+    timings.push(json!({"stage": "plots: batch", "seconds": plot_seconds}));
+    let mut summary = json!({
+        "mri_ad_version": env!("CARGO_PKG_VERSION"),
+        "command": "score --tokens",
+        "tokens": crate::io::absolute(&cfg.tokens),
+        "cases": names.len(),
+        "views": n_views,
+        "positions": n_positions,
+        "grid": grid,
+        "dim": dim,
+        "token_providers": providers,
+        "timings": timings,
+        "total_seconds": started.elapsed().as_secs_f64(),
+    });
+    if let (Some(s), Value::Object(extra)) = (summary.as_object_mut(), scoring) {
+        s.extend(extra);
+    }
+    atomic::write_json(&cfg.out.join("summary.json"), &summary)?;
+    let links = crate::report::html::IndexLinks {
+        plots,
+        ..Default::default()
+    };
+    crate::report::html::write_index(&cfg.out, &rows, &summary, &links)?;
+    say(format!(
+        "done in {:.1} s: {} cases, {} tokens excluded; wrote {}",
+        started.elapsed().as_secs_f64(),
+        names.len(),
+        excluded_total,
+        cfg.out.display()
+    ));
+    Ok(())
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent numpy/scipy computation of the similarity-scaling curve (ALGORITHM.md §10), compared with
-`similarity_scaling` in the summary.json of an `mri-ad score --tokens` run.
+`scoring.similarity_scaling` in the summary.json of an `mri-ad score --tokens` run.
 
 For every layer l, case a, valid position p and other case b: D = min over valid q of ||x_ap - x_bq||
 (float64, scipy cdist): the first-pass distances, before any CoDeGraph exclusion. The N-1 values are sorted
@@ -50,7 +50,7 @@ def main():
     a = ap.parse_args()
     names, tokens, valid = load(a.tokens)
     summary = json.load(open(os.path.join(a.run, "summary.json")))
-    ours = summary["similarity_scaling"]
+    ours = summary["scoring"]["similarity_scaling"]
     excluded = {}
     graph_path = os.path.join(a.run, "graph.json")
     if os.path.exists(graph_path):

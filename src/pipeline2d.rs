@@ -63,6 +63,7 @@ use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_f
 use crate::run::folder::{replaces_another_run, run_request, standard_outputs};
 use crate::run::outputs::run_settings;
 use crate::run::outputs::write_scoring_outputs;
+use crate::run::summary::{ImageLevel, ImageMetrics, Metrics, Summary, Timing};
 use crate::score::codegraph::GraphReport;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
 use crate::{eval, Error, Result, TokenSet};
@@ -213,7 +214,7 @@ pub struct Class2d {
     /// The scorer's output (token scores `[N][M]`, graph, excluded positions, timings).
     pub result: ScoreResult,
     /// `summary.json` of the class.
-    pub summary: Value,
+    pub summary: Summary,
 }
 
 /// The whole run.
@@ -222,7 +223,7 @@ pub struct Run2d {
     pub layout: &'static str,
     pub classes: Vec<Class2d>,
     /// `<out>/summary.json` (for one class, the class's own summary).
-    pub summary: Value,
+    pub summary: Summary,
 }
 
 impl Class2d {
@@ -657,34 +658,32 @@ pub fn run_with(
         let grid = (cfg.size / PATCH, cfg.size / PATCH);
         write_maps_and_overlays(&out, &cases, &result, grid, &progress)?;
         let write_seconds = t.elapsed().as_secs_f64();
-        let mut timings = vec![json!({"stage": "check inputs", "seconds": check_seconds})];
-        timings.push(json!({"stage": "decode + backbone + LNAMD", "seconds": secs[0]}));
-        timings.push(json!({"stage": "scoring", "seconds": secs[1]}));
-        for tm in &result.timings {
-            timings.push(json!({"stage": format!("scoring: {}", tm.stage), "seconds": tm.seconds}));
-        }
-        timings.push(json!({"stage": "maps, RsCIN and metrics", "seconds": secs[2]}));
-        timings.push(json!({"stage": "write outputs", "seconds": write_seconds}));
-        let summary = json!({
-            "mri_ad_version": env!("CARGO_PKG_VERSION"),
-            "command": "score2d",
-            "images": cfg.images,
-            "masks": cfg.masks,
-            "layout": dataset.layout,
-            "class": class.name,
-            "cases": cases.len(),
-            "inputs": cases.iter().map(|c| json!({
-                "case": c.name, "group": c.group, "image": c.image, "mask": c.mask,
-                "height": c.size.0, "width": c.size.1, "format": c.format,
-                "void_tokens": c.void_tokens,
-            })).collect::<Vec<_>>(),
-            "void_background": {
+        let mut summary = Summary::new("score2d", cases.len());
+        summary
+            .detail("images", &cfg.images)
+            .detail("masks", &cfg.masks)
+            .detail("layout", dataset.layout)
+            .detail("class", &class.name)
+            .detail(
+                "inputs",
+                cases
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "case": c.name, "group": c.group, "image": c.image, "mask": c.mask,
+                            "height": c.size.0, "width": c.size.1, "format": c.format,
+                            "void_tokens": c.void_tokens,
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .detail("void_background", json!({
                 "mode": cfg.void_background.to_string(),
                 "active": void_active,
                 "rule": "when active, a token is void if more than `threshold` of its patch of the resized image is exact-zero background (every channel 0); void tokens are left out of the search (score 0) and create no graph links; auto = active when every image of the batch has an exact-zero border",
                 "threshold": VOID_THRESHOLD,
-            },
-            "backbone": {
+            }))
+            .detail("backbone", json!({
                 "model": cfg.model,
                 "model_sha256": model_sha256,
                 "provider": embedder.provider(),
@@ -695,17 +694,32 @@ pub fn run_with(
                 "batch": cfg.batch,
                 "resize": "PIL BILINEAR (antialiased triangle filter) to size × size",
                 "normalisation": "ImageNet mean/std; grey replicated into 3 channels",
-            },
-            "lnamd_degrees": cfg.degrees,
-            "views": view_names(cfg),
-            "rscin_windows": cfg.rscin_windows,
-            "maps": "token scores upsampled bilinearly (align corners) to each image's size; raw image score = map maximum; score = RsCIN",
-            "scoring": scoring,
-            "metrics": evaluated.metrics,
-            "timings": timings,
-            "total_seconds": started.elapsed().as_secs_f64(),
-        });
-        atomic::write_json(&out.join("summary.json"), &summary)?;
+            }))
+            .detail("lnamd_degrees", &cfg.degrees)
+            .detail("views", view_names(cfg))
+            .detail("rscin_windows", &cfg.rscin_windows)
+            .detail("maps", "token scores upsampled bilinearly (align corners) to each image's size; raw image score = map maximum; score = RsCIN");
+        summary.scoring = Some(scoring);
+        summary.metrics = evaluated.metrics.map(|m| Metrics::Images(Box::new(m)));
+        summary.timings = vec![
+            Timing::new("check inputs", check_seconds),
+            Timing::new("decode + backbone + LNAMD", secs[0]),
+            Timing::new("scoring", secs[1]),
+        ];
+        summary.timings.extend(
+            result
+                .timings
+                .iter()
+                .map(|tm| Timing::new(format!("scoring: {}", tm.stage), tm.seconds)),
+        );
+        summary
+            .timings
+            .push(Timing::new("maps, RsCIN and metrics", secs[2]));
+        summary
+            .timings
+            .push(Timing::new("write outputs", write_seconds));
+        summary.total_seconds = started.elapsed().as_secs_f64();
+        summary.write(&out)?;
         // The batch plots (ROC with labels, histograms, similarity scaling, graph) and index.html.
         let rows: Vec<crate::report::ScoreRow> = cases
             .iter()
@@ -749,7 +763,7 @@ pub fn run_with(
                     .collect::<Vec<_>>(),
             ),
         )?;
-        atomic::write_json(&cfg.out.join("summary.json"), &doc)?;
+        doc.write(&cfg.out)?;
         doc
     } else {
         classes[0].summary.clone()
@@ -788,7 +802,7 @@ struct Evaluated {
     raw: Vec<f64>,
     final_scores: Vec<f64>,
     labels: Vec<Option<bool>>,
-    metrics: Value,
+    metrics: Option<ImageMetrics>,
 }
 
 fn token_grid(scores: &[f32], grid: (usize, usize)) -> Array2<f32> {
@@ -829,29 +843,28 @@ fn evaluate_class(
     let final_scores = eval::rscin::rscin(&raw, cls, &cfg.rscin_windows)?;
     let labels: Vec<Option<bool>> = checked.iter().map(|c| c.label).collect();
     let metrics = match pixel {
-        None => Value::Null,
+        None => None,
         Some(acc) => {
             let truth: Vec<bool> = labels.iter().map(|l| l == &Some(true)).collect();
             let image = |s: &[f64]| {
                 let s: Vec<f32> = s.iter().map(|&v| v as f32).collect();
                 let f1 = eval::f1_max(&s, &truth);
-                json!({
-                    "auroc": eval::auroc(&s, &truth),
-                    "ap": eval::average_precision(&s, &truth),
-                    "f1_max": f1.map(|b| b.0),
-                    "f1_threshold": f1.map(|b| b.1),
-                })
+                ImageLevel {
+                    auroc: eval::auroc(&s, &truth),
+                    ap: eval::average_precision(&s, &truth),
+                    f1_max: f1.map(|b| b.0),
+                    f1_threshold: f1.map(|b| b.1),
+                }
             };
             let map_views: Vec<ArrayView2<f32>> = maps.iter().map(|m| m.view()).collect();
             let mask_views: Vec<ArrayView2<bool>> = masks.iter().map(|m| m.view()).collect();
-            let aupro = eval::aupro::aupro(&map_views, &mask_views)?;
-            json!({
-                "images": truth.len(),
-                "anomalous_images": truth.iter().filter(|&&t| t).count(),
-                "image": image(&final_scores),
-                "image_raw_max": image(&raw),
-                "pixel": acc.finish(),
-                "aupro": aupro,
+            Some(ImageMetrics {
+                images: truth.len(),
+                anomalous_images: truth.iter().filter(|&&t| t).count(),
+                image: image(&final_scores),
+                image_raw_max: image(&raw),
+                pixel: acc.finish().into(),
+                aupro: eval::aupro::aupro(&map_views, &mask_views)?,
             })
         }
     };
@@ -993,27 +1006,22 @@ fn overall_summary(
     dataset: &Dataset,
     classes: &[Class2d],
     started: Instant,
-) -> Value {
-    let keys: [(&str, &[&str]); 7] = [
-        ("image_auroc", &["image", "auroc"]),
-        ("image_ap", &["image", "ap"]),
-        ("image_f1_max", &["image", "f1_max"]),
-        ("pixel_auroc", &["pixel", "auroc"]),
-        ("pixel_ap", &["pixel", "ap"]),
-        ("pixel_f1_max", &["pixel", "f1_max"]),
-        ("aupro", &["aupro"]),
+) -> Summary {
+    type Pick = fn(&ImageMetrics) -> Option<f64>;
+    let keys: [(&str, Pick); 7] = [
+        ("image_auroc", |m| m.image.auroc),
+        ("image_ap", |m| m.image.ap),
+        ("image_f1_max", |m| m.image.f1_max),
+        ("pixel_auroc", |m| m.pixel.auroc),
+        ("pixel_ap", |m| m.pixel.ap),
+        ("pixel_f1_max", |m| m.pixel.f1_max),
+        ("aupro", |m| m.aupro),
     ];
     let mut mean = serde_json::Map::new();
-    for (name, path) in keys {
+    for (name, pick) in keys {
         let vals: Vec<f64> = classes
             .iter()
-            .filter_map(|c| {
-                let mut v = &c.summary["metrics"];
-                for p in path {
-                    v = &v[*p];
-                }
-                v.as_f64()
-            })
+            .filter_map(|c| c.summary.metrics.as_ref()?.images().and_then(pick))
             .collect();
         mean.insert(
             name.to_string(),
@@ -1023,20 +1031,27 @@ fn overall_summary(
             }),
         );
     }
-    json!({
-        "mri_ad_version": env!("CARGO_PKG_VERSION"),
-        "command": "score2d",
-        "images": cfg.images,
-        "layout": dataset.layout,
-        "classes": classes.iter().map(|c| json!({
-            "class": c.name,
-            "folder": c.out,
-            "cases": c.cases.len(),
-            "metrics": c.summary["metrics"],
-        })).collect::<Vec<_>>(),
-        "mean_over_classes": mean,
-        "total_seconds": started.elapsed().as_secs_f64(),
-    })
+    let mut summary = Summary::new("score2d", classes.iter().map(|c| c.cases.len()).sum());
+    summary
+        .detail("images", &cfg.images)
+        .detail("layout", dataset.layout)
+        .detail(
+            "classes",
+            classes
+                .iter()
+                .map(|c| {
+                    json!({
+                        "class": c.name,
+                        "folder": c.out,
+                        "cases": c.cases.len(),
+                        "metrics": c.summary.metrics,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .detail("mean_over_classes", mean);
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    summary
 }
 
 #[cfg(test)]
@@ -1109,7 +1124,7 @@ mod tests {
             assert!(c.score.is_finite());
             assert!(out.join(format!("overlays/{}.png", c.name)).is_file());
         }
-        assert_eq!(run.summary["views"].as_array().unwrap().len(), 4);
-        assert!(run.summary["metrics"].is_null());
+        assert_eq!(run.summary.details["views"].as_array().unwrap().len(), 4);
+        assert!(run.summary.metrics.is_none());
     }
 }

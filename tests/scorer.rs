@@ -84,7 +84,7 @@ fn musc_matches_numpy_reference() {
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(divided.join("summary.json")).unwrap()).unwrap();
-    let parts = summary["parts"].as_array().unwrap();
+    let parts = summary["scoring"]["parts"].as_array().unwrap();
     assert_eq!(parts.len(), 2);
     for (i, part) in parts.iter().enumerate() {
         let folder = dir.path().join(format!("part{i}"));
@@ -592,8 +592,8 @@ fn output_folder_and_config_problems_exit_2() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["config"]["method"], "musc");
-    assert_eq!(summary["config"]["alpha-musc"], 0.6);
+    assert_eq!(summary["scoring"]["config"]["method"], "musc");
+    assert_eq!(summary["scoring"]["config"]["alpha-musc"], 0.6);
 }
 
 /// The similarity-scaling curve of summary.json against the numpy reference (both methods), the
@@ -634,7 +634,7 @@ fn similarity_scaling_matches_numpy_and_shows_the_burnout_spike() {
     };
     let truth = read(&planted.join("truth.json"));
     let planted_cases = truth["planted_cases"].as_array().unwrap().len();
-    let curve = &read(&cg.join("summary.json"))["similarity_scaling"];
+    let curve = &read(&cg.join("summary.json"))["scoring"]["similarity_scaling"];
     let mean = |key: &str| -> Vec<f64> {
         curve[key]
             .as_array()
@@ -660,7 +660,7 @@ fn similarity_scaling_matches_numpy_and_shows_the_burnout_spike() {
     assert_eq!(argmax, planted_cases - 1, "{flagged:?}");
     assert!(flagged[argmax - 1] > 10.0 * normal[argmax - 1]);
     // MuSc flags nothing.
-    let musc_curve = &read(&musc.join("summary.json"))["similarity_scaling"];
+    let musc_curve = &read(&musc.join("summary.json"))["scoring"]["similarity_scaling"];
     assert!(musc_curve["count_flagged"]
         .as_array()
         .unwrap()

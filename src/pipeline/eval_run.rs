@@ -1,6 +1,6 @@
 //! `mri-ad eval`: the metrics of a finished run recomputed from its token scores and recorded inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -9,7 +9,7 @@ use super::maps::{input_voxels, map_workers, maps_and_metrics, MapsJob, Workers}
 use crate::io::{absolute, atomic, nifti};
 use crate::progress::Progress;
 use crate::run::folder::RUN_MARKER;
-use crate::volume::crop::CropBox;
+use crate::run::summary::Summary;
 use crate::volume::space::BatchSpace;
 use crate::volume::{canonical_grid, CropMode, PreprocessConfig, Preprocessor};
 use crate::{eval, Error, Result};
@@ -39,25 +39,15 @@ pub fn evaluate_run(
             format!("{}: {problem}", run.display()),
         ));
     }
-    let text = std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
-    let summary: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::bad_input(&summary_path, format!("not a run summary: {e}")))?;
-    let bad = |what: &str| {
+    let recorded = Summary::read(run)?.volume_run().map_err(|e| {
         Error::bad_input(
             &summary_path,
-            format!("{what} missing: not a run folder of `mri-ad score --query`"),
+            format!("not a run folder of `mri-ad score --query`: {e}"),
         )
-    };
-    let query = summary["query"].as_str().ok_or_else(|| bad("`query`"))?;
-    let healthy = summary["healthy"].as_str().map(PathBuf::from);
-    let size = summary["backbone"]["size"]
-        .as_u64()
-        .ok_or_else(|| bad("`backbone.size`"))? as usize;
-    let margin = summary["margin"].as_u64().ok_or_else(|| bad("`margin`"))? as usize;
-    for (flag, dir) in [
-        ("--query", Some(Path::new(query))),
-        ("--healthy", healthy.as_deref()),
-    ] {
+    })?;
+    let (size, margin) = (recorded.backbone.size, recorded.margin);
+    let (query, healthy) = (recorded.query.as_path(), recorded.healthy.clone());
+    for (flag, dir) in [("--query", Some(query)), ("--healthy", healthy.as_deref())] {
         let Some(dir) = dir else { continue };
         if !dir.is_dir() {
             return Err(Error::bad_input(
@@ -76,12 +66,11 @@ pub fn evaluate_run(
         }
     }
     // The brain masks the run used (runs from before --masks existed used none).
-    let masks = summary["brain_masks"].as_str().map(PathBuf::from);
     let cases = find_cases(
         healthy.as_deref(),
-        Path::new(query),
+        query,
         Some(labels),
-        masks.as_deref(),
+        recorded.brain_masks.as_deref(),
     )?
     .cases;
     let mut scores = Vec::with_capacity(cases.len());
@@ -102,25 +91,18 @@ pub fn evaluate_run(
         ));
     }
     // The crop as the run recorded it (runs from before `crop` existed cropped each volume on its own).
-    let crop_mode = match summary["crop"]["mode"].as_str() {
-        Some(m) => m
-            .parse()
-            .map_err(|e: String| Error::bad_input(&summary_path, e))?,
-        None => CropMode::Volume,
-    };
+    let crop = recorded.crop.as_ref();
+    let crop_mode = crop.map_or(CropMode::Volume, |c| c.mode);
     let mut preprocessor = Preprocessor::new(PreprocessConfig {
         size,
         margin,
         crop: crop_mode,
     })?;
-    if crop_mode == CropMode::Batch {
-        let space = match summary["crop"].get("space") {
-            Some(recorded) => serde_json::from_value::<BatchSpace>(recorded.clone())
-                .map_err(|e| bad(&format!("`crop.space` ({e})")))?,
+    if let Some(c) = crop.filter(|c| c.mode == CropMode::Batch) {
+        let space = match (&c.space, c.batch_box) {
+            (Some(space), _) => space.clone(),
             // Runs from before the world space: every volume on the first one's grid, the box in its frame.
-            None => {
-                let crop: CropBox = serde_json::from_value(summary["crop"]["batch_box"].clone())
-                    .map_err(|e| bad(&format!("`crop.batch_box` ({e})")))?;
+            (None, Some(crop)) => {
                 let first = nifti::read_header(&cases[0].input.path)?;
                 let size = nifti::spatial_size(&cases[0].input.path, &first)?;
                 BatchSpace {
@@ -128,16 +110,20 @@ pub fn evaluate_run(
                     crop,
                 }
             }
+            (None, None) => {
+                return Err(Error::bad_input(
+                    &summary_path,
+                    "`crop.space` and `crop.batch_box` missing: not a run folder of `mri-ad score --query`",
+                ))
+            }
         };
         preprocessor = preprocessor.with_space(space);
     }
     // The upsampling as the run recorded it (runs from before `maps` existed used align-corners).
-    let upsample = match summary["maps"]["upsample"].as_str() {
-        Some(u) => u
-            .parse()
-            .map_err(|e: String| Error::bad_input(&summary_path, e))?,
-        None => eval::Upsample::Corners,
-    };
+    let upsample = recorded
+        .maps
+        .as_ref()
+        .map_or(eval::Upsample::Corners, |m| m.upsample);
     let job = MapsJob {
         out: run,
         size,

@@ -2,6 +2,7 @@
 //! own grid and, with labels, the metrics of ALGORITHM.md §8.3 and the supplementary Dice; shared by
 //! `score` and `eval`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -14,12 +15,13 @@ use crate::io::{nifti, outdir};
 use crate::parallel::map_in_order;
 use crate::progress::Progress;
 use crate::report;
+use crate::run::summary::{Metrics, VolumeMetrics};
 use crate::volume::Preprocessor;
 use crate::{eval, Error, Result};
 
 pub(super) struct Evaluation {
     pub(super) case_labels: Vec<Option<u8>>,
-    pub(super) metrics: Value,
+    pub(super) metrics: Option<Metrics>,
     pub(super) masks_note: Value,
     /// Seconds spent drawing the QC montages.
     pub(super) qc_seconds: f64,
@@ -251,6 +253,11 @@ impl MapsContext<'_> {
     }
 }
 
+/// `Some(v)` for a finite `v` (JSON has no NaN: a non-finite metric is written as null, as before).
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
 /// Bins of the voxel-AUROC histogram.
 pub(super) const HISTOGRAM_BINS: usize = 1 << 20;
 
@@ -308,7 +315,7 @@ pub(super) fn maps_and_metrics(
             .collect();
         return Ok(Evaluation {
             case_labels,
-            metrics: Value::Null,
+            metrics: None,
             masks_note: if job.write {
                 json!({
                     "threshold": "label-free: per volume, the GMM threshold of ALGORITHM.md §9 (q_tr 0.95, alpha_tail 0.01) \
@@ -394,48 +401,58 @@ pub(super) fn maps_and_metrics(
         both.iter().map(|d| d.1).collect(),
         &patient_labels,
     );
-    let by_case = |values: &[f64]| -> serde_json::Map<String, Value> {
+    let by_case = |values: &[f64]| -> BTreeMap<String, Option<f64>> {
         cases
             .iter()
             .zip(values)
-            .map(|(c, &d)| (c.input.id.clone(), json!(d)))
+            .map(|(c, &d)| (c.input.id.clone(), finite(d)))
             .collect()
     };
-    let metrics = json!({
-        "space": format!("canonical cube {}³ (labels resampled by nearest neighbour)", job.size),
-        "patient_auroc": eval::auroc(&patient_scores, &patient_labels),
-        "patient_f1_max": eval::f1_max(&patient_scores, &patient_labels).map(|b| b.0),
-        "voxel_auroc": histogram.auroc(),
-        "voxel_auroc_method": "2^20-bin histogram of the upsampled maps (ties within a bin count 1/2)",
-        "token_f1_max": dice.f1_max,
-        "dice_threshold": dice.threshold,
-        "dice_mean": dice.mean,
-        "dice_mean_lesion_cases": dice.mean_lesion,
-        "dice_per_case": by_case(&dice.per_case),
-        "token_dice_mean": token_dice.mean,
-        "token_dice_mean_lesion_cases": token_dice.mean_lesion,
-        "token_dice_per_case": by_case(&token_dice.per_case),
-        "token_dice_note": "not ALGORITHM.md §8.3: per case, the Dice on the token grid of the tokens >= dice_threshold against the token labels (a token is lesion when any of its voxels is); pooled over all cases this Dice is token_f1_max",
-        "voxel_f1_max": dice_voxel.f1_max,
-        "voxel_f1_threshold": dice_voxel.threshold,
-        "voxel_f1_method": "2^20-bin histogram of the upsampled maps against the cube-space lesion masks, pooled over all cases; the threshold is the lower edge of the best bin (predict map >= threshold)",
-        "dice_at_voxel_threshold_mean": dice_voxel.mean,
-        "dice_at_voxel_threshold_mean_lesion_cases": dice_voxel.mean_lesion,
-        "dice_at_voxel_threshold_per_case": by_case(&dice_voxel.per_case),
-        "dice_at_voxel_threshold_note": "not ALGORITHM.md §8.3 (whose Dice, dice_*, is at the token-grid threshold dice_threshold): the same Dice at the voxel-level F1-max threshold voxel_f1_threshold (the threshold of voxel-level protocols); the masks use dice_threshold",
-        "hottest_voxel_in_lesion_fraction": (!hottest_distance.is_empty()).then(|| {
+    let metrics = VolumeMetrics {
+        space: format!(
+            "canonical cube {}³ (labels resampled by nearest neighbour)",
+            job.size
+        ),
+        patient_auroc: eval::auroc(&patient_scores, &patient_labels),
+        patient_f1_max: eval::f1_max(&patient_scores, &patient_labels).map(|b| b.0),
+        voxel_auroc: histogram.auroc(),
+        voxel_auroc_method: "2^20-bin histogram of the upsampled maps (ties within a bin count 1/2)".into(),
+        token_f1_max: dice.f1_max,
+        dice_threshold: dice.threshold,
+        dice_mean: finite(dice.mean),
+        dice_mean_lesion_cases: dice.mean_lesion,
+        dice_per_case: by_case(&dice.per_case),
+        token_dice_mean: finite(token_dice.mean),
+        token_dice_mean_lesion_cases: token_dice.mean_lesion,
+        token_dice_per_case: by_case(&token_dice.per_case),
+        token_dice_note: "not ALGORITHM.md §8.3: per case, the Dice on the token grid of the tokens >= dice_threshold against the token labels (a token is lesion when any of its voxels is); pooled over all cases this Dice is token_f1_max".into(),
+        voxel_f1_max: dice_voxel.f1_max,
+        voxel_f1_threshold: dice_voxel.threshold,
+        voxel_f1_method: "2^20-bin histogram of the upsampled maps against the cube-space lesion masks, pooled over all cases; the threshold is the lower edge of the best bin (predict map >= threshold)".into(),
+        dice_at_voxel_threshold_mean: finite(dice_voxel.mean),
+        dice_at_voxel_threshold_mean_lesion_cases: dice_voxel.mean_lesion,
+        dice_at_voxel_threshold_per_case: by_case(&dice_voxel.per_case),
+        dice_at_voxel_threshold_note: "not ALGORITHM.md §8.3 (whose Dice, dice_*, is at the token-grid threshold dice_threshold): the same Dice at the voxel-level F1-max threshold voxel_f1_threshold (the threshold of voxel-level protocols); the masks use dice_threshold".into(),
+        hottest_voxel_in_lesion_fraction: (!hottest_distance.is_empty()).then(|| {
             hottest_distance.iter().filter(|h| h.1 == 0.0).count() as f64 / hottest_distance.len() as f64
         }),
-        "hottest_voxel_in_lesion": hottest_distance.iter().map(|(c, d)| (c.clone(), json!(*d == 0.0))).collect::<serde_json::Map<String, Value>>(),
-        "hottest_voxel_distance": hottest_distance.iter().map(|(c, d)| (c.clone(), json!(d))).collect::<serde_json::Map<String, Value>>(),
-        "hottest_voxel_distance_method": "per lesion case, Euclidean distance in cube voxels from the hottest voxel to the nearest lesion voxel (0 inside)",
-        "voxel_ap_mean_lesion_cases": (!case_ap.is_empty()).then(|| case_ap.iter().map(|c| c.1).sum::<f64>() / case_ap.len() as f64),
-        "voxel_ap_per_case": case_ap.iter().map(|(c, v)| (c.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
-        "voxel_ap_method": "per lesion case, exact average precision (scikit-learn's definition) of its upsampled map over every voxel of its cube",
-    });
+        hottest_voxel_in_lesion: hottest_distance
+            .iter()
+            .map(|(c, d)| (c.clone(), *d == 0.0))
+            .collect(),
+        hottest_voxel_distance: hottest_distance
+            .iter()
+            .map(|(c, d)| (c.clone(), finite(*d)))
+            .collect(),
+        hottest_voxel_distance_method: "per lesion case, Euclidean distance in cube voxels from the hottest voxel to the nearest lesion voxel (0 inside)".into(),
+        voxel_ap_mean_lesion_cases: (!case_ap.is_empty())
+            .then(|| case_ap.iter().map(|c| c.1).sum::<f64>() / case_ap.len() as f64),
+        voxel_ap_per_case: case_ap.iter().map(|(c, v)| (c.clone(), finite(*v))).collect(),
+        voxel_ap_method: "per lesion case, exact average precision (scikit-learn's definition) of its upsampled map over every voxel of its cube".into(),
+    };
     Ok(Evaluation {
         case_labels,
-        metrics,
+        metrics: Some(Metrics::Volumes(Box::new(metrics))),
         masks_note: json!("threshold: the token-grid F1-max threshold t* (dice_threshold), applied to the upsampled maps"),
         qc_seconds,
     })

@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 
 use crate::extract::ExtractConfig;
 use crate::io::cubes::NiftiCubes;
-use crate::io::{absolute, atomic, outdir, tokens};
+use crate::io::{absolute, outdir, tokens};
 use crate::messages::first_few;
 use crate::progress::Progress;
 use crate::report;
@@ -56,6 +56,7 @@ use crate::run::folder::standard_outputs;
 use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
 use crate::run::folder::{replaces_another_run, run_request};
 use crate::run::outputs::{run_settings, write_config_toml, write_scoring_outputs};
+use crate::run::summary::{Summary, Timing};
 use crate::score::{score_batch, ScoreConfig};
 use crate::volume::nyul::NyulModel;
 use crate::volume::{PreprocessConfig, Preprocessor, VolumeFiles};
@@ -108,9 +109,9 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         }
     };
     let progress = Progress::new(cfg.progress);
-    let mut timings: Vec<Value> = Vec::new();
-    let stage = |timings: &mut Vec<Value>, name: &str, t: Instant| {
-        timings.push(json!({"stage": name, "seconds": t.elapsed().as_secs_f64()}));
+    let mut timings: Vec<Timing> = Vec::new();
+    let stage = |timings: &mut Vec<Timing>, name: &str, t: Instant| {
+        timings.push(Timing::new(name, t.elapsed().as_secs_f64()));
     };
 
     let t = Instant::now();
@@ -283,7 +284,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     drop(sets);
     stage(&mut timings, "scoring", t);
     for tm in &result.timings {
-        timings.push(json!({"stage": format!("scoring: {}", tm.stage), "seconds": tm.seconds}));
+        timings.push(Timing::new(format!("scoring: {}", tm.stage), tm.seconds));
     }
 
     // Maps back to each input's grid, and the evaluation.
@@ -306,9 +307,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)?;
     stage(&mut timings, "maps and evaluation", t);
     if cfg.plots {
-        timings.push(
-            json!({"stage": "plots: QC montages (inside maps, summed over its workers)", "seconds": evaluation.qc_seconds}),
-        );
+        timings.push(Timing::new(
+            "plots: QC montages (inside maps, summed over its workers)",
+            evaluation.qc_seconds,
+        ));
     }
 
     let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
@@ -326,41 +328,37 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         Vec::new()
     };
     stage(&mut timings, "plots: batch", t);
-    let summary = json!({
-        "mri_ad_version": env!("CARGO_PKG_VERSION"),
-        "command": "score --healthy/--query",
-        "healthy": cfg.healthy.as_deref().map(absolute),
-        "query": absolute(&cfg.query),
-        "labels": cfg.labels.as_deref().map(absolute),
-        "cases": names.len(),
-        "inputs": cases.iter().zip(&hashes).map(|(c, h)| c.summary_entry(h)).collect::<Vec<_>>(),
-        "margin": cfg.preprocess.margin,
-        "brain_masks": cfg.masks.as_deref().map(absolute),
-        "crop": crop_summary(&cfg.preprocess, &preprocessor, &geometry, &cases),
-        "maps": {"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()},
-        "preprocessing": source_preprocessing(&source),
-        "backbone": {
-            "model": cfg.extract.model,
-            "model_sha256": extracted.model_sha256,
-            "ort_lib": cfg.extract.ort_lib.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from)),
-            "device": cfg.extract.device.to_string(),
-            "layers": cfg.extract.layers,
-            "proj_dim": cfg.extract.proj_dim,
-            "seed": cfg.extract.seed,
-            "size": cfg.extract.size,
-            "provider": extracted.provider,
-            "token_providers": extracted.token_providers,
-            "computed": extracted.computed,
-            "reused": extracted.reused,
-            "slices_inferred": extracted.slices_inferred,
-        },
-        "scoring": scoring,
-        "metrics": evaluation.metrics,
-        "masks": evaluation.masks_note,
-        "timings": timings,
-        "total_seconds": started.elapsed().as_secs_f64(),
-    });
-    atomic::write_json(&cfg.out.join("summary.json"), &summary)?;
+    let mut summary = Summary::new("score --healthy/--query", names.len());
+    summary
+        .detail("healthy", cfg.healthy.as_deref().map(absolute))
+        .detail("query", absolute(&cfg.query))
+        .detail("labels", cfg.labels.as_deref().map(absolute))
+        .detail(
+            "inputs",
+            cases
+                .iter()
+                .zip(&hashes)
+                .map(|(c, h)| c.summary_entry(h))
+                .collect::<Vec<_>>(),
+        )
+        .detail("margin", cfg.preprocess.margin)
+        .detail("brain_masks", cfg.masks.as_deref().map(absolute))
+        .detail(
+            "crop",
+            crop_summary(&cfg.preprocess, &preprocessor, &geometry, &cases),
+        )
+        .detail(
+            "maps",
+            json!({"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()}),
+        )
+        .detail("preprocessing", source_preprocessing(&source))
+        .detail("backbone", backbone_summary(cfg, &extracted))
+        .detail("masks", evaluation.masks_note);
+    summary.scoring = Some(scoring);
+    summary.metrics = evaluation.metrics;
+    summary.timings = timings;
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    summary.write(&cfg.out)?;
     let links = report::html::IndexLinks {
         plots,
         qc: cfg.plots,
@@ -374,6 +372,26 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         cfg.out.display()
     ));
     Ok(())
+}
+
+/// The backbone as summary.json records it: the model and its digest, where it ran, the token settings
+/// and what the extraction did.
+fn backbone_summary(cfg: &PipelineConfig, extracted: &crate::extract::ExtractSummary) -> Value {
+    json!({
+        "model": cfg.extract.model,
+        "model_sha256": extracted.model_sha256,
+        "ort_lib": cfg.extract.ort_lib.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from)),
+        "device": cfg.extract.device.to_string(),
+        "layers": cfg.extract.layers,
+        "proj_dim": cfg.extract.proj_dim,
+        "seed": cfg.extract.seed,
+        "size": cfg.extract.size,
+        "provider": extracted.provider,
+        "token_providers": extracted.token_providers,
+        "computed": extracted.computed,
+        "reused": extracted.reused,
+        "slices_inferred": extracted.slices_inferred,
+    })
 }
 
 /// The crop and the batch space as summary.json records them (`eval` rebuilds the preprocessing from it).

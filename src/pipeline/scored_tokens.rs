@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::io::{atomic, tokens};
+use crate::io::tokens;
 use crate::progress::Progress;
+use crate::run::summary::{Summary, Timing};
 use crate::score::{score_batch, ScoreConfig};
 use crate::{Error, Result};
 
@@ -115,33 +116,33 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
         crate::report::write_batch_plots(&cfg.out, &rows, &result)?
     };
     let plot_seconds = t.elapsed().as_secs_f64();
-    let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
-    let mut timings = vec![json!({"stage": "read tokens", "seconds": read_seconds})];
-    timings.extend(
+    let excluded_total = scoring.excluded_tokens;
+    let mut summary = Summary::new("score --tokens", names.len());
+    summary
+        .detail("tokens", crate::io::absolute(&cfg.tokens))
+        .detail("views", n_views)
+        .detail("positions", n_positions)
+        .detail("grid", grid)
+        .detail("dim", dim)
+        .detail("token_providers", &providers);
+    summary.scoring = Some(scoring);
+    summary
+        .timings
+        .push(Timing::new("read tokens", read_seconds));
+    summary.timings.extend(
         result
             .timings
             .iter()
-            .map(|t| json!({"stage": t.stage, "seconds": t.seconds})),
+            .map(|t| Timing::new(t.stage.clone(), t.seconds)),
     );
-    timings.push(json!({"stage": "write outputs", "seconds": write_seconds}));
-    timings.push(json!({"stage": "plots: batch", "seconds": plot_seconds}));
-    let mut summary = json!({
-        "mri_ad_version": env!("CARGO_PKG_VERSION"),
-        "command": "score --tokens",
-        "tokens": crate::io::absolute(&cfg.tokens),
-        "cases": names.len(),
-        "views": n_views,
-        "positions": n_positions,
-        "grid": grid,
-        "dim": dim,
-        "token_providers": providers,
-        "timings": timings,
-        "total_seconds": started.elapsed().as_secs_f64(),
-    });
-    if let (Some(s), Value::Object(extra)) = (summary.as_object_mut(), scoring) {
-        s.extend(extra);
-    }
-    atomic::write_json(&cfg.out.join("summary.json"), &summary)?;
+    summary
+        .timings
+        .push(Timing::new("write outputs", write_seconds));
+    summary
+        .timings
+        .push(Timing::new("plots: batch", plot_seconds));
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    summary.write(&cfg.out)?;
     let links = crate::report::html::IndexLinks {
         plots,
         ..Default::default()

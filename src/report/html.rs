@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::ScoreRow;
 use crate::io::atomic;
+use crate::run::summary::{Metrics, Summary};
 use crate::Result;
 
 /// Which files of the run folder the page may link.
@@ -73,9 +74,9 @@ fn number(v: &Value) -> String {
 }
 
 /// The page as a string.
-pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> String {
+pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) -> String {
     let mut h = String::new();
-    let command = summary["command"].as_str().unwrap_or("score");
+    let command = summary.command.as_str();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>mri-ad run: {} cases</title>\n\
@@ -87,18 +88,38 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
     );
     let _ = writeln!(
         h,
-        "<h1>mri-ad run</h1>\n<p><code>mri-ad {}</code>, version {}, {} cases, total {} s.</p>",
+        "<h1>mri-ad run</h1>\n<p><code>mri-ad {}</code>, version {}, {} cases, total {:.1} s.</p>",
         escape(command),
-        escape(summary["mri_ad_version"].as_str().unwrap_or("?")),
+        escape(&summary.mri_ad_version),
         rows.len(),
-        summary["total_seconds"]
-            .as_f64()
-            .map(|t| format!("{t:.1}"))
-            .unwrap_or_else(|| "?".into())
+        summary.total_seconds
     );
-    // Metrics (volumes with labels).
-    let metrics = &summary["metrics"];
-    if metrics.is_object() {
+    // Metrics (with labels): of volumes or of images.
+    let metrics = summary
+        .metrics
+        .as_ref()
+        .map(|m| serde_json::to_value(m).expect("metrics serialise"))
+        .unwrap_or(Value::Null);
+    if let Some(m) = summary.metrics.as_ref().and_then(Metrics::images) {
+        h.push_str("<h2>Metrics</h2>\n<table>\n");
+        for (label, value) in [
+            ("image AUROC (score)", m.image.auroc),
+            ("image AP (score)", m.image.ap),
+            ("image F1-max (score)", m.image.f1_max),
+            ("image AUROC (map maximum)", m.image_raw_max.auroc),
+            ("pixel AUROC", m.pixel.auroc),
+            ("pixel AP", m.pixel.ap),
+            ("pixel F1-max", m.pixel.f1_max),
+            ("AUPRO", m.aupro),
+        ] {
+            let _ = writeln!(
+                h,
+                "<tr><th>{label}</th><td class=\"num\">{}</td></tr>",
+                number(&serde_json::json!(value))
+            );
+        }
+        h.push_str("</table>\n");
+    } else if summary.volume_metrics().is_some() {
         h.push_str("<h2>Metrics</h2>\n<table>\n");
         for (key, label) in [
             ("patient_auroc", "patient AUROC"),
@@ -142,19 +163,17 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
         h.push_str("<p>No metrics: the run had no lesion labels.</p>\n");
     }
     // Scoring facts.
-    let scoring = if summary["scoring"].is_object() {
-        &summary["scoring"]
-    } else {
-        summary
-    };
-    let method = scoring["config"]["method"].as_str().unwrap_or("?");
-    let _ = writeln!(
-        h,
-        "<p>Method <b>{}</b>; tokens excluded by CoDeGraph: {}; outlier communities: {}.</p>",
-        escape(method),
-        number(&scoring["excluded_tokens"]),
-        number(&scoring["outlier_communities"])
-    );
+    if let Some(scoring) = &summary.scoring {
+        let _ = writeln!(
+            h,
+            "<p>Method <b>{}</b>; tokens excluded by CoDeGraph: {}; outlier communities: {}.</p>",
+            number(&serde_json::json!(scoring.config.method)),
+            scoring.excluded_tokens,
+            scoring
+                .outlier_communities
+                .map_or("–".to_string(), |n| n.to_string())
+        );
+    }
     // Plots.
     if !links.plots.is_empty() {
         h.push_str("<h2>Plots</h2>\n<div>\n");
@@ -171,7 +190,7 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
     // Table.
     let mut order: Vec<&ScoreRow> = rows.iter().collect();
     order.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.case.cmp(&b.case)));
-    let dice = &summary["metrics"]["dice_per_case"];
+    let dice = &metrics["dice_per_case"];
     h.push_str("<h2>Cases by score</h2>\n<table>\n<tr><th>#</th><th>case</th><th>group</th><th>score</th><th>label</th><th>community</th>");
     if dice.is_object() {
         h.push_str("<th>Dice</th>");
@@ -221,8 +240,10 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
         h.push_str("</div>\n");
     }
     h.push_str("<p>Files: <a href=\"scores.csv\">scores.csv</a> · <a href=\"summary.json\">summary.json</a>");
-    if summary["scoring"]["outlier_communities"].is_number()
-        || summary["outlier_communities"].is_number()
+    if summary
+        .scoring
+        .as_ref()
+        .is_some_and(|s| s.outlier_communities.is_some())
     {
         h.push_str(" · <a href=\"graph.json\">graph.json</a>");
     }
@@ -234,7 +255,7 @@ pub fn render_index(rows: &[ScoreRow], summary: &Value, links: &IndexLinks) -> S
 pub fn write_index(
     out: &Path,
     rows: &[ScoreRow],
-    summary: &Value,
+    summary: &Summary,
     links: &IndexLinks,
 ) -> Result<()> {
     atomic::write_bytes(
@@ -246,7 +267,7 @@ pub fn write_index(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::run::summary::VolumeMetrics;
 
     fn row(case: &str, score: f32, label: Option<u8>) -> ScoreRow {
         ScoreRow {
@@ -265,11 +286,13 @@ mod tests {
             row("c d", 0.9, Some(1)),
             row("e", 0.5, None),
         ];
-        let summary = json!({
-            "command": "score --healthy/--query",
-            "metrics": {"patient_auroc": 0.75, "dice_per_case": {"c d": 0.5}},
-            "scoring": {"config": {"method": "codegraph"}, "excluded_tokens": 3, "outlier_communities": 1},
-        });
+        let mut summary = Summary::new("score --healthy/--query", 3);
+        let mut metrics = VolumeMetrics {
+            patient_auroc: Some(0.75),
+            ..Default::default()
+        };
+        metrics.dice_per_case.insert("c d".into(), Some(0.5));
+        summary.metrics = Some(Metrics::Volumes(Box::new(metrics)));
         let links = IndexLinks {
             plots: vec![("plots/roc.png".into(), "ROC".into())],
             qc: true,
@@ -294,7 +317,7 @@ mod tests {
         // Tokens-only run: no metrics, no QC.
         let page = render_index(
             &rows,
-            &json!({"command": "score --tokens"}),
+            &Summary::new("score --tokens", 3),
             &IndexLinks::default(),
         );
         assert!(page.contains("no lesion labels") && !page.contains("plots/qc"));

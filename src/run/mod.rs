@@ -5,6 +5,8 @@
 //!   `--force` rules, the outputs a replacing run removes.
 //! * [`outputs`]: the writers of the outputs every run kind writes (`token_scores/`, `graph.json`,
 //!   `config.toml`) and the settings table they come from.
+//! * [`summary`]: `summary.json` of every run kind, one type.
 
 pub mod folder;
 pub mod outputs;
+pub mod summary;

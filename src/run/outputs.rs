@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::summary::{DistanceKernel, ScoringSummary, VoidTokens};
 use crate::io::atomic;
 use crate::report;
 use crate::score::{ScoreConfig, ScoreResult};
@@ -46,7 +47,7 @@ pub fn write_scoring_outputs(
     result: &ScoreResult,
     config: &ScoreConfig,
     dim: usize,
-) -> Result<Value> {
+) -> Result<ScoringSummary> {
     report::write_token_scores(out, names, &result.token_scores)?;
     if let Some(g) = &result.graph {
         atomic::write_json(
@@ -55,25 +56,38 @@ pub fn write_scoring_outputs(
         )?;
     }
     let excluded_total: usize = result.excluded.iter().map(Vec::len).sum();
-    Ok(json!({
-        "config": config,
-        "seed": config.seed,
-        "msm_k": if result.subsets.len() == 1 { json!(result.k) } else { json!(result.subsets.iter().map(|p| p.k).collect::<Vec<_>>()) },
-        "parts": result.subsets.iter().map(|p| p.cases.iter().map(|&i| names[i].clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
-        "void_tokens": {
-            "in_search": config.keep_void,
-            "active_tokens": result.active_tokens,
-            "total_tokens": result.total_tokens,
+    Ok(ScoringSummary {
+        config: config.clone(),
+        seed: config.seed,
+        msm_k: if result.subsets.len() == 1 {
+            json!(result.k)
+        } else {
+            json!(result.subsets.iter().map(|p| p.k).collect::<Vec<_>>())
         },
-        "excluded_tokens": excluded_total,
-        "excluded_fraction": excluded_total as f64 / result.total_tokens as f64,
-        "outlier_communities": result.graph.as_ref().map(|g| g.communities.iter().filter(|c| c.outlier).count()),
-        "distance_kernel": {
-            "token_pairs_compared": result.pairs_compared,
-            "seconds": result.kernel_seconds,
-            "gflops": 2.0 * dim as f64 * result.pairs_compared / result.kernel_seconds.max(1e-9) / 1e9,
+        parts: result
+            .subsets
+            .iter()
+            .map(|p| p.cases.iter().map(|&i| names[i].clone()).collect())
+            .collect(),
+        void_tokens: VoidTokens {
+            in_search: config.keep_void,
+            active_tokens: result.active_tokens,
+            total_tokens: result.total_tokens,
         },
-        "memory_estimate_mib": result.memory_estimate as f64 / 1048576.0,
-        "similarity_scaling": result.scaling.to_json(),
-    }))
+        excluded_tokens: excluded_total,
+        excluded_fraction: excluded_total as f64 / result.total_tokens as f64,
+        outlier_communities: result
+            .graph
+            .as_ref()
+            .map(|g| g.communities.iter().filter(|c| c.outlier).count()),
+        distance_kernel: DistanceKernel {
+            token_pairs_compared: result.pairs_compared,
+            seconds: result.kernel_seconds,
+            gflops: 2.0 * dim as f64 * result.pairs_compared
+                / result.kernel_seconds.max(1e-9)
+                / 1e9,
+        },
+        memory_estimate_mib: result.memory_estimate as f64 / 1048576.0,
+        similarity_scaling: result.scaling.to_json(),
+    })
 }

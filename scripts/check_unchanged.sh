@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs two mri-ad binaries on the same three small jobs and compares their run folders output by output
 # (scripts/compare_runs.py): `score` on volumes (the MNI152-derived cohort of make_world_cohort.py, the
-# tiny random ViT at 56³), `score --tokens` on planted token files (make_tokens.py) and `score2d` on the
-# plain image folder with masks of make_test_images2d.py. For a refactor that must not change results.
+# tiny random ViT at 56³), `score --tokens` on planted token files (make_tokens.py), and `score2d` on the
+# plain image folder with masks and on the MVTec-like root (two classes) of make_test_images2d.py. For a
+# refactor that must not change results.
 #
 #   scripts/check_unchanged.sh OLD_BINARY NEW_BINARY [WORK_DIR]
 #
@@ -22,6 +23,7 @@ model="$work/tiny.onnx"
 [ -f "$work/cohort/truth.json" ] || "$py" scripts/make_world_cohort.py --out "$work/cohort" > /dev/null
 [ -d "$work/tokens" ] || "$py" scripts/make_tokens.py --out "$work/tokens" --kind planted --n 24 > /dev/null
 [ -d "$work/images" ] || "$py" scripts/make_test_images2d.py plain "$work/images" > /dev/null
+[ -d "$work/mvtec" ] || "$py" scripts/make_test_images2d.py mvtec "$work/mvtec" > /dev/null
 tiny=(--model "$model" --layers 2,4 --device cpu --no-progress -q)
 status=0
 for which in old new; do
@@ -30,10 +32,12 @@ for which in old new; do
   "$bin" score --healthy "$work/cohort/healthy" --query "$work/cohort/query" --labels "$work/cohort/labels" \
     --out "$work/$which/volumes" --size 56 --proj-dim 16 "${tiny[@]}"
   "$bin" score --tokens "$work/tokens" --out "$work/$which/tokens" --no-progress -q
+  images2d=(--size 84 --model "$model" --layers 1,2,3,4 --device cpu --no-progress -q)
   "$bin" score2d --images "$work/images/images" --masks "$work/images/masks" --out "$work/$which/images" \
-    --size 84 --model "$model" --layers 1,2,3,4 --device cpu --no-progress -q
+    "${images2d[@]}"
+  "$bin" score2d --images "$work/mvtec" --out "$work/$which/mvtec" --method musc "${images2d[@]}"
 done
-for job in volumes tokens images; do
+for job in volumes tokens images mvtec mvtec/bottle mvtec/tile; do
   echo "== $job"
   "$py" scripts/compare_runs.py "$work/old/$job" "$work/new/$job" || status=1
 done

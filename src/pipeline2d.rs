@@ -59,6 +59,7 @@ use crate::eval::pixel::PixelAccumulator;
 use crate::io::images::{self, Dataset, ImageClass};
 use crate::io::{atomic, hash, outdir};
 use crate::progress::Progress;
+use crate::report::{Score, ScoreRow};
 use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
 use crate::run::folder::{replaces_another_run, run_request, standard_outputs};
 use crate::run::outputs::run_settings;
@@ -200,6 +201,21 @@ pub struct Case2d {
     pub community: Option<usize>,
     /// Void tokens (exact-zero background when `--void-background` is active; 0 otherwise).
     pub void_tokens: usize,
+}
+
+impl Case2d {
+    /// Its row of `scores.csv` (with its class in a root's table of all classes).
+    fn row(&self, class: Option<&str>) -> ScoreRow {
+        ScoreRow {
+            case: self.name.clone(),
+            group: self.group.clone(),
+            score: Score::F64(self.score),
+            label: self.label.map(u8::from),
+            community: self.community,
+            raw_score: Some(self.raw_score),
+            class: class.map(str::to_string),
+        }
+    }
 }
 
 /// One class (batch): what a plot needs is here (scores, labels, groups, communities, token maps).
@@ -654,7 +670,8 @@ pub fn run_with(
         let names: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
         let scoring = write_scoring_outputs(&out, &names, &result, &score_cfg, dim)?;
         crate::run::outputs::write_config_toml(&out, &score_cfg, &toml::Table::new())?;
-        write_scores_csv(&out.join("scores.csv"), &cases, None)?;
+        let rows: Vec<ScoreRow> = cases.iter().map(|c| c.row(None)).collect();
+        crate::report::write_scores_csv(&out.join("scores.csv"), &rows)?;
         let grid = (cfg.size / PATCH, cfg.size / PATCH);
         write_maps_and_overlays(&out, &cases, &result, grid, &progress)?;
         let write_seconds = t.elapsed().as_secs_f64();
@@ -721,16 +738,6 @@ pub fn run_with(
         summary.total_seconds = started.elapsed().as_secs_f64();
         summary.write(&out)?;
         // The batch plots (ROC with labels, histograms, similarity scaling, graph) and index.html.
-        let rows: Vec<crate::report::ScoreRow> = cases
-            .iter()
-            .map(|c| crate::report::ScoreRow {
-                case: c.name.clone(),
-                group: c.group.clone(),
-                score: c.score as f32,
-                label: c.label.map(u8::from),
-                community: c.community,
-            })
-            .collect();
         let plots = crate::report::write_batch_plots(&out, &rows, &result)?;
         let links = crate::report::html::IndexLinks {
             plots,
@@ -750,19 +757,11 @@ pub fn run_with(
     }
     let summary = if multi {
         let doc = overall_summary(cfg, &dataset, &classes, started);
-        write_scores_csv(
-            &cfg.out.join("scores.csv"),
-            &classes
-                .iter()
-                .flat_map(|c| c.cases.clone())
-                .collect::<Vec<_>>(),
-            Some(
-                &classes
-                    .iter()
-                    .flat_map(|c| vec![c.name.clone(); c.cases.len()])
-                    .collect::<Vec<_>>(),
-            ),
-        )?;
+        let rows: Vec<ScoreRow> = classes
+            .iter()
+            .flat_map(|class| class.cases.iter().map(|c| c.row(Some(&class.name))))
+            .collect();
+        crate::report::write_scores_csv(&cfg.out.join("scores.csv"), &rows)?;
         doc.write(&cfg.out)?;
         doc
     } else {
@@ -874,38 +873,6 @@ fn evaluate_class(
         labels,
         metrics,
     })
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// `scores.csv` of the 2D path: `case,group,score,label,community,raw_score` (+ `class` for several).
-fn write_scores_csv(path: &Path, cases: &[Case2d], classes: Option<&[String]>) -> Result<()> {
-    use std::fmt::Write as _;
-    let mut text = String::from("case,group,score,label,community,raw_score");
-    text.push_str(if classes.is_some() { ",class\n" } else { "\n" });
-    for (i, c) in cases.iter().enumerate() {
-        let _ = write!(
-            text,
-            "{},{},{},{},{},{}",
-            csv_field(&c.name),
-            csv_field(&c.group),
-            c.score,
-            c.label.map(|l| u8::from(l).to_string()).unwrap_or_default(),
-            c.community.map(|k| k.to_string()).unwrap_or_default(),
-            c.raw_score
-        );
-        if let Some(cl) = classes {
-            let _ = write!(text, ",{}", csv_field(&cl[i]));
-        }
-        text.push('\n');
-    }
-    atomic::write_bytes(path, text.as_bytes())
 }
 
 /// A perceptual-ish colour ramp (black → purple → red → yellow → white) for `t` in `[0, 1]`.

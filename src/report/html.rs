@@ -189,7 +189,12 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
     }
     // Table.
     let mut order: Vec<&ScoreRow> = rows.iter().collect();
-    order.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.case.cmp(&b.case)));
+    order.sort_by(|a, b| {
+        b.score
+            .get()
+            .total_cmp(&a.score.get())
+            .then(a.case.cmp(&b.case))
+    });
     let dice = &metrics["dice_per_case"];
     h.push_str("<h2>Cases by score</h2>\n<table>\n<tr><th>#</th><th>case</th><th>group</th><th>score</th><th>label</th><th>community</th>");
     if dice.is_object() {
@@ -216,7 +221,7 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
             rank + 1,
             escape(&r.case),
             escape(&r.group),
-            r.score,
+            r.score.get(),
             r.label.map(|l| l.to_string()).unwrap_or_default(),
             r.community.map(|c| c.to_string()).unwrap_or_default()
         );
@@ -233,7 +238,7 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
             let _ = writeln!(
                 h,
                 "<figure><a href=\"plots/qc/{seg}.png\"><img class=\"plot\" loading=\"lazy\" src=\"plots/qc/{seg}.png\" alt=\"{c}\" style=\"max-width:480px\"></a><figcaption>{c} ({:.4})</figcaption></figure>",
-                r.score,
+                r.score.get(),
                 c = escape(&r.case)
             );
         }
@@ -273,9 +278,11 @@ mod tests {
         ScoreRow {
             case: case.into(),
             group: "query".into(),
-            score,
+            score: super::super::Score::F32(score),
             label,
             community: Some(1),
+            raw_score: None,
+            class: None,
         }
     }
 

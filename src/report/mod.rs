@@ -18,14 +18,45 @@ use crate::Result;
 pub mod html;
 pub mod plots;
 
-/// One row of `scores.csv`.
+/// One row of `scores.csv` (every run kind).
 #[derive(Debug, Clone)]
 pub struct ScoreRow {
     pub case: String,
     pub group: String,
-    pub score: f32,
+    pub score: Score,
     pub label: Option<u8>,
     pub community: Option<usize>,
+    /// 2D: the raw image score (the map's maximum), column `raw_score`.
+    pub raw_score: Option<f64>,
+    /// A 2D root's table of all classes: the case's class, column `class`.
+    pub class: Option<String>,
+}
+
+/// A case's score as `scores.csv` prints it, at the precision it was computed in (shortest round trip):
+/// the maximum token score (f32) of `score`, the RsCIN image score (f64) of `score2d`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Score {
+    F32(f32),
+    F64(f64),
+}
+
+impl Score {
+    /// The value.
+    pub fn get(self) -> f64 {
+        match self {
+            Score::F32(v) => v as f64,
+            Score::F64(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Score::F32(v) => write!(f, "{v}"),
+            Score::F64(v) => write!(f, "{v}"),
+        }
+    }
 }
 
 /// The rows of `scores.csv`: the patient score is the case's maximum token score.
@@ -44,12 +75,16 @@ pub fn score_rows(
         .map(|a| ScoreRow {
             case: names[a].clone(),
             group: groups[a].clone(),
-            score: result.token_scores[a]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max),
+            score: Score::F32(
+                result.token_scores[a]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max),
+            ),
             label: labels[a],
             community: community[a],
+            raw_score: None,
+            class: None,
         })
         .collect()
 }
@@ -74,7 +109,7 @@ pub fn write_batch_plots(
     let dir = outdir::subdir(out, "plots")?;
     let mut written = Vec::new();
     if rows.iter().any(|r| r.label.is_some()) {
-        let scores: Vec<f32> = rows.iter().map(|r| r.score).collect();
+        let scores: Vec<f32> = rows.iter().map(|r| r.score.get() as f32).collect();
         let labels: Vec<bool> = rows.iter().map(|r| r.label == Some(1)).collect();
         plots::roc_curve(&dir.join("roc.png"), &scores, &labels)?;
         written.push(("plots/roc.png".into(), "patient-level ROC".into()));
@@ -95,7 +130,7 @@ pub fn write_batch_plots(
             .iter()
             .position(|n| *n == plot_group(r))
             .expect("listed");
-        patients[gi].1.push(r.score);
+        patients[gi].1.push(r.score.get() as f32);
         tokens[gi].1.extend(t.iter().copied().filter(|&v| v != 0.0));
     }
     plots::score_histograms(&dir.join("histogram.png"), &patients, &tokens)?;
@@ -146,11 +181,16 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Writes `scores.csv` (`case,group,score,label,community`).
+/// Writes `scores.csv`: `case,group,score,label,community`, then `raw_score` when the rows have one (2D)
+/// and `class` when they have one (a 2D root's table).
 pub fn write_scores_csv(path: &Path, rows: &[ScoreRow]) -> Result<()> {
-    let mut text = String::from("case,group,score,label,community\n");
+    let raw = rows.iter().any(|r| r.raw_score.is_some());
+    let class = rows.iter().any(|r| r.class.is_some());
+    let mut text = String::from("case,group,score,label,community");
+    text.push_str(if raw { ",raw_score" } else { "" });
+    text.push_str(if class { ",class\n" } else { "\n" });
     for r in rows {
-        let _ = writeln!(
+        let _ = write!(
             text,
             "{},{},{},{},{}",
             csv_field(&r.case),
@@ -159,6 +199,17 @@ pub fn write_scores_csv(path: &Path, rows: &[ScoreRow]) -> Result<()> {
             r.label.map(|l| l.to_string()).unwrap_or_default(),
             r.community.map(|c| c.to_string()).unwrap_or_default()
         );
+        if raw {
+            let _ = write!(
+                text,
+                ",{}",
+                r.raw_score.map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
+        if class {
+            let _ = write!(text, ",{}", csv_field(r.class.as_deref().unwrap_or("")));
+        }
+        text.push('\n');
     }
     atomic::write_bytes(path, text.as_bytes())
 }

@@ -91,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         force: false,
         progress: false,
-        quiet: true,
+        report: mri_ad::messages::Reporter::silent(),
         save_projection: None,
     };
     println!("extract benchmark: one {size}³ volume, model {}, blocks {layers:?}, batch {batch}, device {device:?}, threads {threads} (0 = ORT default)", model.display());

@@ -50,6 +50,11 @@ pub enum Error {
     #[error("{0}")]
     Resource(String),
 
+    /// A fault of the program or of the machine, not of the user's input (a value that does not
+    /// serialise, a thread that cannot start, an embedded asset that does not load): exit 1.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// The inference backend (ONNX Runtime) failed while running a model that loaded fine.
     #[error("{what}: {problem}")]
     Backend { what: String, problem: String },
@@ -70,7 +75,7 @@ impl Error {
                 _ => 1,
             },
             Error::Resource(_) => 2,
-            Error::Backend { .. } => 1,
+            Error::Internal(_) | Error::Backend { .. } => 1,
         }
     }
 
@@ -90,11 +95,34 @@ impl Error {
         }
     }
 
+    /// Shorthand for [`Error::Internal`].
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Error::Internal(what.to_string())
+    }
+
     /// Shorthand for [`Error::BadArgument`].
     pub fn bad_argument(flag: impl Into<String>, problem: impl Into<String>) -> Self {
         Error::BadArgument {
             flag: flag.into(),
             problem: problem.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_faults_exit_1_and_user_limits_exit_2() {
+        assert_eq!(Error::internal("a value did not serialise").exit_code(), 1);
+        assert!(Error::internal("x")
+            .to_string()
+            .starts_with("internal error: "));
+        assert_eq!(
+            Error::Resource("raise --memory-budget".into()).exit_code(),
+            2
+        );
+        assert_eq!(Error::bad_argument("--size", "odd").exit_code(), 2);
     }
 }

@@ -133,7 +133,8 @@ pub struct ExtractConfig {
     /// Accept an output folder that holds other files than token files.
     pub force: bool,
     pub progress: bool,
-    pub quiet: bool,
+    /// Where the messages go (per case: computed or reused; the device; mixed providers).
+    pub report: crate::messages::Reporter,
     /// Also write the projection matrix `[d', D]` as `.npy` here.
     pub save_projection: Option<PathBuf>,
 }
@@ -313,12 +314,14 @@ pub fn load_backbone(cfg: &ExtractConfig) -> Result<Box<dyn Embedder>> {
         threads: cfg.threads,
         layers: cfg.layers.clone(),
     })?;
-    if !cfg.quiet {
-        if let Some(n) = e.notice() {
-            eprintln!("mri-ad: notice: {n}");
-        }
-        eprintln!("device: {} (--device {})", e.provider(), cfg.device);
+    if let Some(n) = e.notice() {
+        cfg.report.notice(n);
     }
+    cfg.report.say(format!(
+        "device: {} (--device {})",
+        e.provider(),
+        cfg.device
+    ));
     Ok(Box::new(e))
 }
 
@@ -462,9 +465,7 @@ pub fn run_with(
         {
             if let Some(side) = cached_sidecar {
                 count_provider(&mut summary.token_providers, sidecar_provider(Some(&side)));
-                if !cfg.quiet {
-                    eprintln!("{}: up to date, reused", case.id);
-                }
+                cfg.report.say(format!("{}: up to date, reused", case.id));
                 summary.reused += 1;
                 summary.per_case.push(CaseReport {
                     case: case.id.clone(),
@@ -517,17 +518,15 @@ pub fn run_with(
                 s.extend(x);
             }
             crate::io::atomic::write_json(&sidecar_path(&npz), &side)?;
-            if !cfg.quiet {
-                eprintln!(
-                    "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
-                    case.id,
-                    stats.seconds,
-                    stats.slices,
-                    stats.inferred,
-                    stats.background_reused,
-                    stats.slices as f64 / stats.seconds.max(1e-9)
-                );
-            }
+            cfg.report.say(format!(
+                "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
+                case.id,
+                stats.seconds,
+                stats.slices,
+                stats.inferred,
+                stats.background_reused,
+                stats.slices as f64 / stats.seconds.max(1e-9)
+            ));
             summary.computed += 1;
             summary.slices_inferred += stats.inferred;
             summary.background_reused += stats.background_reused;
@@ -540,15 +539,13 @@ pub fn run_with(
         Ok(())
     })?;
     summary.seconds = start.elapsed().as_secs_f64();
-    if let (false, Some(notice)) = (cfg.quiet, mixed_providers_notice(&summary.token_providers)) {
-        eprintln!("mri-ad: notice: {notice}");
+    if let Some(notice) = mixed_providers_notice(&summary.token_providers) {
+        cfg.report.notice(notice);
     }
-    if !cfg.quiet {
-        eprintln!(
-            "extract: {} cases in shard {}: {} computed, {} reused; {} slices inferred, {} background slices reused; {:.1} s",
-            summary.cases, cfg.shard, summary.computed, summary.reused, summary.slices_inferred, summary.background_reused, summary.seconds
-        );
-    }
+    cfg.report.say(format!(
+        "extract: {} cases in shard {}: {} computed, {} reused; {} slices inferred, {} background slices reused; {:.1} s",
+        summary.cases, cfg.shard, summary.computed, summary.reused, summary.slices_inferred, summary.background_reused, summary.seconds
+    ));
     Ok(summary)
 }
 
@@ -576,7 +573,7 @@ mod tests {
             tokenizer: TokenizerConfig::default(),
             force: false,
             progress: false,
-            quiet: true,
+            report: crate::messages::Reporter::silent(),
             save_projection: None,
         }
     }

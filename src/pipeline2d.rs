@@ -119,7 +119,8 @@ pub struct Score2dConfig {
     pub void_background: VoidBackground,
     pub score: ScoreConfig,
     pub force: bool,
-    pub quiet: bool,
+    /// Where the messages go.
+    pub report: crate::messages::Reporter,
     pub progress: bool,
 }
 
@@ -271,12 +272,14 @@ pub fn run(cfg: &Score2dConfig) -> Result<Run2d> {
         threads: cfg.score.threads,
         layers: cfg.layers.clone(),
     })?;
-    if !cfg.quiet {
-        if let Some(n) = embedder.notice() {
-            eprintln!("mri-ad: notice: {n}");
-        }
-        eprintln!("device: {} (--device {})", embedder.provider(), cfg.device);
+    if let Some(n) = embedder.notice() {
+        cfg.report.notice(n);
     }
+    cfg.report.say(format!(
+        "device: {} (--device {})",
+        embedder.provider(),
+        cfg.device
+    ));
     run_with(cfg, inputs, &mut embedder, &sha)
 }
 
@@ -553,11 +556,7 @@ pub fn run_with(
             ),
         ));
     }
-    let say = |msg: String| {
-        if !cfg.quiet {
-            eprintln!("{msg}");
-        }
-    };
+    let say = |msg: String| cfg.report.say(msg);
     let progress = Progress::new(cfg.progress);
     let score_cfg = cfg.effective_score();
     let multi = dataset.classes.len() > 1;
@@ -1057,7 +1056,7 @@ mod tests {
                 ..ScoreConfig::default()
             },
             force: false,
-            quiet: true,
+            report: crate::messages::Reporter::silent(),
             progress: false,
         };
         // block-major views: (block 1, r 1), (1, 3), (2, 1), (2, 3): the r = 1 views feed the graph

@@ -99,6 +99,13 @@ pub struct CommonArgs {
     pub force: bool,
 }
 
+impl CommonArgs {
+    /// The reporter of a run: its messages on stderr, none with `--quiet`.
+    pub fn reporter(&self) -> crate::messages::Reporter {
+        crate::messages::Reporter::new(self.quiet, |line| eprintln!("{line}"))
+    }
+}
+
 /// The model and where it runs: shared by `extract`, `score` and `score2d`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
@@ -348,7 +355,7 @@ impl BackboneArgs {
             },
             force: common.force,
             progress: !common.no_progress && !common.quiet,
-            quiet: common.quiet,
+            report: common.reporter(),
             save_projection: None,
         };
         cfg.validate()?;

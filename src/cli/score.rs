@@ -357,7 +357,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, file: &super::BackboneFile
         extract,
         score: config,
         force: args.common.force,
-        quiet: args.common.quiet,
+        report: args.common.reporter(),
         progress: !args.common.no_progress && !args.common.quiet,
         plots: !args.no_plots,
     };
@@ -378,19 +378,19 @@ fn run_tokens(
         ));
     }
     let ignored = file.keys_set();
-    if !ignored.is_empty() && !args.common.quiet {
-        eprintln!(
-            "mri-ad: notice: the --config keys {} are volume settings, not used with --tokens (the token files \
-             are scored as stored)",
+    if !ignored.is_empty() {
+        args.common.reporter().notice(format!(
+            "the --config keys {} are volume settings, not used with --tokens (the token files are scored \
+             as stored)",
             ignored.join(", ")
-        );
+        ));
     }
     crate::pipeline::scored_tokens::run(&crate::pipeline::scored_tokens::TokensConfig {
         tokens: dir.to_path_buf(),
         out: args.out.clone(),
         score: config,
         force: args.common.force,
-        quiet: args.common.quiet,
+        report: args.common.reporter(),
         progress: !args.common.no_progress && !args.common.quiet,
         plots: !args.no_plots,
     })

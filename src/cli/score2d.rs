@@ -94,7 +94,7 @@ impl Score2dArgs {
             void_background: self.void_background,
             score,
             force: self.common.force,
-            quiet: self.common.quiet,
+            report: self.common.reporter(),
             progress: !self.common.no_progress && !self.common.quiet,
         };
         cfg.validate()?;

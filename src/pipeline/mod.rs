@@ -89,7 +89,8 @@ pub struct PipelineConfig {
     pub extract: ExtractConfig,
     pub score: ScoreConfig,
     pub force: bool,
-    pub quiet: bool,
+    /// Where the messages go.
+    pub report: crate::messages::Reporter,
     pub progress: bool,
     /// Draw `plots/` (false: `--no-plots`); `index.html` is written either way.
     pub plots: bool,
@@ -103,11 +104,7 @@ pub struct PipelineConfig {
 /// Runs the whole job.
 pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let started = Instant::now();
-    let say = |msg: String| {
-        if !cfg.quiet {
-            eprintln!("{msg}");
-        }
-    };
+    let say = |msg: String| cfg.report.say(msg);
     let progress = Progress::new(cfg.progress);
     let mut timings: Vec<Timing> = Vec::new();
     let stage = |timings: &mut Vec<Timing>, name: &str, t: Instant| {
@@ -142,7 +139,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let mut settings = run_settings(&cfg.score, &cfg.config_extra)?;
     settings.insert("model".into(), format!("sha256:{model_sha256}").into());
     if let Some(nyul) = &given_nyul {
-        let landmarks = serde_json::to_vec(nyul).map_err(|e| Error::Resource(e.to_string()))?;
+        let landmarks = serde_json::to_vec(nyul).map_err(Error::internal)?;
         let digest = crate::io::hash::sha256_bytes(&landmarks);
         settings.insert("nyul".into(), format!("landmarks sha256:{digest}").into());
     }

@@ -24,7 +24,8 @@ pub struct TokensConfig {
     pub out: PathBuf,
     pub score: ScoreConfig,
     pub force: bool,
-    pub quiet: bool,
+    /// Where the messages go.
+    pub report: crate::messages::Reporter,
     pub progress: bool,
     /// Draw `plots/` (false: `--no-plots`).
     pub plots: bool,
@@ -65,11 +66,7 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
         &request,
         &crate::run::folder::standard_outputs(),
     )?;
-    let say = |msg: String| {
-        if !cfg.quiet {
-            eprintln!("{msg}");
-        }
-    };
+    let say = |msg: String| cfg.report.say(msg);
     let first = &files[0].set;
     let (n_views, n_positions, grid, dim) = (
         first.n_views(),

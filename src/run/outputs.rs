@@ -14,9 +14,9 @@ use crate::{Error, Result};
 
 /// A struct of settings as a TOML table (the form of a `--config` file).
 pub fn toml_table(settings: &impl serde::Serialize) -> Result<toml::Table> {
-    match toml::Value::try_from(settings).map_err(|e| Error::Resource(e.to_string()))? {
+    match toml::Value::try_from(settings).map_err(Error::internal)? {
         toml::Value::Table(t) => Ok(t),
-        other => Err(Error::Resource(format!(
+        other => Err(Error::internal(format!(
             "settings serialised to a {}, not a table",
             other.type_str()
         ))),
@@ -34,7 +34,7 @@ pub fn run_settings(config: &ScoreConfig, extra: &toml::Table) -> Result<toml::T
 /// Writes the effective settings ([`run_settings`]) as `config.toml`, a valid `--config` file.
 pub fn write_config_toml(out: &Path, config: &ScoreConfig, extra: &toml::Table) -> Result<()> {
     let table = run_settings(config, extra)?;
-    let text = toml::to_string(&table).map_err(|e| Error::Resource(e.to_string()))?;
+    let text = toml::to_string(&table).map_err(Error::internal)?;
     atomic::write_bytes(&out.join("config.toml"), text.as_bytes())
 }
 

@@ -336,7 +336,7 @@ pub fn score_batch(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads)
         .build()
-        .map_err(|e| Error::Resource(format!("cannot start the worker threads: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot start the worker threads: {e}")))?;
     if config.divide <= 1 {
         return pool.install(|| score_batch_inner(sets, config, progress));
     }

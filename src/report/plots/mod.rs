@@ -48,8 +48,8 @@ pub fn ensure_font() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Resource(
-            "the embedded DejaVu Sans font could not be parsed".into(),
+        Err(Error::internal(
+            "the embedded DejaVu Sans font could not be parsed",
         ))
     }
 }

@@ -74,7 +74,7 @@ use crate::{eval, Error, Result, TokenSet};
 pub const VOID_THRESHOLD: f64 = 0.5;
 
 /// Whether an exact-zero background is void (`--void-background`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoidBackground {
     /// Void when every image of the batch has an exact-zero border (skull-stripped slices, letterboxed
     /// frames); photographs keep every token.
@@ -83,6 +83,25 @@ pub enum VoidBackground {
     On,
     /// Every token is scored (MuSc's behaviour on photographs).
     Off,
+}
+
+impl VoidBackground {
+    /// The names `--void-background` takes.
+    pub const NAMES: [&'static str; 3] = ["auto", "on", "off"];
+}
+
+impl std::str::FromStr for VoidBackground {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(VoidBackground::Auto),
+            "on" => Ok(VoidBackground::On),
+            "off" => Ok(VoidBackground::Off),
+            other => Err(format!(
+                "unknown void background `{other}` (auto, on or off)"
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for VoidBackground {
@@ -1024,6 +1043,17 @@ fn overall_summary(
 mod tests {
     use super::*;
     use crate::backbone::fake::FakeEmbedder;
+
+    #[test]
+    fn void_background_names_round_trip() {
+        for name in VoidBackground::NAMES {
+            assert_eq!(name.parse::<VoidBackground>().unwrap().to_string(), name);
+        }
+        assert!("maybe"
+            .parse::<VoidBackground>()
+            .unwrap_err()
+            .contains("auto"));
+    }
 
     #[test]
     fn a_run_with_the_fake_backbone_returns_what_a_plot_needs() {

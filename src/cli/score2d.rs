@@ -54,8 +54,8 @@ pub struct Score2dArgs {
     /// outline on skull-stripped MRI slices makes normal images look like recurring anomalies
     /// (docs/score2d.md). auto: on when every image of the batch has an exact-zero border (a notice says
     /// so), off otherwise (photographs).
-    #[arg(long, value_enum, default_value_t = VoidBackground::Auto)]
-    pub void_background: VoidBackground,
+    #[arg(long, default_value = "auto", value_parser = VoidBackground::NAMES)]
+    pub void_background: String,
     #[command(flatten)]
     pub scoring: super::score::ScoringArgs,
     #[command(flatten)]
@@ -91,7 +91,10 @@ impl Score2dArgs {
             size: self.size,
             degrees: self.lnamd_degrees.clone(),
             rscin_windows: self.rscin_windows.clone(),
-            void_background: self.void_background,
+            void_background: self
+                .void_background
+                .parse()
+                .map_err(|e: String| crate::Error::bad_argument("--void-background", e))?,
             score,
             force: self.common.force,
             report: self.common.reporter(),

@@ -18,7 +18,7 @@ use std::time::Instant;
 use mri_ad::backbone::ort::{Device, OrtConfig, OrtEmbedder};
 use mri_ad::backbone::{fill_one, PATCH};
 use mri_ad::extract::{ExtractConfig, Shard};
-use mri_ad::io::cubes::NpyCubes;
+use mri_ad::pipeline::cubes::NpyCubes;
 use mri_ad::tokens::TokenizerConfig;
 use ndarray::{Array3, Array4, Axis};
 

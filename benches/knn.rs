@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use faer::{Accum, MatRef, Par};
-use mri_ad::io::tokens::read_batch;
+use mri_ad::formats::tokens::read_batch;
 use mri_ad::progress::Progress;
 use mri_ad::score::{score_batch, Method, ScoreConfig};
 use rayon::prelude::*;

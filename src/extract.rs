@@ -1,7 +1,7 @@
 //! `extract`: volumes in, token files out, never redoing work already done.
 //!
 //! * Input: a [`CubeSource`] (NIfTI volumes preprocessed on the fly, or preprocessed `<case>.npy` cubes;
-//!   see [`crate::io::cubes`]), the model, the tokenizer settings, an optional shard `i/N`.
+//!   see [`crate::pipeline::cubes`]), the model, the tokenizer settings, an optional shard `i/N`.
 //! * Output: `<case>.tokens.npz` (`tokens` f32 `[L, G³, 3d']`, `valid` bool `[G³]`, `grid` i64 `[3]`) and the
 //!   sidecar `<case>.tokens.json` per case of the shard, in the output folder.
 //!
@@ -37,12 +37,12 @@ use serde_json::{json, Value};
 
 use crate::backbone::ort::{Device, OrtConfig, OrtEmbedder};
 use crate::backbone::Embedder;
-use crate::io::cubes::{CaseInput, Cube, CubeSource};
-use crate::io::hash::sha256_file;
-use crate::io::tokens::{
+use crate::formats::hash::sha256_file;
+use crate::formats::tokens::{
     count_provider, mixed_providers_notice, sidecar_path, sidecar_provider, write_token_file,
     SIDECAR_SUFFIX, TOKEN_SUFFIX,
 };
+use crate::pipeline::cubes::{CaseInput, Cube, CubeSource};
 use crate::progress::Progress;
 use crate::tokens::{TokenizeStats, Tokenizer, TokenizerConfig};
 use crate::{Error, Result};
@@ -203,7 +203,7 @@ pub struct ExtractSummary {
     pub provider: Option<String>,
     /// How many of this shard's token files each execution provider made, reused files included (from their
     /// sidecars; `unrecorded` when a sidecar lacks the field). More than one entry: see
-    /// [`crate::io::tokens::mixed_providers_notice`]. Per shard: the shards of one job are not compared.
+    /// [`crate::formats::tokens::mixed_providers_notice`]. Per shard: the shards of one job are not compared.
     pub token_providers: BTreeMap<String, usize>,
     /// SHA-256 of the model file (part of every token file's cache key).
     pub model_sha256: String,
@@ -400,7 +400,7 @@ pub fn run_with(
     if let Some(path) = &cfg.save_projection {
         ensure(&mut backbone)?;
         let p = backbone.as_ref().expect("loaded").projection();
-        crate::io::atomic::write_with(path, |w| {
+        crate::formats::atomic::write_with(path, |w| {
             use ndarray_npy::WriteNpyExt;
             p.matrix.write_npy(w).map_err(|e| e.to_string())
         })?;
@@ -517,7 +517,7 @@ pub fn run_with(
             if let (Value::Object(s), Value::Object(x)) = (&mut side, extra) {
                 s.extend(x);
             }
-            crate::io::atomic::write_json(&sidecar_path(&npz), &side)?;
+            crate::formats::atomic::write_json(&sidecar_path(&npz), &side)?;
             cfg.report.say(format!(
                 "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
                 case.id,
@@ -553,7 +553,7 @@ pub fn run_with(
 mod tests {
     use super::*;
     use crate::backbone::fake::FakeEmbedder;
-    use crate::io::cubes::NpyCubes;
+    use crate::pipeline::cubes::NpyCubes;
     use ndarray::Array3;
     use ndarray_npy::write_npy;
     use std::sync::atomic::{AtomicUsize, Ordering};

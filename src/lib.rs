@@ -9,7 +9,7 @@
 //! ## Data flow
 //!
 //! ```text
-//! token files ──io::tokens──▶ TokenSet per case: tokens [L, M, D] f32, valid [M], grid (gz, gy, gx)
+//! token files ──formats::tokens──▶ TokenSet per case: tokens [L, M, D] f32, valid [M], grid (gz, gy, gx)
 //!   ──knn──▶ per view: distance of every token to its nearest token in every other case (+ which token)
 //!   ──score::codegraph──▶ suspicious links ▶ case graph ▶ Leiden-CPM ▶ outlier communities ▶ excluded tokens
 //!   ──score::msm──▶ final token scores [M] per case (top-k mean over the other cases, averaged over views)
@@ -29,7 +29,7 @@ pub mod cli;
 pub mod error;
 pub mod eval;
 pub mod extract;
-pub mod io;
+pub mod formats;
 pub mod knn;
 pub mod messages;
 pub mod parallel;

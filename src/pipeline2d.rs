@@ -2,7 +2,7 @@
 //! (MuSc or CoDeGraph) → maps at each image's resolution → RsCIN image scores → metrics → run folder.
 //!
 //! Input: a folder of images (plain, optionally with a mask folder, or the MVTec AD layout; see
-//! [`crate::io::images`]). Each class is one batch (ALGORITHM.md §8.2); a plain folder is one class.
+//! [`crate::formats::images`]). Each class is one batch (ALGORITHM.md §8.2); a plain folder is one class.
 //!
 //! Per image (ALGORITHM.md §2, §4.1, §7.1):
 //! 1. decode, resize to `S×S` with PIL's bilinear filter, ImageNet normalisation (grey replicated);
@@ -56,12 +56,13 @@ use serde_json::{json, Value};
 use crate::backbone::ort::{Device, OrtConfig, OrtEmbedder};
 use crate::backbone::{Embedder, PATCH};
 use crate::eval::pixel::PixelAccumulator;
-use crate::io::images::{self, Dataset, ImageClass};
-use crate::io::{atomic, hash, outdir};
+use crate::formats::images::{self, Dataset, ImageClass};
+use crate::formats::{atomic, hash};
 use crate::progress::Progress;
 use crate::report::{Score, ScoreRow};
 use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
 use crate::run::folder::{replaces_another_run, run_request, standard_outputs};
+use crate::run::outdir;
 use crate::run::outputs::run_settings;
 use crate::run::outputs::write_scoring_outputs;
 use crate::run::summary::{ImageLevel, ImageMetrics, Metrics, Summary, Timing};
@@ -200,6 +201,38 @@ impl Score2dConfig {
     }
 }
 
+/// An image resized to `size × size` with [`images::resize_bilinear`] and written, ImageNet-normalised,
+/// into `dst` `[3, size, size]` (grey replicated into the three channels).
+///
+/// Returns the background fraction of every `patch × patch` cell of the resized image (raster order):
+/// the share of its pixels that are exactly 0 in every channel (see [`images::background_fractions`]).
+fn fill_model_input(
+    image: &images::Image,
+    size: usize,
+    dst: ndarray::ArrayViewMut3<f32>,
+    patch: usize,
+) -> Vec<f64> {
+    match &image.pixels {
+        images::Pixels::Grey(g) => {
+            let r = images::resize_bilinear(g.view(), (size, size));
+            crate::backbone::fill_one(r.view(), dst);
+            images::background_fractions(r.view().insert_axis(Axis(0)), patch)
+        }
+        images::Pixels::Rgb(c) => {
+            let mut r = Array3::<f32>::zeros((3, size, size));
+            for ch in 0..3 {
+                r.index_axis_mut(Axis(0), ch)
+                    .assign(&images::resize_bilinear(
+                        c.index_axis(Axis(0), ch),
+                        (size, size),
+                    ));
+            }
+            crate::backbone::fill_rgb(r.view(), dst);
+            images::background_fractions(r.view(), patch)
+        }
+    }
+}
+
 /// One image's results.
 #[derive(Debug, Clone)]
 pub struct Case2d {
@@ -320,7 +353,7 @@ impl Inputs {
 }
 
 /// Discovers the images and checks everything that can be checked without the model: the output folder
-/// (the run-folder rules of [`crate::run::folder`], with the request of [`requests`]), at least 3 images
+/// (the run-folder rules of [`crate::run::folder`], with the request of `requests`), at least 3 images
 /// per class, RsCIN windows within the batch, every image header, every mask (readable, of its image's
 /// size).
 pub fn prepare(cfg: &Score2dConfig, model_sha256: &str) -> Result<Inputs> {
@@ -485,7 +518,12 @@ fn embed_class(
                     "the image's size changed while it was being read",
                 ));
             }
-            backgrounds.push(img.fill_model_input(s, px.index_axis_mut(Axis(0), b), PATCH));
+            backgrounds.push(fill_model_input(
+                &img,
+                s,
+                px.index_axis_mut(Axis(0), b),
+                PATCH,
+            ));
             all_framed &= img.has_zero_frame();
             formats.push(img.format);
         }

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mri_ad::io::nifti;
+use mri_ad::formats::nifti;
 use ndarray::Array3;
 
 /// A small brain-like volume (positive inside a box, zero outside).

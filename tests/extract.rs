@@ -368,7 +368,7 @@ fn bad_inputs_exit_2_naming_the_file_without_partial_output() {
 /// back with --nyul reproduce the same token files without recomputation.
 #[test]
 fn nifti_input_is_preprocessed_and_nyul_landmarks_are_in_the_cache_key() {
-    use mri_ad::io::nifti::{write_volume, Affine};
+    use mri_ad::formats::nifti::{write_volume, Affine};
     let dir = tempfile::tempdir().unwrap();
     let (input, out) = (dir.path().join("nii"), dir.path().join("out"));
     std::fs::create_dir_all(&input).unwrap();
@@ -426,7 +426,7 @@ fn nifti_input_is_preprocessed_and_nyul_landmarks_are_in_the_cache_key() {
 
 #[test]
 fn a_bad_nifti_volume_stops_extract_with_exit_2_naming_it() {
-    use mri_ad::io::nifti::write_volume;
+    use mri_ad::formats::nifti::write_volume;
     let dir = tempfile::tempdir().unwrap();
     let (input, out) = (dir.path().join("nii"), dir.path().join("out"));
     std::fs::create_dir_all(&input).unwrap();

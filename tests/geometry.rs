@@ -10,7 +10,7 @@
 
 mod common;
 
-use mri_ad::io::nifti::{self, apply_affine};
+use mri_ad::formats::nifti::{self, apply_affine};
 use mri_ad::volume::{CropMode, PreprocessConfig, Preprocessor};
 use ndarray::Array3;
 

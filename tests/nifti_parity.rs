@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use mri_ad::io::nifti;
+use mri_ad::formats::nifti;
 use ndarray_npy::WriteNpyExt;
 
 fn nifti_files(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use mri_ad::io::nifti;
+use mri_ad::formats::nifti;
 use mri_ad::volume::nyul::{self, NyulModel};
 use mri_ad::volume::{CropMode, PreprocessConfig, Preprocessor};
 use ndarray::Array3;

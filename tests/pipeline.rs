@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use mri_ad::io::nifti::{read_volume, write_volume, Affine};
+use mri_ad::formats::nifti::{read_volume, write_volume, Affine};
 
 fn read_npy_f32(path: &Path) -> Vec<f32> {
     let file = std::fs::File::open(path).unwrap();
@@ -753,7 +753,7 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     )
     .unwrap();
     refused(&base, &["l/q1.nii.gz", "voxel grid", "q/q1.nii.gz"]);
-    let plain = mri_ad::io::nifti::read_volume(&root.join("l/q0.nii.gz")).unwrap();
+    let plain = mri_ad::formats::nifti::read_volume(&root.join("l/q0.nii.gz")).unwrap();
     write_volume(&root.join("l/q1.nii"), &plain.data, &AFFINE).unwrap();
     std::fs::remove_file(root.join("l/q1.nii.gz")).unwrap();
     let bytes = std::fs::read(root.join("l/q1.nii")).unwrap();

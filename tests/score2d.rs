@@ -207,7 +207,7 @@ fn plain_folder_with_masks_writes_the_run_folder() {
 
 #[test]
 fn pixel_formats_decode_like_pillow_and_rscin_uses_the_cls_embeddings() {
-    use mri_ad::io::images::{read_image, Pixels};
+    use mri_ad::formats::images::{read_image, Pixels};
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("formats");
     make("formats", &images);
@@ -283,7 +283,7 @@ fn pixel_formats_decode_like_pillow_and_rscin_uses_the_cls_embeddings() {
 
 #[test]
 fn resizing_matches_pillow_bilinear() {
-    use mri_ad::io::images::resize_bilinear;
+    use mri_ad::formats::images::resize_bilinear;
     let dir = tempfile::tempdir().unwrap();
     let src = Array2::from_shape_fn((37, 53), |(y, x)| {
         ((y * 31 + x * 17) % 23) as f32 / 23.0 + 0.01 * y as f32

@@ -307,7 +307,7 @@ fn token_files_from_several_providers_are_reported() {
             "--kind", "clean", "--n", "6", "--grid", "4", "4", "4", "--seed", "1",
         ],
     );
-    let cases: Vec<String> = mri_ad::io::tokens::discover(&tokens)
+    let cases: Vec<String> = mri_ad::formats::tokens::discover(&tokens)
         .unwrap()
         .into_iter()
         .map(|(case, _)| case)

@@ -479,7 +479,7 @@ fn world_resampling_matches_an_independent_scipy_implementation() {
         .filter(|(i, _)| [0, 5, 6, 7, 8].contains(i))
     {
         let p = pre
-            .prepare(&mri_ad::io::nifti::read_volume(path).unwrap(), None)
+            .prepare(&mri_ad::formats::nifti::read_volume(path).unwrap(), None)
             .unwrap();
         let npy = work.path().join(format!("cube{i}.npy"));
         ndarray_npy::write_npy(&npy, &p.cube).unwrap();
@@ -493,7 +493,7 @@ fn world_resampling_matches_an_independent_scipy_implementation() {
         if let Some((_, label)) = labels.iter().find(|(j, _)| *j == i) {
             let cube = p
                 .transform
-                .labels_to_cube(&mri_ad::io::nifti::read_volume(label).unwrap())
+                .labels_to_cube(&mri_ad::formats::nifti::read_volume(label).unwrap())
                 .unwrap();
             let npy = work.path().join(format!("labels{i}.npy"));
             ndarray_npy::write_npy(&npy, &cube).unwrap();

@@ -14,8 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::io::discover::{self, Discovered};
-use crate::io::nifti::{self, Volume};
+use crate::formats::nifti::{self, Volume};
+use crate::pipeline::discover::{self, Discovered};
 use crate::volume::space::{self, Fit, Membership, Survey};
 use crate::volume::{PreprocessConfig, Preprocessor, GRID_TOLERANCE_MM};
 use crate::{Error, Result};
@@ -205,7 +205,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
                     .filter_map(|e| e.ok())
                     .all(|e| e.file_name() == "check.json")
             });
-            crate::io::outdir::prepare(out, args.common.force || only_check_json)?;
+            crate::run::outdir::prepare(out, args.common.force || only_check_json)?;
         }
     }
     let quiet = args.common.quiet;
@@ -433,12 +433,12 @@ pub fn run(args: CheckArgs) -> Result<()> {
         println!("no problems found ({} cases)", reports.len());
     }
     if let Some(out) = &args.out {
-        crate::io::outdir::prepare(out, args.common.force)?;
+        crate::run::outdir::prepare(out, args.common.force)?;
         let inventory = serde_json::json!({
             "cases": reports,
             "batch_space": plan.as_ref().and_then(|p| p.space.as_ref()),
         });
-        crate::io::atomic::write_json(&out.join("check.json"), &inventory)?;
+        crate::formats::atomic::write_json(&out.join("check.json"), &inventory)?;
     }
     Ok(())
 }

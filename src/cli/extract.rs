@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use crate::extract::{ExtractConfig, Shard};
-use crate::io::cubes::{holds_npy_cubes, NiftiCubes, NpyCubes};
+use crate::pipeline::cubes::{holds_npy_cubes, NiftiCubes, NpyCubes};
 use crate::progress::Progress;
 use crate::volume::nyul::NyulModel;
 use crate::{Error, Result};

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use ndarray::Array3;
 use serde_json::{json, Value};
 
+use super::discover;
 use super::PipelineConfig;
-use crate::io::cubes::CaseInput;
-use crate::io::{absolute, discover, nifti};
+use crate::formats::{absolute, nifti};
 use crate::messages::first_few;
 use crate::parallel::map_in_order;
+use crate::pipeline::cubes::CaseInput;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
@@ -187,7 +188,7 @@ pub(super) fn find_cases(
 /// The hint for a query case without a label map when `--labels` names the image folder itself and no
 /// case paired there (the BraTS layout keeps labels next to the images, so pairs there are fine).
 pub fn labels_folder_hint(labels: &Path, images: &Path, nothing_paired: bool) -> &'static str {
-    if nothing_paired && crate::io::absolute(labels) == crate::io::absolute(images) {
+    if nothing_paired && crate::formats::absolute(labels) == crate::formats::absolute(images) {
         "; --labels names the --query folder itself: give the folder of the label maps"
     } else {
         ""

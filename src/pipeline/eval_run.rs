@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::cases::find_cases;
 use super::maps::{input_voxels, map_workers, maps_and_metrics, MapsJob, Workers};
-use crate::io::{absolute, atomic, nifti};
+use crate::formats::{absolute, atomic, nifti};
 use crate::progress::Progress;
 use crate::run::folder::RUN_MARKER;
 use crate::run::summary::Summary;

@@ -11,10 +11,11 @@ use ndarray::Array3;
 use serde_json::{json, Value};
 
 use super::cases::{lesion_cube, BatchCase};
-use crate::io::{nifti, outdir};
+use crate::formats::nifti;
 use crate::parallel::map_in_order;
 use crate::progress::Progress;
 use crate::report;
+use crate::run::outdir;
 use crate::run::summary::{Metrics, VolumeMetrics};
 use crate::volume::Preprocessor;
 use crate::{eval, Error, Result};

@@ -10,7 +10,7 @@
 //!
 //! Traps:
 //! * Every case of both folders is in the one batch (leave-one-out); case ids must be unique across them.
-//!   With `--masks`, every case has a brain mask ([`crate::io::discover::pair_masks`]), which replaces `voxel > 0`
+//!   With `--masks`, every case has a brain mask ([`crate::pipeline::discover::pair_masks`]), which replaces `voxel > 0`
 //!   in every stage (crop, Nyúl, tokens, maps) and whose SHA-256 joins the request and the token cache key.
 //! * Volumes on other grids than the batch's frame are resampled into its world space
 //!   ([`crate::volume::space`]); summary.json records the space, and `eval` rebuilds it from there (runs
@@ -47,14 +47,15 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::extract::ExtractConfig;
-use crate::io::cubes::NiftiCubes;
-use crate::io::{absolute, outdir, tokens};
+use crate::formats::{absolute, tokens};
 use crate::messages::first_few;
+use crate::pipeline::cubes::NiftiCubes;
 use crate::progress::Progress;
 use crate::report;
 use crate::run::folder::standard_outputs;
 use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
 use crate::run::folder::{replaces_another_run, run_request};
+use crate::run::outdir;
 use crate::run::outputs::{run_settings, write_config_toml, write_scoring_outputs};
 use crate::run::summary::{Summary, Timing};
 use crate::score::{score_batch, ScoreConfig};
@@ -63,6 +64,8 @@ use crate::volume::{PreprocessConfig, Preprocessor, VolumeFiles};
 use crate::{eval, Error, Result, TokenSet};
 
 mod cases;
+pub mod cubes;
+pub mod discover;
 mod eval_run;
 mod maps;
 pub mod scored_tokens;
@@ -129,7 +132,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     // file settings go by content: the model's digest (also the token cache's key) and the landmarks.
     cfg.extract.validate()?;
     crate::extract::check_model_file(&cfg.extract.model)?;
-    let model_sha256 = crate::io::hash::sha256_file(&cfg.extract.model).map_err(|e| {
+    let model_sha256 = crate::formats::hash::sha256_file(&cfg.extract.model).map_err(|e| {
         Error::bad_argument(
             "--model",
             format!("{}: cannot be read: {e}", cfg.extract.model.display()),
@@ -140,7 +143,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     settings.insert("model".into(), format!("sha256:{model_sha256}").into());
     if let Some(nyul) = &given_nyul {
         let landmarks = serde_json::to_vec(nyul).map_err(Error::internal)?;
-        let digest = crate::io::hash::sha256_bytes(&landmarks);
+        let digest = crate::formats::hash::sha256_bytes(&landmarks);
         settings.insert("nyul".into(), format!("landmarks sha256:{digest}").into());
     }
     let files: Vec<&Path> = cases.iter().flat_map(BatchCase::files).collect();
@@ -420,6 +423,6 @@ fn crop_summary(
 }
 
 fn source_preprocessing(source: &NiftiCubes) -> Value {
-    use crate::io::cubes::CubeSource;
+    use crate::pipeline::cubes::CubeSource;
     source.preprocessing()
 }

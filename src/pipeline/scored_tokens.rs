@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::io::tokens;
+use crate::formats::tokens;
 use crate::progress::Progress;
 use crate::run::summary::{Summary, Timing};
 use crate::score::{score_batch, ScoreConfig};
@@ -116,7 +116,7 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let excluded_total = scoring.excluded_tokens;
     let mut summary = Summary::new("score --tokens", names.len());
     summary
-        .detail("tokens", crate::io::absolute(&cfg.tokens))
+        .detail("tokens", crate::formats::absolute(&cfg.tokens))
         .detail("views", n_views)
         .detail("positions", n_positions)
         .detail("grid", grid)

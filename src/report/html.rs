@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::ScoreRow;
-use crate::io::atomic;
+use crate::formats::atomic;
 use crate::run::summary::{Metrics, Summary};
 use crate::Result;
 

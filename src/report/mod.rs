@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::io::{atomic, outdir};
+use crate::formats::atomic;
+use crate::run::outdir;
 use crate::score::codegraph::GraphReport;
 use crate::score::{ScoreResult, Subset};
 use crate::Result;

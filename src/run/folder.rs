@@ -20,7 +20,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::io::{absolute, atomic, outdir};
+use super::outdir;
+use crate::formats::{absolute, atomic};
 use crate::messages::first_few;
 use crate::parallel::map_in_order;
 use crate::{Error, Result};
@@ -68,7 +69,7 @@ pub fn run_request(inputs: Value, settings: &toml::Table) -> Value {
 pub fn hash_files(paths: &[&Path]) -> Result<Vec<String>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     map_in_order(workers, paths, &|| {}, &|_, p| {
-        crate::io::hash::sha256_file(p)
+        crate::formats::hash::sha256_file(p)
     })
 }
 
@@ -240,7 +241,7 @@ pub fn check_inputs_outside_outputs(out: &Path, inputs: &[&Path]) -> Result<()> 
 
 /// Creates or reuses the run folder for `request` (see the module doc): a folder holding the finished
 /// results of another request needs `force` ([`replaces_another_run`]), and then loses those results (not
-/// its token cache; [`outputs_to_remove`]) before this run writes anything, so that no file of the other
+/// its token cache; `outputs_to_remove`) before this run writes anything, so that no file of the other
 /// run is left to pass as one of this run's. The marker records `outputs`, the entries this run writes
 /// (with [`RUN_OUTPUTS`] the default), for the run that may replace it. The caller has checked everything
 /// it can before this point: a mistake must not cost the earlier results.

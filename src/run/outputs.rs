@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::summary::{DistanceKernel, ScoringSummary, VoidTokens};
-use crate::io::atomic;
+use crate::formats::atomic;
 use crate::report;
 use crate::score::{ScoreConfig, ScoreResult};
 use crate::{Error, Result};

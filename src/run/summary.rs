@@ -287,7 +287,7 @@ impl Summary {
 
     /// Writes `<out>/summary.json` atomically.
     pub fn write(&self, out: &Path) -> Result<()> {
-        crate::io::atomic::write_json(&out.join(SUMMARY_FILE), self)
+        crate::formats::atomic::write_json(&out.join(SUMMARY_FILE), self)
     }
 
     /// Reads a run folder's `summary.json`.

@@ -11,13 +11,13 @@
 //! | Nyúl standardisation | [`nyul`] | learned on the healthy set | (maps need none) |
 //! | scaling to `[0, 1]`, background 0 | [`scale`] | | |
 //!
-//! **Arrays.** Native arrays are indexed `[k][j][i]` like [`crate::io::nifti::Volume::data`]; canonical and
+//! **Arrays.** Native arrays are indexed `[k][j][i]` like [`crate::formats::nifti::Volume::data`]; canonical and
 //! cube arrays `[z][y][x]` (z: inferior→superior, y: posterior→anterior, x: left→right; ALGORITHM.md §3.2
 //! step 3). Affines always take `(i, j, k)` / `(x, y, z)`, i.e. the reverse of the array index order.
 //!
 //! **Use** (what `score` does):
 //! ```no_run
-//! use mri_ad::io::nifti::{read_volume, write_map_like};
+//! use mri_ad::formats::nifti::{read_volume, write_map_like};
 //! use mri_ad::volume::{Preprocessor, PreprocessConfig, nyul::{self, NyulModel}};
 //! # fn main() -> mri_ad::Result<()> {
 //! let pre = Preprocessor::new(PreprocessConfig::default())?;
@@ -44,7 +44,7 @@ use std::path::Path;
 
 use ndarray::Array3;
 
-use crate::io::nifti::{self, Affine, Volume};
+use crate::formats::nifti::{self, Affine, Volume};
 use crate::{Error, Result};
 use crop::CropBox;
 use orient::Orientation;

@@ -133,7 +133,7 @@ impl NyulModel {
 
     /// Saves the model as JSON (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::io::atomic::write_json(path, self)
+        crate::formats::atomic::write_json(path, self)
     }
 
     /// Loads a model saved by [`Self::save`], checking it is usable.

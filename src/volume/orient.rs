@@ -1,6 +1,6 @@
 //! Canonical orientation: permute and flip a native volume so that its voxel axes run along RAS+.
 //!
-//! **Input.** A native array indexed `[k][j][i]` (as read by [`crate::io::nifti`]) and its affine
+//! **Input.** A native array indexed `[k][j][i]` (as read by [`crate::formats::nifti`]) and its affine
 //! (voxel `(i, j, k)` → world RAS+ mm).
 //!
 //! **Output.** A canonical array indexed `[z][y][x]` (ALGORITHM.md §3.2 step 3): `x` runs left→Right
@@ -17,7 +17,7 @@
 
 use ndarray::Array3;
 
-use crate::io::nifti::{matmul, Affine};
+use crate::formats::nifti::{matmul, Affine};
 
 /// How native voxel axes map onto canonical RAS+ axes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -33,7 +33,7 @@ pub struct Orientation {
 impl Orientation {
     /// The orientation of a grid with this affine and size `(nx, ny, nz)`.
     pub fn of(affine: &Affine, native_size: [usize; 3]) -> Self {
-        let norms = crate::io::nifti::spacing_of(affine);
+        let norms = crate::formats::nifti::spacing_of(affine);
         let mut used_world = [false; 3];
         let mut used_voxel = [false; 3];
         let mut source_axis = [0; 3];
@@ -125,7 +125,7 @@ impl Orientation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::nifti::{apply_affine, orientation_code};
+    use crate::formats::nifti::{apply_affine, orientation_code};
 
     fn axes(code: &str, zooms: [f64; 3]) -> Affine {
         let mut a = [[0.0; 4]; 4];

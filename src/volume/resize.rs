@@ -29,7 +29,7 @@ use ndarray::Array3;
 use rayon::prelude::*;
 
 use super::crop::CropBox;
-use crate::io::nifti::{apply_affine, matmul, Affine};
+use crate::formats::nifti::{apply_affine, matmul, Affine};
 
 /// The placement of the `S³` cube in canonical voxel coordinates.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

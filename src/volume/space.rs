@@ -37,7 +37,7 @@ use std::path::PathBuf;
 
 use super::crop::CropBox;
 use super::resize::Placement;
-use crate::io::nifti::{self, invert_affine, matmul, Affine};
+use crate::formats::nifti::{self, invert_affine, matmul, Affine};
 
 /// Largest rotation (degrees) between a volume's canonical axes and the frame's within one space.
 pub const MAX_ROTATION_DEG: f64 = 5.0;

@@ -28,7 +28,7 @@ use plotters::coord::combinators::{BindKeyPoints, LogCoord, WithKeyPoints};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::io::atomic;
+use crate::formats::atomic;
 use crate::score::scaling::ScalingCurve;
 use crate::{Error, Result};
 

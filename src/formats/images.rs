@@ -30,9 +30,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 
-use crate::backbone::{fill_one, fill_rgb};
 use crate::{Error, Result};
 
 /// File extensions (lower case) recognised as images.
@@ -61,30 +60,6 @@ impl Image {
         match &self.pixels {
             Pixels::Grey(g) => g.dim(),
             Pixels::Rgb(c) => (c.dim().1, c.dim().2),
-        }
-    }
-
-    /// Resized to `size × size` with [`resize_bilinear`] and written, ImageNet-normalised, into `dst`
-    /// `[3, size, size]` (grey replicated into the three channels).
-    ///
-    /// Returns the background fraction of every `patch × patch` cell of the resized image (raster order):
-    /// the share of its pixels that are exactly 0 in every channel (see [`background_fractions`]).
-    pub fn fill_model_input(&self, size: usize, dst: ArrayViewMut3<f32>, patch: usize) -> Vec<f64> {
-        match &self.pixels {
-            Pixels::Grey(g) => {
-                let r = resize_bilinear(g.view(), (size, size));
-                fill_one(r.view(), dst);
-                background_fractions(r.view().insert_axis(Axis(0)), patch)
-            }
-            Pixels::Rgb(c) => {
-                let mut r = Array3::<f32>::zeros((3, size, size));
-                for ch in 0..3 {
-                    r.index_axis_mut(Axis(0), ch)
-                        .assign(&resize_bilinear(c.index_axis(Axis(0), ch), (size, size)));
-                }
-                fill_rgb(r.view(), dst);
-                background_fractions(r.view(), patch)
-            }
         }
     }
 

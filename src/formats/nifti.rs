@@ -29,7 +29,7 @@
 //!
 //! **Traps.** Scaling is applied in `f64`, then stored as `f32` (relative error ≤ 6e-8). A `scl_slope` of 0
 //! or non-finite means "no scaling" (as in the standard and nibabel). Inputs are opened read-only; outputs
-//! are written to a temporary name and renamed ([`crate::io::atomic`]).
+//! are written to a temporary name and renamed ([`crate::formats::atomic`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

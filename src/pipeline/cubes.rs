@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array3;
 use ndarray_npy::ReadNpyExt;
 
-use crate::io::discover;
+use crate::pipeline::discover;
 use crate::progress::Progress;
 use crate::volume::nyul::NyulModel;
 use crate::volume::{PreprocessConfig, Preprocessor};
@@ -117,7 +117,7 @@ impl CubeSource for NpyCubes {
             if name.starts_with('.') {
                 continue;
             }
-            if let Some(id) = super::case_id(&name, &[".npy"]) {
+            if let Some(id) = crate::formats::case_id(&name, &[".npy"]) {
                 cases.push(CaseInput::new(id, entry.path()));
             }
         }

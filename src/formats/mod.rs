@@ -1,16 +1,14 @@
-//! Reading inputs and writing outputs: token files, `.npy` arrays, output folders.
+//! The file formats, the bottom layer: NIfTI volumes ([`nifti`]), 2D images ([`images`]), token files
+//! ([`tokens`]), atomic writes ([`atomic`]), SHA-256 ([`hash`]). It depends on no pipeline stage.
 //!
 //! Traps: every output file is written to a temporary name in the same folder and renamed into place, so
 //! a crash or a bad input never leaves a half-written file; input files are opened read-only and never
 //! modified.
 
 pub mod atomic;
-pub mod cubes;
-pub mod discover;
 pub mod hash;
 pub mod images;
 pub mod nifti;
-pub mod outdir;
 pub mod tokens;
 
 /// A path made absolute (links resolved) when it exists, else as given: run folders record absolute paths,

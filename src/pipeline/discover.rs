@@ -154,7 +154,7 @@ fn list_files(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn looks_like_nifti(rel: &str) -> bool {
-    super::nifti::NIFTI_SUFFIXES
+    crate::formats::nifti::NIFTI_SUFFIXES
         .iter()
         .any(|s| rel.ends_with(s))
 }
@@ -282,7 +282,7 @@ pub fn unpaired_files(
         .values()
         .map(PathBuf::as_path)
         .chain(images.iter().copied())
-        .map(super::absolute)
+        .map(crate::formats::absolute)
         .collect();
     Ok(list_files(dir)?
         .into_iter()
@@ -293,7 +293,7 @@ pub fn unpaired_files(
                 .any(|id| !of_a_case(&id))
         })
         .map(|f| dir.join(f))
-        .filter(|p| !known.contains(&super::absolute(p)))
+        .filter(|p| !known.contains(&crate::formats::absolute(p)))
         .collect())
 }
 

@@ -64,7 +64,7 @@ use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_f
 use crate::run::folder::{replaces_another_run, run_request, standard_outputs};
 use crate::run::outdir;
 use crate::run::outputs::run_settings;
-use crate::run::outputs::write_scoring_outputs;
+use crate::run::outputs::BatchOutputs;
 use crate::run::summary::{ImageLevel, ImageMetrics, Metrics, Summary, Timing};
 use crate::score::codegraph::GraphReport;
 use crate::score::{score_batch, ScoreConfig, ScoreResult};
@@ -723,14 +723,20 @@ pub fn run_with(
                 void_tokens: void_tokens[a],
             })
             .collect();
-        let names: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
-        let scoring = write_scoring_outputs(&out, &names, &result, &score_cfg, dim)?;
-        crate::run::outputs::write_config_toml(&out, &score_cfg, &toml::Table::new())?;
         let rows: Vec<ScoreRow> = cases.iter().map(|c| c.row(None)).collect();
-        crate::report::write_scores_csv(&out.join("scores.csv"), &rows)?;
+        let outputs = BatchOutputs {
+            out: &out,
+            rows: &rows,
+            result: &result,
+            score: &score_cfg,
+            config_extra: &toml::Table::new(),
+            dim,
+            plots: true,
+        };
+        let written = outputs.write()?;
         let grid = (cfg.size / PATCH, cfg.size / PATCH);
         write_maps_and_overlays(&out, &cases, &result, grid, &progress)?;
-        let write_seconds = t.elapsed().as_secs_f64();
+        let maps_seconds = t.elapsed().as_secs_f64();
         let mut summary = Summary::new("score2d", cases.len());
         summary
             .detail("images", &cfg.images)
@@ -772,7 +778,7 @@ pub fn run_with(
             .detail("views", view_names(cfg))
             .detail("rscin_windows", &cfg.rscin_windows)
             .detail("maps", "token scores upsampled bilinearly (align corners) to each image's size; raw image score = map maximum; score = RsCIN");
-        summary.scoring = Some(scoring);
+        summary.scoring = Some(written.scoring);
         summary.metrics = evaluated.metrics.map(|m| Metrics::Images(Box::new(m)));
         summary.timings = vec![
             Timing::new("check inputs", check_seconds),
@@ -788,20 +794,17 @@ pub fn run_with(
         summary
             .timings
             .push(Timing::new("maps, RsCIN and metrics", secs[2]));
-        summary
-            .timings
-            .push(Timing::new("write outputs", write_seconds));
+        summary.timings.extend(written.timings);
+        summary.timings.push(Timing::new(
+            "write outputs, maps and overlays (all of it)",
+            maps_seconds,
+        ));
         summary.total_seconds = started.elapsed().as_secs_f64();
-        summary.write(&out)?;
-        // The batch plots (ROC with labels, histograms, similarity scaling, graph) and index.html.
-        let plots = crate::report::write_batch_plots(&out, &rows, &result)?;
         let links = crate::report::html::IndexLinks {
-            plots,
-            qc: false,
-            maps: false,
-            masks: false,
+            plots: written.plots,
+            ..Default::default()
         };
-        crate::report::html::write_index(&out, &rows, &summary, &links)?;
+        outputs.finish(&summary, &links)?;
         classes.push(Class2d {
             name: class.name.clone(),
             out,

@@ -56,7 +56,7 @@ use crate::run::folder::standard_outputs;
 use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_folder};
 use crate::run::folder::{replaces_another_run, run_request};
 use crate::run::outdir;
-use crate::run::outputs::{run_settings, write_config_toml, write_scoring_outputs};
+use crate::run::outputs::{run_settings, BatchOutputs};
 use crate::run::summary::{Summary, Timing};
 use crate::score::{score_batch, ScoreConfig};
 use crate::volume::nyul::NyulModel;
@@ -315,19 +315,18 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
 
     let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
     let groups: Vec<String> = cases.iter().map(|c| c.group.to_string()).collect();
-    let t = Instant::now();
-    let scoring = write_scoring_outputs(&cfg.out, &names, &result, &cfg.score, dim)?;
     let rows = report::score_rows(&names, &groups, &evaluation.case_labels, &result);
-    report::write_scores_csv(&cfg.out.join("scores.csv"), &rows)?;
-    write_config_toml(&cfg.out, &cfg.score, &cfg.config_extra)?;
-    stage(&mut timings, "write outputs", t);
-    let t = Instant::now();
-    let plots = if cfg.plots {
-        report::write_batch_plots(&cfg.out, &rows, &result)?
-    } else {
-        Vec::new()
+    let outputs = BatchOutputs {
+        out: &cfg.out,
+        rows: &rows,
+        result: &result,
+        score: &cfg.score,
+        config_extra: &cfg.config_extra,
+        dim,
+        plots: cfg.plots,
     };
-    stage(&mut timings, "plots: batch", t);
+    let written = outputs.write()?;
+    timings.extend(written.timings);
     let mut summary = Summary::new("score --healthy/--query", names.len());
     summary
         .detail("healthy", cfg.healthy.as_deref().map(absolute))
@@ -354,18 +353,17 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         .detail("preprocessing", source_preprocessing(&source))
         .detail("backbone", backbone_summary(cfg, &extracted))
         .detail("masks", evaluation.masks_note);
-    summary.scoring = Some(scoring);
+    summary.scoring = Some(written.scoring);
     summary.metrics = evaluation.metrics;
     summary.timings = timings;
     summary.total_seconds = started.elapsed().as_secs_f64();
-    summary.write(&cfg.out)?;
     let links = report::html::IndexLinks {
-        plots,
+        plots: written.plots,
         qc: cfg.plots,
         maps: true,
         masks: cfg.labels.is_some(),
     };
-    report::html::write_index(&cfg.out, &rows, &summary, &links)?;
+    outputs.finish(&summary, &links)?;
     say(format!(
         "done in {:.1} s; wrote {} (scores.csv, maps/, summary.json, index.html)",
         started.elapsed().as_secs_f64(),

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::formats::tokens;
 use crate::progress::Progress;
+use crate::run::outputs::BatchOutputs;
 use crate::run::summary::{Summary, Timing};
 use crate::score::{score_batch, ScoreConfig};
 use crate::{Error, Result};
@@ -98,22 +99,18 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let result = score_batch(&sets, &cfg.score, &progress)?;
     drop(sets);
 
-    let t = Instant::now();
-    let labels = vec![None; names.len()];
-    let scoring =
-        crate::run::outputs::write_scoring_outputs(&cfg.out, &names, &result, &cfg.score, dim)?;
-    let rows = crate::report::score_rows(&names, &groups, &labels, &result);
-    crate::report::write_scores_csv(&cfg.out.join("scores.csv"), &rows)?;
-    crate::run::outputs::write_config_toml(&cfg.out, &cfg.score, &toml::Table::new())?;
-    let write_seconds = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let plots = if !cfg.plots {
-        Vec::new()
-    } else {
-        crate::report::write_batch_plots(&cfg.out, &rows, &result)?
+    let rows = crate::report::score_rows(&names, &groups, &vec![None; names.len()], &result);
+    let outputs = BatchOutputs {
+        out: &cfg.out,
+        rows: &rows,
+        result: &result,
+        score: &cfg.score,
+        config_extra: &toml::Table::new(),
+        dim,
+        plots: cfg.plots,
     };
-    let plot_seconds = t.elapsed().as_secs_f64();
-    let excluded_total = scoring.excluded_tokens;
+    let written = outputs.write()?;
+    let excluded_total = written.scoring.excluded_tokens;
     let mut summary = Summary::new("score --tokens", names.len());
     summary
         .detail("tokens", crate::formats::absolute(&cfg.tokens))
@@ -122,7 +119,7 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
         .detail("grid", grid)
         .detail("dim", dim)
         .detail("token_providers", &providers);
-    summary.scoring = Some(scoring);
+    summary.scoring = Some(written.scoring);
     summary
         .timings
         .push(Timing::new("read tokens", read_seconds));
@@ -132,19 +129,13 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
             .iter()
             .map(|t| Timing::new(t.stage.clone(), t.seconds)),
     );
-    summary
-        .timings
-        .push(Timing::new("write outputs", write_seconds));
-    summary
-        .timings
-        .push(Timing::new("plots: batch", plot_seconds));
+    summary.timings.extend(written.timings);
     summary.total_seconds = started.elapsed().as_secs_f64();
-    summary.write(&cfg.out)?;
     let links = crate::report::html::IndexLinks {
-        plots,
+        plots: written.plots,
         ..Default::default()
     };
-    crate::report::html::write_index(&cfg.out, &rows, &summary, &links)?;
+    outputs.finish(&summary, &links)?;
     say(format!(
         "done in {:.1} s: {} cases, {} tokens excluded; wrote {}",
         started.elapsed().as_secs_f64(),

@@ -1,14 +1,15 @@
-//! The outputs every run kind writes: `token_scores/<case>.npy`, `graph.json` (CoDeGraph) and
-//! `config.toml` (the effective settings, itself a `--config` file), with the scoring part of
-//! `summary.json`.
+//! The outputs every run kind writes: `token_scores/<case>.npy`, `graph.json` (CoDeGraph),
+//! `scores.csv`, `config.toml` (the effective settings, itself a `--config` file), the batch plots,
+//! `summary.json` and `index.html` ([`BatchOutputs`]), with the scoring part of `summary.json`.
 
 use std::path::Path;
+use std::time::Instant;
 
 use serde_json::json;
 
-use super::summary::{DistanceKernel, ScoringSummary, VoidTokens};
+use super::summary::{DistanceKernel, ScoringSummary, Summary, Timing, VoidTokens};
 use crate::formats::atomic;
-use crate::report;
+use crate::report::{self, ScoreRow};
 use crate::score::{ScoreConfig, ScoreResult};
 use crate::{Error, Result};
 
@@ -90,4 +91,60 @@ pub fn write_scoring_outputs(
         memory_estimate_mib: result.memory_estimate as f64 / 1048576.0,
         similarity_scaling: result.scaling.to_json(),
     })
+}
+
+/// What every run kind writes once its batch is scored, in one place ([`BatchOutputs::write`]):
+/// `token_scores/`, `graph.json` (CoDeGraph), `scores.csv`, `config.toml` and the batch plots; and, once
+/// the caller has completed the summary, `summary.json` and `index.html` ([`BatchOutputs::finish`]).
+pub struct BatchOutputs<'a> {
+    pub out: &'a Path,
+    /// The rows of `scores.csv`, one per case in batch order.
+    pub rows: &'a [ScoreRow],
+    pub result: &'a ScoreResult,
+    pub score: &'a ScoreConfig,
+    /// More keys for `config.toml` (the volume settings of `score` on volumes).
+    pub config_extra: &'a toml::Table,
+    /// The tokens' width (for the kernel's GFLOP/s).
+    pub dim: usize,
+    /// Draw the batch plots (false: `--no-plots`).
+    pub plots: bool,
+}
+
+/// What [`BatchOutputs::write`] wrote.
+pub struct Written {
+    pub scoring: ScoringSummary,
+    /// The plots, `(path relative to the run folder, caption)`.
+    pub plots: Vec<(String, String)>,
+    /// "write outputs" and "plots: batch".
+    pub timings: Vec<Timing>,
+}
+
+impl BatchOutputs<'_> {
+    /// Writes the scoring outputs, `scores.csv`, `config.toml` and the plots.
+    pub fn write(&self) -> Result<Written> {
+        let t = Instant::now();
+        let names: Vec<String> = self.rows.iter().map(|r| r.case.clone()).collect();
+        let scoring = write_scoring_outputs(self.out, &names, self.result, self.score, self.dim)?;
+        report::write_scores_csv(&self.out.join("scores.csv"), self.rows)?;
+        write_config_toml(self.out, self.score, self.config_extra)?;
+        let mut timings = vec![Timing::new("write outputs", t.elapsed().as_secs_f64())];
+        let t = Instant::now();
+        let plots = if self.plots {
+            report::write_batch_plots(self.out, self.rows, self.result)?
+        } else {
+            Vec::new()
+        };
+        timings.push(Timing::new("plots: batch", t.elapsed().as_secs_f64()));
+        Ok(Written {
+            scoring,
+            plots,
+            timings,
+        })
+    }
+
+    /// Writes `summary.json` and `index.html` (linking `links`).
+    pub fn finish(&self, summary: &Summary, links: &report::html::IndexLinks) -> Result<()> {
+        summary.write(self.out)?;
+        report::html::write_index(self.out, self.rows, summary, links)
+    }
 }

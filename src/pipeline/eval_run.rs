@@ -4,12 +4,12 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::cases::find_cases;
+use super::cases::{find_cases, BatchCase};
 use super::maps::{input_voxels, map_workers, maps_and_metrics, MapsJob, Workers};
 use crate::formats::{absolute, atomic, nifti};
 use crate::progress::Progress;
 use crate::run::folder::RUN_MARKER;
-use crate::run::summary::Summary;
+use crate::run::summary::{Summary, VolumeRun};
 use crate::volume::space::BatchSpace;
 use crate::volume::{canonical_grid, CropMode, PreprocessConfig, Preprocessor};
 use crate::{eval, Error, Result};
@@ -45,7 +45,7 @@ pub fn evaluate_run(
             format!("not a run folder of `mri-ad score --query`: {e}"),
         )
     })?;
-    let (size, margin) = (recorded.backbone.size, recorded.margin);
+    let size = recorded.backbone.size;
     let (query, healthy) = (recorded.query.as_path(), recorded.healthy.clone());
     for (flag, dir) in [("--query", Some(query)), ("--healthy", healthy.as_deref())] {
         let Some(dir) = dir else { continue };
@@ -73,52 +73,8 @@ pub fn evaluate_run(
         recorded.brain_masks.as_deref(),
     )?
     .cases;
-    let mut scores = Vec::with_capacity(cases.len());
-    for c in &cases {
-        let path = run.join("token_scores").join(format!("{}.npy", c.input.id));
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let s: ndarray::Array1<f32> = ndarray_npy::ReadNpyExt::read_npy(file).map_err(|e| {
-            Error::bad_input(&path, format!("not a float32 token-score vector: {e}"))
-        })?;
-        scores.push(s.to_vec());
-    }
-    let m = scores[0].len();
-    let g = (m as f64).cbrt().round() as usize;
-    if g * g * g != m || scores.iter().any(|s| s.len() != m) || size % g != 0 {
-        return Err(Error::bad_input(
-            run.join("token_scores"),
-            format!("token scores of {m} entries do not form a cube grid for size {size}"),
-        ));
-    }
-    // The crop as the run recorded it (runs from before `crop` existed cropped each volume on its own).
-    let crop = recorded.crop.as_ref();
-    let crop_mode = crop.map_or(CropMode::Volume, |c| c.mode);
-    let mut preprocessor = Preprocessor::new(PreprocessConfig {
-        size,
-        margin,
-        crop: crop_mode,
-    })?;
-    if let Some(c) = crop.filter(|c| c.mode == CropMode::Batch) {
-        let space = match (&c.space, c.batch_box) {
-            (Some(space), _) => space.clone(),
-            // Runs from before the world space: every volume on the first one's grid, the box in its frame.
-            (None, Some(crop)) => {
-                let first = nifti::read_header(&cases[0].input.path)?;
-                let size = nifti::spatial_size(&cases[0].input.path, &first)?;
-                BatchSpace {
-                    frame: canonical_grid(size, &first.best_affine().0).1,
-                    crop,
-                }
-            }
-            (None, None) => {
-                return Err(Error::bad_input(
-                    &summary_path,
-                    "`crop.space` and `crop.batch_box` missing: not a run folder of `mri-ad score --query`",
-                ))
-            }
-        };
-        preprocessor = preprocessor.with_space(space);
-    }
+    let (scores, g) = read_token_scores(run, &cases, size)?;
+    let preprocessor = recorded_preprocessor(&recorded, &cases, &summary_path)?;
     // The upsampling as the run recorded it (runs from before `maps` existed used align-corners).
     let upsample = recorded
         .maps
@@ -145,4 +101,68 @@ pub fn evaluate_run(
         json!({"run": absolute(run), "labels": absolute(labels), "metrics": evaluation.metrics});
     atomic::write_json(&run.join("eval.json"), &doc)?;
     Ok(doc)
+}
+
+/// The token scores of every case of a run (`token_scores/<case>.npy`) and their cube grid's edge, checked
+/// against the cube size.
+fn read_token_scores(
+    run: &Path,
+    cases: &[BatchCase],
+    size: usize,
+) -> Result<(Vec<Vec<f32>>, usize)> {
+    let mut scores = Vec::with_capacity(cases.len());
+    for c in cases {
+        let path = run.join("token_scores").join(format!("{}.npy", c.input.id));
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let s: ndarray::Array1<f32> = ndarray_npy::ReadNpyExt::read_npy(file).map_err(|e| {
+            Error::bad_input(&path, format!("not a float32 token-score vector: {e}"))
+        })?;
+        scores.push(s.to_vec());
+    }
+    let m = scores[0].len();
+    let g = (m as f64).cbrt().round() as usize;
+    if g * g * g != m || scores.iter().any(|s| s.len() != m) || size % g != 0 {
+        return Err(Error::bad_input(
+            run.join("token_scores"),
+            format!("token scores of {m} entries do not form a cube grid for size {size}"),
+        ));
+    }
+    Ok((scores, g))
+}
+
+/// The preprocessing as the run recorded it: its crop (runs from before `crop` existed cropped each volume
+/// on its own) and its batch space (runs from before the world space: every volume on the first one's
+/// grid, the box in its frame).
+fn recorded_preprocessor(
+    recorded: &VolumeRun,
+    cases: &[BatchCase],
+    summary_path: &Path,
+) -> Result<Preprocessor> {
+    let crop = recorded.crop.as_ref();
+    let mut preprocessor = Preprocessor::new(PreprocessConfig {
+        size: recorded.backbone.size,
+        margin: recorded.margin,
+        crop: crop.map_or(CropMode::Volume, |c| c.mode),
+    })?;
+    if let Some(c) = crop.filter(|c| c.mode == CropMode::Batch) {
+        let space = match (&c.space, c.batch_box) {
+            (Some(space), _) => space.clone(),
+            (None, Some(crop)) => {
+                let first = nifti::read_header(&cases[0].input.path)?;
+                let size = nifti::spatial_size(&cases[0].input.path, &first)?;
+                BatchSpace {
+                    frame: canonical_grid(size, &first.best_affine().0).1,
+                    crop,
+                }
+            }
+            (None, None) => {
+                return Err(Error::bad_input(
+                    summary_path,
+                    "`crop.space` and `crop.batch_box` missing: not a run folder of `mri-ad score --query`",
+                ))
+            }
+        };
+        preprocessor = preprocessor.with_space(space);
+    }
+    Ok(preprocessor)
 }

@@ -57,10 +57,10 @@ use crate::run::folder::{check_inputs_outside_outputs, hash_files, prepare_run_f
 use crate::run::folder::{replaces_another_run, run_request};
 use crate::run::outdir;
 use crate::run::outputs::{run_settings, BatchOutputs};
-use crate::run::summary::{Summary, Timing};
-use crate::score::{score_batch, ScoreConfig};
+use crate::run::summary::{Stopwatch, Summary};
+use crate::score::{score_batch, ScoreConfig, ScoreResult};
 use crate::volume::nyul::NyulModel;
-use crate::volume::{PreprocessConfig, Preprocessor, VolumeFiles};
+use crate::volume::{BatchGeometry, PreprocessConfig, Preprocessor, VolumeFiles};
 use crate::{eval, Error, Result, TokenSet};
 
 mod cases;
@@ -104,16 +104,12 @@ pub struct PipelineConfig {
     pub config_extra: toml::Table,
 }
 
-/// Runs the whole job.
+/// Runs the whole job (see the module doc): the request and every check before the run folder is touched,
+/// then Nyúl, tokens, scoring, maps and metrics, outputs.
 pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let started = Instant::now();
-    let say = |msg: String| cfg.report.say(msg);
     let progress = Progress::new(cfg.progress);
-    let mut timings: Vec<Timing> = Vec::new();
-    let stage = |timings: &mut Vec<Timing>, name: &str, t: Instant| {
-        timings.push(Timing::new(name, t.elapsed().as_secs_f64()));
-    };
-
+    let mut clock = Stopwatch::default();
     let t = Instant::now();
     let Batch {
         mut cases,
@@ -128,8 +124,218 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         input_voxels(&cases)?,
         cases.len(),
     );
-    // The request first: a run folder holding another run's results refuses before any slow check. Its
-    // file settings go by content: the model's digest (also the token cache's key) and the landmarks.
+    // The request first: a run folder holding another run's results refuses before any slow check.
+    let requested = request(cfg, &mut cases)?;
+    clock.record("discovery", t.elapsed().as_secs_f64());
+    // Every volume (and brain mask) is read whole before the run folder is touched: volumes that are
+    // evidently not skull-stripped, or (with --crop batch) not in the batch's world space, are refused.
+    let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
+    let (preprocessor, geometry) = clock.stage("crop box", || {
+        Preprocessor::for_batch(cfg.preprocess.clone(), &files, workers, &progress)
+    })?;
+    notice_resampled(cfg, &cases, &geometry);
+    if let Some(notice) = cfg
+        .labels
+        .as_deref()
+        .and_then(|ldir| unpaired_notice(ldir, &unpaired_labels))
+    {
+        cfg.report.say(notice);
+    }
+    // Every label map is read and checked against its volume's grid now, not in the maps stage after the
+    // tokens (minutes to hours later, with a half-written run folder).
+    if cfg.labels.is_some() {
+        let notices = clock.stage("label check", || check_labels(&cases, workers, &progress))?;
+        notices.into_iter().for_each(|n| cfg.report.say(n));
+    }
+    // Everything else that can be checked is checked before anything is written: the settings against
+    // the batch and the --nyul file. Without a token cache, or when this run replaces the results of
+    // another (a mistake must not cost them), the backbone is loaded now (library, model, device and the
+    // `layer_<k>` outputs of --layers checked) and handed to the extraction.
+    crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
+    let backbone = if cfg.out.join("tokens").is_dir() && !requested.replacing {
+        None
+    } else {
+        Some(crate::extract::load_backbone(&cfg.extract)?)
+    };
+    prepare_run_folder(&cfg.out, cfg.force, &requested.request, &standard_outputs())?;
+    cfg.report.say(batch_line(cfg, &cases));
+
+    let nyul = clock.stage("nyul landmarks", || {
+        learn_nyul(
+            cfg,
+            &preprocessor,
+            &cases,
+            requested.nyul.clone(),
+            workers,
+            &progress,
+        )
+    })?;
+    let token_dir = cfg.out.join("tokens");
+    let source = NiftiCubes::from_cases(
+        cases.iter().map(|c| c.input.clone()).collect(),
+        preprocessor.clone(),
+        nyul,
+    );
+    let extracted = clock.stage("tokens", || {
+        let extract_cfg = ExtractConfig {
+            out: token_dir.clone(),
+            force: false,
+            ..cfg.extract.clone()
+        };
+        let sha = Some(requested.model_sha256.clone());
+        crate::extract::run_preloaded(&extract_cfg, &source, backbone, sha)
+    })?;
+    let (result, grid, dim) = clock.stage("scoring", || {
+        score_cached_tokens(&token_dir, &cases, &cfg.score, &progress)
+    })?;
+    for tm in &result.timings {
+        clock.record(format!("scoring: {}", tm.stage), tm.seconds);
+    }
+
+    // Maps back to each input's grid, and the evaluation.
+    let job = MapsJob {
+        out: &cfg.out,
+        size: cfg.preprocess.size,
+        grid,
+        upsample: cfg.upsample,
+        with_labels: cfg.labels.is_some(),
+        write: true,
+        qc: cfg
+            .plots
+            .then(|| outdir::subdir(&cfg.out, "plots/qc"))
+            .transpose()?,
+        workers,
+    };
+    let evaluation = clock.stage("maps and evaluation", || {
+        maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)
+    })?;
+    if cfg.plots {
+        clock.record(
+            "plots: QC montages (inside maps, summed over its workers)",
+            evaluation.qc_seconds,
+        );
+    }
+
+    let facts = RunFacts {
+        cfg,
+        cases: &cases,
+        digests: &requested.digests,
+        preprocessor: &preprocessor,
+        geometry: &geometry,
+        source: &source,
+        extracted: &extracted,
+    };
+    facts.write_results(&result, dim, evaluation, clock, started)?;
+    cfg.report.say(format!(
+        "done in {:.1} s; wrote {} (scores.csv, maps/, summary.json, index.html)",
+        started.elapsed().as_secs_f64(),
+        cfg.out.display()
+    ));
+    Ok(())
+}
+
+/// What a finished run on volumes records in summary.json besides the scoring and the metrics.
+struct RunFacts<'a> {
+    cfg: &'a PipelineConfig,
+    cases: &'a [BatchCase],
+    digests: &'a [CaseDigests],
+    preprocessor: &'a Preprocessor,
+    geometry: &'a BatchGeometry,
+    source: &'a NiftiCubes,
+    extracted: &'a crate::extract::ExtractSummary,
+}
+
+impl RunFacts<'_> {
+    /// Writes the results of the scored batch: every output of [`BatchOutputs`], the summary completed
+    /// with the scoring, metrics and timings (`clock`'s stages, the total since `started`).
+    fn write_results(
+        &self,
+        result: &ScoreResult,
+        dim: usize,
+        evaluation: maps::Evaluation,
+        mut clock: Stopwatch,
+        started: Instant,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let names: Vec<String> = self.cases.iter().map(|c| c.input.id.clone()).collect();
+        let groups: Vec<String> = self.cases.iter().map(|c| c.group.to_string()).collect();
+        let rows = report::score_rows(&names, &groups, &evaluation.case_labels, result);
+        let outputs = BatchOutputs {
+            out: &cfg.out,
+            rows: &rows,
+            result,
+            score: &cfg.score,
+            config_extra: &cfg.config_extra,
+            dim,
+            plots: cfg.plots,
+        };
+        let written = outputs.write()?;
+        clock.timings.extend(written.timings);
+        let mut summary = self.summary();
+        summary.detail("masks", evaluation.masks_note);
+        summary.scoring = Some(written.scoring);
+        summary.metrics = evaluation.metrics;
+        summary.timings = clock.timings;
+        summary.total_seconds = started.elapsed().as_secs_f64();
+        let links = report::html::IndexLinks {
+            plots: written.plots,
+            qc: cfg.plots,
+            maps: true,
+            masks: cfg.labels.is_some(),
+        };
+        outputs.finish(&summary, &links)
+    }
+
+    /// The summary with the inputs, the preparation (batch space, maps, Nyúl) and the backbone.
+    fn summary(&self) -> Summary {
+        let cfg = self.cfg;
+        let mut summary = Summary::new("score --healthy/--query", self.cases.len());
+        let inputs: Vec<Value> = self
+            .cases
+            .iter()
+            .zip(self.digests)
+            .map(|(c, h)| c.summary_entry(h))
+            .collect();
+        summary
+            .detail("healthy", cfg.healthy.as_deref().map(absolute))
+            .detail("query", absolute(&cfg.query))
+            .detail("labels", cfg.labels.as_deref().map(absolute))
+            .detail("inputs", inputs)
+            .detail("margin", cfg.preprocess.margin)
+            .detail("brain_masks", cfg.masks.as_deref().map(absolute))
+            .detail(
+                "crop",
+                crop_summary(
+                    &cfg.preprocess,
+                    self.preprocessor,
+                    self.geometry,
+                    self.cases,
+                ),
+            )
+            .detail(
+                "maps",
+                json!({"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()}),
+            )
+            .detail("preprocessing", source_preprocessing(self.source))
+            .detail("backbone", backbone_summary(cfg, self.extracted));
+        summary
+    }
+}
+
+/// What the request step found out: the request itself, whether it replaces another run's results, the
+/// digests of every case's files, the model's digest and the `--nyul` landmarks.
+struct Requested {
+    request: Value,
+    replacing: bool,
+    digests: Vec<CaseDigests>,
+    model_sha256: String,
+    nyul: Option<NyulModel>,
+}
+
+/// The run's request (its cases with the SHA-256 of their files, its settings with the model and the
+/// `--nyul` landmarks by content), checked against the run folder; the cases get their digests, which the
+/// extraction's cache key reuses.
+fn request(cfg: &PipelineConfig, cases: &mut [BatchCase]) -> Result<Requested> {
     cfg.extract.validate()?;
     crate::extract::check_model_file(&cfg.extract.model)?;
     let model_sha256 = crate::formats::hash::sha256_file(&cfg.extract.model).map_err(|e| {
@@ -138,18 +344,18 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
             format!("{}: cannot be read: {e}", cfg.extract.model.display()),
         )
     })?;
-    let given_nyul = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
+    let nyul = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
     let mut settings = run_settings(&cfg.score, &cfg.config_extra)?;
     settings.insert("model".into(), format!("sha256:{model_sha256}").into());
-    if let Some(nyul) = &given_nyul {
+    if let Some(nyul) = &nyul {
         let landmarks = serde_json::to_vec(nyul).map_err(Error::internal)?;
         let digest = crate::formats::hash::sha256_bytes(&landmarks);
         settings.insert("nyul".into(), format!("landmarks sha256:{digest}").into());
     }
     let files: Vec<&Path> = cases.iter().flat_map(BatchCase::files).collect();
-    let mut digests = hash_files(&files)?.into_iter();
-    let mut next = || digests.next().expect("one per file");
-    let hashes: Vec<CaseDigests> = cases
+    let mut hashes = hash_files(&files)?.into_iter();
+    let mut next = || hashes.next().expect("one per file");
+    let digests: Vec<CaseDigests> = cases
         .iter()
         .map(|c| CaseDigests {
             image: next(),
@@ -157,76 +363,46 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
             mask: c.input.mask.as_ref().map(|_| next()),
         })
         .collect();
-    let request = run_request(
-        Value::Array(
-            cases
-                .iter()
-                .zip(&hashes)
-                .map(|(c, h)| c.request_entry(h))
-                .collect(),
-        ),
-        &settings,
-    );
+    let entries = cases.iter().zip(&digests).map(|(c, h)| c.request_entry(h));
+    let request = run_request(Value::Array(entries.collect()), &settings);
     let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
     if replacing {
         check_inputs_outside_outputs(&cfg.out, &files)?;
     }
-    // The extraction keys its token cache by these digests: not computed twice.
-    for (c, h) in cases.iter_mut().zip(&hashes) {
+    for (c, h) in cases.iter_mut().zip(&digests) {
         c.input.sha256 = Some(h.image.clone());
         c.input.mask_sha256 = h.mask.clone();
     }
-    stage(&mut timings, "discovery", t);
-    // Every volume (and brain mask) is read whole before the run folder is touched: volumes that are
-    // evidently not skull-stripped, or (with --crop batch) not in the batch's world space, are refused.
-    let t = Instant::now();
-    let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
-    let (preprocessor, geometry) =
-        Preprocessor::for_batch(cfg.preprocess.clone(), &files, workers, &progress)?;
-    stage(&mut timings, "crop box", t);
+    Ok(Requested {
+        request,
+        replacing,
+        digests,
+        model_sha256,
+        nyul,
+    })
+}
+
+/// The notice naming the volumes resampled into the batch's space, if any.
+fn notice_resampled(cfg: &PipelineConfig, cases: &[BatchCase], geometry: &BatchGeometry) {
     let resampled: Vec<&str> = geometry
         .resampled()
         .into_iter()
         .map(|i| cases[i].input.id.as_str())
         .collect();
     if !resampled.is_empty() {
-        say(format!(
-            "mri-ad: notice: {} volume(s) lie on other grids than the batch's reference {} and are resampled \
-             into its world space: {}",
+        cfg.report.notice(format!(
+            "{} volume(s) lie on other grids than the batch's reference {} and are resampled into its \
+             world space: {}",
             resampled.len(),
             cases[geometry.plan.as_ref().map_or(0, |p| p.reference)].input.id,
             first_few(&resampled)
         ));
     }
-    if let Some(notice) = cfg
-        .labels
-        .as_deref()
-        .and_then(|ldir| unpaired_notice(ldir, &unpaired_labels))
-    {
-        say(notice);
-    }
-    // Every label map is read and checked against its volume's grid now, not in the maps stage after the
-    // tokens (minutes to hours later, with a half-written run folder).
-    if cfg.labels.is_some() {
-        let t = Instant::now();
-        for notice in check_labels(&cases, workers, &progress)? {
-            say(notice);
-        }
-        stage(&mut timings, "label check", t);
-    }
-    // Everything else that can be checked is checked before anything is written: the settings against
-    // the batch and the --nyul file. Without a token cache,
-    // or when this run replaces the results of another (a mistake must not cost them), the backbone is
-    // loaded now (library, model, device and the `layer_<k>` outputs of --layers checked) and handed to
-    // the extraction.
-    crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
-    let backbone = if cfg.out.join("tokens").is_dir() && !replacing {
-        None
-    } else {
-        Some(crate::extract::load_backbone(&cfg.extract)?)
-    };
-    prepare_run_folder(&cfg.out, cfg.force, &request, &standard_outputs())?;
-    say(format!(
+}
+
+/// `N cases: H healthy, Q query (with labels)`.
+fn batch_line(cfg: &PipelineConfig, cases: &[BatchCase]) -> String {
+    format!(
         "{} cases: {} healthy, {} query{}",
         cases.len(),
         cases.iter().filter(|c| c.group == "healthy").count(),
@@ -236,140 +412,47 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         } else {
             ""
         }
-    ));
+    )
+}
 
-    // Nyúl landmarks: given, or learned on the healthy volumes (all volumes without --healthy).
-    let t = Instant::now();
-    let nyul = match given_nyul {
+/// The Nyúl landmarks: `given` (`--nyul`), or learned on the healthy volumes (all volumes without
+/// `--healthy`); saved as `nyul.json`.
+fn learn_nyul(
+    cfg: &PipelineConfig,
+    preprocessor: &Preprocessor,
+    cases: &[BatchCase],
+    given: Option<NyulModel>,
+    workers: usize,
+    progress: &Progress,
+) -> Result<NyulModel> {
+    let nyul = match given {
         Some(model) => model,
         None => {
-            let train: Vec<&BatchCase> = if cfg.healthy.is_some() {
-                cases.iter().filter(|c| c.group == "healthy").collect()
-            } else {
-                cases.iter().collect()
-            };
-            let files: Vec<VolumeFiles> = train.iter().map(|c| c.input.files()).collect();
-            let per_volume = preprocessor.nyul_landmarks(&files, workers, &progress)?;
-            NyulModel::fit(&per_volume)?
+            let train = cases
+                .iter()
+                .filter(|c| cfg.healthy.is_none() || c.group == "healthy");
+            let files: Vec<VolumeFiles> = train.map(|c| c.input.files()).collect();
+            NyulModel::fit(&preprocessor.nyul_landmarks(&files, workers, progress)?)?
         }
     };
     nyul.save(&cfg.out.join("nyul.json"))?;
-    stage(&mut timings, "nyul landmarks", t);
+    Ok(nyul)
+}
 
-    // Tokens, cached in <run>/tokens.
-    let t = Instant::now();
-    let token_dir = cfg.out.join("tokens");
-    let extract_cfg = ExtractConfig {
-        out: token_dir.clone(),
-        force: false,
-        ..cfg.extract.clone()
-    };
-    let source = NiftiCubes::from_cases(
-        cases.iter().map(|c| c.input.clone()).collect(),
-        preprocessor.clone(),
-        nyul,
-    );
-    let extracted =
-        crate::extract::run_preloaded(&extract_cfg, &source, backbone, Some(model_sha256))?;
-    stage(&mut timings, "tokens", t);
-
-    let t = Instant::now();
+/// Scores the batch from its token files in `token_dir`; returns the result, the token grid and width.
+fn score_cached_tokens(
+    token_dir: &Path,
+    cases: &[BatchCase],
+    config: &ScoreConfig,
+    progress: &Progress,
+) -> Result<(ScoreResult, [usize; 3], usize)> {
     let mut sets: Vec<TokenSet> = Vec::with_capacity(cases.len());
-    for c in &cases {
+    for c in cases {
         let path = token_dir.join(format!("{}{}", c.input.id, tokens::TOKEN_SUFFIX));
         sets.push(tokens::read_token_file(&c.input.id, &path)?.set);
     }
-    let result = score_batch(&sets, &cfg.score, &progress)?;
-    let (grid, dim) = (sets[0].grid, sets[0].dim());
-    drop(sets);
-    stage(&mut timings, "scoring", t);
-    for tm in &result.timings {
-        timings.push(Timing::new(format!("scoring: {}", tm.stage), tm.seconds));
-    }
-
-    // Maps back to each input's grid, and the evaluation.
-    let t = Instant::now();
-    let job = MapsJob {
-        out: &cfg.out,
-        size: cfg.preprocess.size,
-        grid,
-        upsample: cfg.upsample,
-        with_labels: cfg.labels.is_some(),
-        write: true,
-        qc: if cfg.plots {
-            Some(outdir::subdir(&cfg.out, "plots/qc")?)
-        } else {
-            None
-        },
-        workers,
-    };
-    let evaluation =
-        maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)?;
-    stage(&mut timings, "maps and evaluation", t);
-    if cfg.plots {
-        timings.push(Timing::new(
-            "plots: QC montages (inside maps, summed over its workers)",
-            evaluation.qc_seconds,
-        ));
-    }
-
-    let names: Vec<String> = cases.iter().map(|c| c.input.id.clone()).collect();
-    let groups: Vec<String> = cases.iter().map(|c| c.group.to_string()).collect();
-    let rows = report::score_rows(&names, &groups, &evaluation.case_labels, &result);
-    let outputs = BatchOutputs {
-        out: &cfg.out,
-        rows: &rows,
-        result: &result,
-        score: &cfg.score,
-        config_extra: &cfg.config_extra,
-        dim,
-        plots: cfg.plots,
-    };
-    let written = outputs.write()?;
-    timings.extend(written.timings);
-    let mut summary = Summary::new("score --healthy/--query", names.len());
-    summary
-        .detail("healthy", cfg.healthy.as_deref().map(absolute))
-        .detail("query", absolute(&cfg.query))
-        .detail("labels", cfg.labels.as_deref().map(absolute))
-        .detail(
-            "inputs",
-            cases
-                .iter()
-                .zip(&hashes)
-                .map(|(c, h)| c.summary_entry(h))
-                .collect::<Vec<_>>(),
-        )
-        .detail("margin", cfg.preprocess.margin)
-        .detail("brain_masks", cfg.masks.as_deref().map(absolute))
-        .detail(
-            "crop",
-            crop_summary(&cfg.preprocess, &preprocessor, &geometry, &cases),
-        )
-        .detail(
-            "maps",
-            json!({"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()}),
-        )
-        .detail("preprocessing", source_preprocessing(&source))
-        .detail("backbone", backbone_summary(cfg, &extracted))
-        .detail("masks", evaluation.masks_note);
-    summary.scoring = Some(written.scoring);
-    summary.metrics = evaluation.metrics;
-    summary.timings = timings;
-    summary.total_seconds = started.elapsed().as_secs_f64();
-    let links = report::html::IndexLinks {
-        plots: written.plots,
-        qc: cfg.plots,
-        maps: true,
-        masks: cfg.labels.is_some(),
-    };
-    outputs.finish(&summary, &links)?;
-    say(format!(
-        "done in {:.1} s; wrote {} (scores.csv, maps/, summary.json, index.html)",
-        started.elapsed().as_secs_f64(),
-        cfg.out.display()
-    ));
-    Ok(())
+    let result = score_batch(&sets, config, progress)?;
+    Ok((result, sets[0].grid, sets[0].dim()))
 }
 
 /// The backbone as summary.json records it: the model and its digest, where it ran, the token settings

@@ -61,6 +61,28 @@ impl Timing {
     }
 }
 
+/// Collects the [`Timing`] of each stage of a run, in order.
+#[derive(Debug, Default)]
+pub struct Stopwatch {
+    pub timings: Vec<Timing>,
+}
+
+impl Stopwatch {
+    /// Runs `f` as the stage `name` and records its wall time (also when it fails).
+    pub fn stage<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = std::time::Instant::now();
+        let out = f();
+        self.timings
+            .push(Timing::new(name, t.elapsed().as_secs_f64()));
+        out
+    }
+
+    /// Records a time measured elsewhere.
+    pub fn record(&mut self, name: impl Into<String>, seconds: f64) {
+        self.timings.push(Timing::new(name, seconds));
+    }
+}
+
 /// The scoring part of a summary (what [`crate::score::score_batch`] did).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoringSummary {

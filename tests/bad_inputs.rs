@@ -270,8 +270,24 @@ fn empty_folder_and_output_folder_rules() {
         t.path(),
         &["--query", common::s(&t.path().join("absent"))],
         "absent",
-        "does not exist",
+        "--query",
     );
+    // A mistyped folder stops at once: no volume of the other folder is read or listed, and the error is
+    // said once.
+    let good = setup(|_| {});
+    let o = check(&[
+        "--healthy",
+        &q(&good),
+        "--query",
+        common::s(&t.path().join("absent")),
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.matches("no such folder").count(), 1, "{err}");
 
     let t = setup(|_| {});
     let out = t.path().join("out");
@@ -362,6 +378,7 @@ fn check_refuses_volumes_on_different_grids_unless_crop_volume() {
     );
     let stderr = String::from_utf8_lossy(&check(&["--query", &q(&t)]).stderr).into_owned();
     assert!(!stderr.contains("same.nii.gz"), "{stderr}");
+    assert_eq!(stderr.matches("moved.nii.gz").count(), 1, "said once: {stderr}");
     let ok = check(&["--query", &q(&t), "--crop", "volume"]);
     assert!(
         ok.status.success(),

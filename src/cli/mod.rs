@@ -92,9 +92,9 @@ pub struct CommonArgs {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Write into a non-empty output folder, replacing the files this run writes (other files are kept).
-    /// For `score` into a run folder that holds the finished results of other inputs or settings: those
-    /// results are removed first (the token cache is kept and reused where it matches).
+    /// Write into a non-empty output folder, replacing the files this command writes (other files are
+    /// kept). Into a run folder that holds the finished results of other inputs or settings (`score`,
+    /// `score2d`): those results are removed first (a token cache is kept and reused where it matches).
     #[arg(long)]
     pub force: bool,
 }

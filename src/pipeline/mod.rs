@@ -67,6 +67,7 @@ mod cases;
 pub mod cubes;
 pub mod discover;
 mod eval_run;
+pub mod inventory;
 mod maps;
 pub mod scored_tokens;
 

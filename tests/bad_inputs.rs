@@ -378,7 +378,11 @@ fn check_refuses_volumes_on_different_grids_unless_crop_volume() {
     );
     let stderr = String::from_utf8_lossy(&check(&["--query", &q(&t)]).stderr).into_owned();
     assert!(!stderr.contains("same.nii.gz"), "{stderr}");
-    assert_eq!(stderr.matches("moved.nii.gz").count(), 1, "said once: {stderr}");
+    assert_eq!(
+        stderr.matches("moved.nii.gz").count(),
+        1,
+        "said once: {stderr}"
+    );
     let ok = check(&["--query", &q(&t), "--crop", "volume"]);
     assert!(
         ok.status.success(),

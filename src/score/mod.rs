@@ -1,6 +1,6 @@
 //! The batch scorer: MuSc mutual scoring ([`msm`]) and CoDeGraph ([`codegraph`]) over token sets.
 //!
-//! Input: `N ≥ 3` [`TokenSet`]s of identical shape `[L, M, D]` (views, positions, dimension). Tokens are
+//! Input: `N ≥ 3` [`crate::TokenSet`]s of identical shape `[L, M, D]` (views, positions, dimension). Tokens are
 //! used exactly as given (no normalisation here). Output: a score per position of every case (void
 //! positions score 0 unless `keep_void`), and for CoDeGraph the graph report and the excluded positions.
 //!

@@ -16,7 +16,7 @@ pub fn spacing_of(a: &Affine) -> [f64; 3] {
     std::array::from_fn(|c| (0..3).map(|r| a[r][c] * a[r][c]).sum::<f64>().sqrt())
 }
 
-/// Orientation code of an affine's voxel axes (see [`Volume::orientation_code`]).
+/// Orientation code of an affine's voxel axes (see [`super::Volume::orientation_code`]).
 pub fn orientation_code(a: &Affine) -> String {
     (0..3)
         .map(|c| {

@@ -39,6 +39,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod score;
+pub mod settings;
 pub mod tokens;
 pub mod tokenset;
 pub mod volume;

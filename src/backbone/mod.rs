@@ -28,6 +28,62 @@ pub mod ort;
 
 /// Patch size of every supported backbone (ViT/14).
 pub const PATCH: usize = 14;
+crate::settings::choice_setting!(ort::Device, ["auto", "cpu", "cuda"]);
+
+crate::settings::declare_settings! {
+    /// The model and where it runs: shared by `extract`, `score` and `score2d`.
+    pub struct RuntimeSettings {
+        /// The ONNX model (contract in onnx/README.md).
+        model: std::path::PathBuf = "onnx/dinov2_vits14.onnx".into();
+        /// The ONNX Runtime shared library (libonnxruntime.so.*, from the onnxruntime or onnxruntime-gpu
+        /// wheel); default: the ORT_DYLIB_PATH environment variable.
+        ort_lib: Option<std::path::PathBuf> = None;
+        /// auto: CUDA if the CUDA execution provider really registers, else CPU with a notice; cuda: fail
+        /// (exit 2) with the provider's error when it cannot run; cpu. CUDA and CPU features differ
+        /// slightly (up to about 4e-4; onnx/README.md). The provider that ran is recorded in each token
+        /// file's sidecar (and in summary.json by `score` and `score2d`); a run whose cached token files
+        /// mix providers prints a notice.
+        device: ort::Device = ort::Device::Auto;
+    }
+}
+
+/// Checks a model input edge: a positive multiple of [`PATCH`], with the nearest valid values in the
+/// message. Shared by every command that takes `--size`.
+pub fn check_size(flag: &str, size: &usize) -> Result<()> {
+    if *size > 0 && size % PATCH == 0 {
+        return Ok(());
+    }
+    let lower = (size / PATCH).max(1) * PATCH;
+    Err(crate::Error::bad_argument(
+        flag,
+        format!(
+            "the edge must be a positive multiple of {PATCH} (the ViT patch size), got {size}: use {lower} or {}",
+            lower + PATCH
+        ),
+    ))
+}
+
+/// Checks a list of backbone blocks: one or more 1-based block numbers, none twice. Shared by every
+/// command that takes `--layers`.
+pub fn check_layers(flag: &str, layers: &Vec<usize>) -> Result<()> {
+    if layers.is_empty() || layers.contains(&0) {
+        return Err(crate::Error::bad_argument(
+            flag,
+            "give one or more 1-based block numbers, e.g. 6,9,12",
+        ));
+    }
+    let mut sorted = layers.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != layers.len() {
+        return Err(crate::Error::bad_argument(
+            flag,
+            format!("{layers:?} names a block twice"),
+        ));
+    }
+    Ok(())
+}
+
 /// ImageNet channel means (DINOv2 normalisation).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations.

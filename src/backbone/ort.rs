@@ -29,7 +29,7 @@ use super::{Embedder, PATCH};
 use crate::{Error, Result};
 
 /// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     /// CUDA when the CUDA execution provider really registers, else the CPU (with a notice).

@@ -1,11 +1,9 @@
 //! `mri-ad extract`: token files only (one shard per cluster job with `--shard i/N`).
 use std::path::PathBuf;
 
-use crate::extract::{ExtractConfig, Shard};
-use crate::pipeline::cubes::{holds_npy_cubes, NiftiCubes, NpyCubes};
-use crate::progress::Progress;
-use crate::volume::nyul::NyulModel;
-use crate::{Error, Result};
+use crate::extract::{ExtractConfig, RunOptions, Shard, VolumeSettings};
+use crate::pipeline::cubes::{extract_folder, ExtractFolder};
+use crate::Result;
 
 /// Arguments of `mri-ad extract`.
 #[derive(Debug, clap::Args)]
@@ -39,7 +37,7 @@ pub struct ExtractArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
-    pub backbone: super::BackboneArgs,
+    pub volume: super::VolumeArgs,
     /// Also write the projection matrix [d', D] as .npy (for checks outside mri-ad).
     #[arg(long, value_name = "FILE")]
     pub save_projection: Option<PathBuf>,
@@ -48,64 +46,39 @@ pub struct ExtractArgs {
 }
 
 impl ExtractArgs {
-    /// The library configuration.
-    pub fn config(&self) -> Result<ExtractConfig> {
+    /// The library configuration and the folder to extract.
+    pub fn config(&self) -> Result<(ExtractConfig, ExtractFolder)> {
         let shard = match &self.shard {
             Some(s) => Shard::parse(s)?,
             None => Shard::ALL,
         };
-        let mut cfg = self.backbone.extract_config(
+        let runtime = self.volume.runtime.settings()?;
+        let volume: VolumeSettings = self.volume.volume.settings()?;
+        let mut cfg = volume.extract_config(
+            &runtime,
             self.out.clone(),
             shard,
-            self.threads,
-            self.seed,
-            &self.common,
+            (self.threads, self.seed),
+            RunOptions {
+                force: self.common.force,
+                progress: self.common.progress(),
+                report: self.common.reporter(),
+            },
         )?;
         cfg.save_projection = self.save_projection.clone();
-        Ok(cfg)
+        let folder = ExtractFolder {
+            input: self.input.clone(),
+            masks: self.masks.clone(),
+            nyul: volume.nyul.clone(),
+            save_nyul: self.save_nyul.clone(),
+            preprocess: volume.preprocess(),
+        };
+        Ok((cfg, folder))
     }
 }
 
 /// Runs `mri-ad extract`.
 pub fn run(args: ExtractArgs) -> Result<()> {
-    let cfg = args.config()?;
-    if holds_npy_cubes(&args.input) {
-        if args.masks.is_some() {
-            return Err(Error::bad_argument(
-                "--masks",
-                format!(
-                    "{} holds preprocessed .npy cubes, whose brain is voxel > 0: masks apply to NIfTI volumes",
-                    args.input.display()
-                ),
-            ));
-        }
-        if args.backbone.nyul.is_some() || args.save_nyul.is_some() {
-            return Err(Error::bad_argument(
-                "--nyul",
-                format!(
-                    "{} holds preprocessed .npy cubes, which are not standardised again",
-                    args.input.display()
-                ),
-            ));
-        }
-        return crate::extract::run(&cfg, &NpyCubes::new(&args.input)).map(|_| ());
-    }
-    let nyul = args
-        .backbone
-        .nyul
-        .as_deref()
-        .map(NyulModel::load)
-        .transpose()?;
-    let progress = Progress::new(!args.common.no_progress && !args.common.quiet);
-    let source = NiftiCubes::new(
-        &args.input,
-        args.masks.as_deref(),
-        args.backbone.preprocess(),
-        nyul,
-        &progress,
-    )?;
-    if let Some(path) = &args.save_nyul {
-        source.nyul().save(path)?;
-    }
-    crate::extract::run(&cfg, &source).map(|_| ())
+    let (cfg, folder) = args.config()?;
+    extract_folder(&cfg, &folder).map(|_| ())
 }

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use crate::pipeline2d::{self, Score2dConfig, VoidBackground};
+use crate::settings::Settings;
 use crate::Result;
 
 /// Arguments of `mri-ad score2d`.
@@ -27,7 +28,7 @@ pub struct Score2dArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
-    pub runtime: super::RuntimeArgs,
+    pub runtime: super::settings::Given<crate::backbone::RuntimeSettings>,
     /// Model input edge S (multiple of 14): every image is resized to S×S (PIL bilinear, antialiased), the
     /// token grid is (S/14)×(S/14).
     #[arg(long, default_value_t = 518)]
@@ -65,9 +66,14 @@ pub struct Score2dArgs {
 impl Score2dArgs {
     /// The validated configuration.
     pub fn to_config(&self) -> Result<Score2dConfig> {
-        let (score, file) = self.scoring.to_configs()?;
-        let volume_keys = file.keys_set();
-        if let (Some(path), false) = (&self.scoring.config, volume_keys.is_empty()) {
+        let mut file = super::ConfigFile::read(self.scoring.config.as_deref())?;
+        let score = file.take(&self.scoring.given)?;
+        let runtime = self.runtime.settings()?;
+        let mut volume_keys = file.drop_keys::<crate::backbone::RuntimeSettings>();
+        volume_keys.extend(file.drop_keys::<crate::extract::VolumeSettings>());
+        volume_keys.extend(file.drop_keys::<crate::eval::MapSettings>());
+        volume_keys.sort();
+        if let (Some(path), false) = (&file.path, volume_keys.is_empty()) {
             return Err(crate::Error::bad_input(
                 path,
                 format!(
@@ -79,13 +85,14 @@ impl Score2dArgs {
                 ),
             ));
         }
+        file.refuse_unknown(&[crate::score::ScoreConfig::SETTINGS])?;
         let cfg = Score2dConfig {
             images: self.images.clone(),
             masks: self.masks.clone(),
             out: self.out.clone(),
-            model: self.runtime.model.clone(),
-            ort_lib: self.runtime.ort_lib.clone(),
-            device: self.runtime.device()?,
+            model: runtime.model,
+            ort_lib: runtime.ort_lib,
+            device: runtime.device,
             batch: self.batch,
             layers: self.layers.clone(),
             size: self.size,
@@ -98,7 +105,7 @@ impl Score2dArgs {
             score,
             force: self.common.force,
             report: self.common.reporter(),
-            progress: !self.common.no_progress && !self.common.quiet,
+            progress: self.common.progress(),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -215,6 +215,19 @@ impl Upsample {
     }
 }
 
+crate::settings::choice_setting!(Upsample, ["centres", "corners"]);
+
+crate::settings::declare_settings! {
+    /// How `score` on volumes turns token scores into maps (not used by `extract`).
+    pub struct MapSettings {
+        /// Where each token's score is placed when the token grid is upsampled trilinearly to the voxels:
+        /// centres = at the centre of the 14³ block the token describes; corners = align-corners,
+        /// ALGORITHM.md §7.2 as written, which puts the outer tokens on the cube's faces (up to 6.5
+        /// voxels off at 224³). Used for the maps, the masks and every voxel metric.
+        upsample: Upsample = Upsample::Centres;
+    }
+}
+
 impl std::str::FromStr for Upsample {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -140,42 +140,100 @@ pub struct ExtractConfig {
 }
 
 impl ExtractConfig {
-    /// Checks the values that do not need any file.
+    /// Checks the values that do not need any file (the same checks as [`VolumeSettings`]).
     pub fn validate(&self) -> Result<()> {
-        if self.size == 0 || self.size % crate::backbone::PATCH != 0 {
-            return Err(Error::bad_argument(
-                "--size",
-                format!("{} is not a positive multiple of 14", self.size),
-            ));
+        crate::backbone::check_size("--size", &self.size)?;
+        crate::backbone::check_layers("--layers", &self.layers)?;
+        at_least_one("--proj-dim", &self.proj_dim)?;
+        at_least_one("--batch", &self.tokenizer.batch)?;
+        unit("--void-threshold", &self.tokenizer.void_threshold)
+    }
+}
+
+use crate::settings::checks::{at_least_one, unit};
+
+crate::settings::declare_settings! {
+    /// The backbone, tokenizer and preprocessing settings of volumes: shared by `extract` and `score`.
+    pub struct VolumeSettings {
+        /// Slices per backbone call (14 = one pooling group). Other values run other kernels, so the
+        /// tokens change slightly (on CUDA up to about 2e-4, on the CPU about 3e-8; onnx/README.md); the
+        /// value is recorded in each token sidecar, and cached token files are reused whatever it was.
+        batch: usize = 14, check = at_least_one;
+        /// Backbone blocks to use, 1-based (the model must export `layer_<k>` for each).
+        layers: Vec<usize> = vec![6, 9, 12], check = crate::backbone::check_layers;
+        /// Random projection dimension d' (fused token width 3d').
+        proj_dim: usize = 128, check = at_least_one;
+        /// Cube edge S (multiple of 14): volumes are resized to S³, the tokens form a (S/14)³ grid.
+        size: usize = 224, check = crate::backbone::check_size;
+        /// A token is void when more than this fraction of its 14³ voxels is background: void tokens
+        /// make no graph links and, unless --keep-void, are left out of the search (score 0).
+        void_threshold: f64 = 0.5, check = unit;
+        /// Margin in voxels around the brain's bounding box before resizing to the cube (voxels of the
+        /// batch's reference grid with --crop batch).
+        margin: usize = 2;
+        /// batch: one crop box for all volumes (the union of their brain boxes in world space), so
+        /// volumes registered to one atlas keep a common geometry whatever their storage orientation,
+        /// voxel size or field of view (volumes on other grids than the batch's reference are resampled;
+        /// volumes evidently not registered are refused with exit 2); volume: each volume's own brain
+        /// box (for volumes that are not registered to one atlas).
+        crop: crate::volume::CropMode = crate::volume::CropMode::Batch;
+        /// Nyúl landmarks to use (JSON written by a score run as nyul.json or by extract --save-nyul); by
+        /// default they are learned from the volumes (the healthy ones in `score`).
+        nyul: Option<PathBuf> = None;
+    }
+}
+
+/// How an extraction run reports and what it may replace.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Accept an output folder that holds other files than token files.
+    pub force: bool,
+    pub progress: bool,
+    pub report: crate::messages::Reporter,
+}
+
+impl VolumeSettings {
+    /// The extraction configuration of these settings, run with `runtime` into `out` (validated).
+    pub fn extract_config(
+        &self,
+        runtime: &crate::backbone::RuntimeSettings,
+        out: PathBuf,
+        shard: Shard,
+        (threads, seed): (usize, u64),
+        options: RunOptions,
+    ) -> Result<ExtractConfig> {
+        let cfg = ExtractConfig {
+            out,
+            shard,
+            model: runtime.model.clone(),
+            ort_lib: runtime.ort_lib.clone(),
+            device: runtime.device,
+            threads,
+            layers: self.layers.clone(),
+            proj_dim: self.proj_dim,
+            seed,
+            size: self.size,
+            tokenizer: TokenizerConfig {
+                batch: self.batch,
+                void_threshold: self.void_threshold,
+                record_batches: false,
+            },
+            force: options.force,
+            progress: options.progress,
+            report: options.report,
+            save_projection: None,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The preprocessing configuration of these settings.
+    pub fn preprocess(&self) -> crate::volume::PreprocessConfig {
+        crate::volume::PreprocessConfig {
+            size: self.size,
+            margin: self.margin,
+            crop: self.crop,
         }
-        if self.layers.is_empty() || self.layers.contains(&0) {
-            return Err(Error::bad_argument(
-                "--layers",
-                "give one or more 1-based block numbers, e.g. 6,9,12",
-            ));
-        }
-        let mut sorted = self.layers.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != self.layers.len() {
-            return Err(Error::bad_argument(
-                "--layers",
-                format!("{:?} names a block twice", self.layers),
-            ));
-        }
-        if self.proj_dim == 0 {
-            return Err(Error::bad_argument("--proj-dim", "must be at least 1"));
-        }
-        if self.tokenizer.batch == 0 {
-            return Err(Error::bad_argument("--batch", "must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&self.tokenizer.void_threshold) {
-            return Err(Error::bad_argument(
-                "--void-threshold",
-                "must lie in [0, 1]",
-            ));
-        }
-        Ok(())
     }
 }
 

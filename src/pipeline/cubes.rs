@@ -253,6 +253,56 @@ impl CubeSource for NiftiCubes {
     }
 }
 
+/// A folder for `extract`: the volumes (NIfTI or `.npy` cubes), their brain masks, and the Nyúl
+/// landmarks to use or to save.
+#[derive(Debug, Clone)]
+pub struct ExtractFolder {
+    pub input: PathBuf,
+    pub masks: Option<PathBuf>,
+    /// Landmarks to use instead of learning them from the folder.
+    pub nyul: Option<PathBuf>,
+    /// Where to write the landmarks in use.
+    pub save_nyul: Option<PathBuf>,
+    pub preprocess: PreprocessConfig,
+}
+
+/// `extract` on a folder: the `.npy` cubes as they are, or the NIfTI volumes preprocessed (masks, Nyúl
+/// landmarks learned or loaded, saved when asked), then tokenized into `cfg.out`.
+pub fn extract_folder(
+    cfg: &crate::extract::ExtractConfig,
+    folder: &ExtractFolder,
+) -> Result<crate::extract::ExtractSummary> {
+    if holds_npy_cubes(&folder.input) {
+        let input = folder.input.display();
+        if folder.masks.is_some() {
+            return Err(Error::bad_argument(
+                "--masks",
+                format!("{input} holds preprocessed .npy cubes, whose brain is voxel > 0: masks apply to NIfTI volumes"),
+            ));
+        }
+        if folder.nyul.is_some() || folder.save_nyul.is_some() {
+            return Err(Error::bad_argument(
+                "--nyul",
+                format!("{input} holds preprocessed .npy cubes, which are not standardised again"),
+            ));
+        }
+        return crate::extract::run(cfg, &NpyCubes::new(&folder.input));
+    }
+    let nyul = folder.nyul.as_deref().map(NyulModel::load).transpose()?;
+    let progress = Progress::new(cfg.progress);
+    let source = NiftiCubes::new(
+        &folder.input,
+        folder.masks.as_deref(),
+        folder.preprocess.clone(),
+        nyul,
+        &progress,
+    )?;
+    if let Some(path) = &folder.save_nyul {
+        source.nyul().save(path)?;
+    }
+    crate::extract::run(cfg, &source)
+}
+
 /// True when `dir` holds `<case>.npy` cubes rather than NIfTI volumes.
 pub fn holds_npy_cubes(dir: &Path) -> bool {
     std::fs::read_dir(dir)

@@ -154,21 +154,11 @@ pub struct Score2dConfig {
 impl Score2dConfig {
     /// Checks the values; the error names the flag.
     pub fn validate(&self) -> Result<()> {
-        if self.size == 0 || self.size % PATCH != 0 {
-            return Err(Error::bad_argument(
-                "--size",
-                format!("{} is not a positive multiple of {PATCH}", self.size),
-            ));
-        }
+        crate::backbone::check_size("--size", &self.size)?;
         if self.batch == 0 {
             return Err(Error::bad_argument("--batch", "must be at least 1"));
         }
-        if self.layers.is_empty() || self.layers.contains(&0) {
-            return Err(Error::bad_argument(
-                "--layers",
-                "give at least one block, 1-based",
-            ));
-        }
+        crate::backbone::check_layers("--layers", &self.layers)?;
         if self.degrees.is_empty() || self.degrees.iter().any(|&r| r % 2 == 0) {
             return Err(Error::bad_argument(
                 "--lnamd-degrees",

@@ -47,160 +47,95 @@ pub enum RefineMode {
     Invalidate,
 }
 
-/// Every parameter of the scoring stage (ALGORITHM.md §11), with the spec's defaults. Field names are the
-/// flag names and the `--config` TOML keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct ScoreConfig {
-    pub method: Method,
-    /// MSM fraction α for `musc` (§11 row 9).
-    pub alpha_musc: f64,
-    /// MSM fraction α inside CoDeGraph (§11 row 9).
-    pub alpha_codegraph: f64,
-    /// Distance in the MSV (§11 row 8, Q1).
-    pub distance: Distance,
-    /// Reference rank ratio: r_ref = floor(ratio·N), clamped to [2, N−1] (§11 row 19).
-    pub reference_ratio: f64,
-    /// Weight exponent β of the weighted endurance ratio (§11 row 21).
-    pub beta: f64,
-    /// Coverage target c* of the link selection (§11 row 23).
-    pub coverage: f64,
-    /// Links added per batch in Algorithm 1 (§11 row 24).
-    pub link_batch: usize,
-    /// Percentile of the edge weights used as the CPM resolution γ (§11 row 25).
-    pub resolution_percentile: f64,
-    /// Outlier-community rule (§11 rows 29–30).
-    pub outlier_rule: OutlierRule,
-    /// Which communities the Tukey quartiles are taken over: the others (leave-one-out, default) or all.
-    pub tukey_fence: TukeyFence,
-    /// Tukey multiplier k_T (§11 row 29; 3 here, not the spec's 5: see the module doc of
-    /// `codegraph::communities`).
-    pub tukey_k: f64,
-    /// Floor of the Tukey IQR as a fraction of Q3 (guards the degenerate IQR = 0; 0 = plain rule).
-    pub tukey_iqr_floor: f64,
-    /// Number of communities flagged by the `top-densest` rule (§11 row 30).
-    pub top_densest: usize,
-    /// Fewer non-singleton communities than this: flag none.
-    pub min_communities: usize,
-    /// Dependency-ratio percentile p_dep (§11 row 32).
-    pub dependency_percentile: f64,
-    /// Final base (§11 row 34).
-    pub refine_mode: RefineMode,
-    /// Leiden restarts (best quality kept) (§11 row 27).
-    pub leiden_restarts: usize,
-    /// Maximum Leiden iterations per restart; stops earlier at convergence (§11 row 27).
-    pub leiden_iterations: usize,
-    /// Subset division s (§11 row 16): the batch is shuffled with the seed and split into s near-equal
-    /// parts, each scored on its own (k, r_ref, the graph: everything is per part). 1 = off.
-    pub divide: usize,
-    /// Keep void tokens in the distance search as queries and as base (else they score 0).
-    pub keep_void: bool,
-    /// Views (layer indices into the token files) that feed the graph stage; empty = all.
-    pub graph_views: Vec<usize>,
-    /// Tokens fewer than this many grid steps (6-connectivity) from a void token create no graph links
-    /// (they still score, serve as references and can be excluded). 0 = every non-void token links (the
-    /// spec's rule). See [`link_sources`].
-    pub link_margin: usize,
-    /// Seed of every random choice (Leiden).
-    pub seed: u64,
-    /// Worker threads; 0 = one per core.
-    pub threads: usize,
-    /// Memory budget in MiB for distance tables and scratch.
-    pub memory_budget: usize,
-}
+crate::settings::choice_setting!(Method, ["codegraph", "musc"]);
+crate::settings::choice_setting!(RefineMode, ["exact", "invalidate"]);
+crate::settings::choice_setting!(Distance, ["euclidean", "squared"]);
+crate::settings::choice_setting!(OutlierRule, ["tukey", "top-densest"]);
+crate::settings::choice_setting!(TukeyFence, ["others", "all"]);
 
-impl Default for ScoreConfig {
-    fn default() -> Self {
-        ScoreConfig {
-            method: Method::Codegraph,
-            alpha_musc: 0.3,
-            alpha_codegraph: 0.1,
-            distance: Distance::Euclidean,
-            reference_ratio: 0.3,
-            beta: 0.2,
-            coverage: 0.9,
-            link_batch: 100,
-            resolution_percentile: 25.0,
-            outlier_rule: OutlierRule::Tukey,
-            tukey_fence: TukeyFence::Others,
-            tukey_k: 3.0,
-            tukey_iqr_floor: 0.5,
-            top_densest: 3,
-            min_communities: 4,
-            dependency_percentile: 95.0,
-            refine_mode: RefineMode::Exact,
-            leiden_restarts: 256,
-            leiden_iterations: 50,
-            divide: 1,
-            keep_void: false,
-            graph_views: Vec::new(),
-            link_margin: 1,
-            seed: 0,
-            threads: 0,
-            memory_budget: 8192,
-        }
+use crate::settings::checks::{at_least_one, fraction, non_negative, percent};
+
+crate::settings::declare_settings! {
+    /// Every parameter of the scoring stage (ALGORITHM.md §11), with the spec's defaults: the flags of
+    /// `score` and `score2d` and the keys of their `--config` files (see [`crate::settings`]).
+    pub struct ScoreConfig {
+        /// Scoring method: codegraph = graph-based removal of recurring anomalies, then MSM with
+        /// --alpha-codegraph; musc = plain MuSc MSM with --alpha-musc.
+        method: Method = Method::Codegraph;
+        /// MSM fraction α of plain MuSc: k = max(1, floor(α·(N−1))) (§11 row 9).
+        alpha_musc: f64 = 0.3, check = fraction;
+        /// MSM fraction α inside CoDeGraph (§11 row 9).
+        alpha_codegraph: f64 = 0.1, check = fraction;
+        /// Distance in the mutual similarity vectors (§11 row 8, Q1).
+        distance: Distance = Distance::Euclidean;
+        /// Reference rank ratio ρ: r_ref = floor(ρ·N), clamped to [2, N−1] (§11 row 19).
+        reference_ratio: f64 = 0.3, check = fraction;
+        /// Exponent β of the weighted endurance ratio ζ·m̄^(−β) (§11 row 21).
+        beta: f64 = 0.2, check = non_negative;
+        /// Coverage target c*: links are added until this fraction of cases has a neighbour (§11 row 23).
+        coverage: f64 = 0.9, check = fraction;
+        /// Links added per batch in the coverage-based selection, 1 = exact minimal prefix (§11 row 24).
+        link_batch: usize = 100, check = at_least_one;
+        /// Percentile of the edge weights used as the CPM resolution γ (§11 row 25).
+        resolution_percentile: f64 = 25.0, check = percent;
+        /// Rule that flags outlier communities (§11 rows 29–30).
+        outlier_rule: OutlierRule = OutlierRule::Tukey;
+        /// Which densities the Tukey quartiles of a community come from: others = the other
+        /// non-singleton communities (leave-one-out, so a very dense community cannot raise its own
+        /// fence: with 4 communities and the spec's rule, k_T ≥ 3 can never flag one); all = every
+        /// non-singleton community, the tested one included (ALGORITHM.md §6.4 as written).
+        tukey_fence: TukeyFence = TukeyFence::Others;
+        /// Tukey multiplier k_T: outlier if density > Q3 + k_T·IQR. 3 is Tukey's "far out" fence, which
+        /// the thesis reports as equivalent and more sensitive than its large k_T; ALGORITHM.md says 5
+        /// (see the module doc of score::codegraph::communities).
+        tukey_k: f64 = 3.0, check = non_negative;
+        /// Floor of the Tukey IQR as a fraction of Q3, guarding the degenerate IQR = 0 of graphs made
+        /// mostly of equal pairs; 0 = the plain rule.
+        tukey_iqr_floor: f64 = 0.5, check = non_negative;
+        /// Communities flagged by --outlier-rule top-densest (§11 row 30).
+        top_densest: usize = 3, check = at_least_one;
+        /// With fewer non-singleton communities than this, no community is flagged.
+        min_communities: usize = 4;
+        /// Percentile p_dep of the outside-community dependency ratios used as threshold (§11 row 32).
+        dependency_percentile: f64 = 95.0, check = percent;
+        /// Final base: exact recomputation of the nearest remaining token, or invalidation of the
+        /// distances to excluded tokens (§11 row 34, Q22).
+        refine_mode: RefineMode = RefineMode::Exact;
+        /// Leiden restarts with derived seeds; the best CPM quality is kept (§11 row 27).
+        leiden_restarts: usize = 256, check = at_least_one;
+        /// Maximum Leiden iterations per restart; stops earlier at convergence (§11 row 27).
+        leiden_iterations: usize = 50, check = at_least_one;
+        /// Subset division s (§11 row 16): shuffle the batch with --seed, split it into this many
+        /// near-equal parts and score each part on its own (k, r_ref, the graph: all per part; faster,
+        /// each case sees fewer references). 1 = off.
+        divide: usize = 1, check = at_least_one;
+        /// Keep void tokens (valid = false) in the search as queries and base; by default they are left
+        /// out (score 0), which is about 4× cheaper on brain volumes. They never create graph links.
+        keep_void: bool = false;
+        /// Views that feed the graph stage, comma-separated 0-based view indices; empty = all. For
+        /// `score`, positions in the token files' layer axis (one view per --layers block, in order:
+        /// 0,1,2 for blocks 6,9,12); for `score2d`, view = block index · (number of LNAMD degrees) +
+        /// degree index, and empty = the r = 1 views (0,3,6,9).
+        graph_views: Vec<usize> = Vec::new();
+        /// Tokens closer than this many grid steps (6-connectivity) to a void token create no graph
+        /// links (surface tokens of the brain match by their outline, which mimics a recurring anomaly);
+        /// they still score, serve as references and can be excluded. 0 = every non-void token links,
+        /// as in the spec.
+        link_margin: usize = 1;
+        /// Seed of every random choice (Leiden, subset division; on volumes also the projection).
+        seed: u64 = 0;
+        /// Worker threads, 0 = one per core: for scoring; for the backbone, ONNX Runtime's intra-op
+        /// threads (0 = one per physical core); and, on volumes, how many volumes the crop box, Nyúl and
+        /// maps stages work on at once (within --memory-budget; the resampling inside each volume still
+        /// uses every core).
+        threads: usize = 0;
+        /// Memory budget in MiB for distance tables and GEMM scratch; on volumes it also caps how many
+        /// volumes the crop box, Nyúl and maps stages hold at once (about 0.5 GiB each at 224³).
+        memory_budget: usize = 8192, value_name = "MIB", check = at_least_one;
     }
 }
 
 impl ScoreConfig {
-    /// Checks every value's range; the error names the flag.
-    pub fn validate(&self) -> Result<()> {
-        let unit = |flag: &str, v: f64, lo_open: bool| -> Result<()> {
-            let ok = v.is_finite() && v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::bad_argument(
-                    flag,
-                    format!("{v} is outside {}0, 1]", if lo_open { "(" } else { "[" }),
-                ))
-            }
-        };
-        unit("--alpha-musc", self.alpha_musc, true)?;
-        unit("--alpha-codegraph", self.alpha_codegraph, true)?;
-        unit("--reference-ratio", self.reference_ratio, true)?;
-        unit("--coverage", self.coverage, true)?;
-        let pct = |flag: &str, v: f64| -> Result<()> {
-            if (0.0..=100.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(Error::bad_argument(
-                    flag,
-                    format!("{v} is outside [0, 100]"),
-                ))
-            }
-        };
-        pct("--resolution-percentile", self.resolution_percentile)?;
-        pct("--dependency-percentile", self.dependency_percentile)?;
-        if !(self.beta.is_finite() && self.beta >= 0.0) {
-            return Err(Error::bad_argument(
-                "--beta",
-                format!("{} must be ≥ 0", self.beta),
-            ));
-        }
-        for (flag, v) in [
-            ("--tukey-k", self.tukey_k),
-            ("--tukey-iqr-floor", self.tukey_iqr_floor),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::bad_argument(flag, format!("{v} must be ≥ 0")));
-            }
-        }
-        for (flag, v) in [
-            ("--link-batch", self.link_batch),
-            ("--top-densest", self.top_densest),
-            ("--leiden-restarts", self.leiden_restarts),
-            ("--leiden-iterations", self.leiden_iterations),
-            ("--divide", self.divide),
-            ("--memory-budget", self.memory_budget),
-        ] {
-            if v == 0 {
-                return Err(Error::bad_argument(flag, "must be at least 1"));
-            }
-        }
-        Ok(())
-    }
-
     /// The MSM fraction of the chosen method.
     pub fn alpha(&self) -> f64 {
         match self.method {

@@ -85,6 +85,8 @@ pub enum CropMode {
     Volume,
 }
 
+crate::settings::choice_setting!(CropMode, ["batch", "volume"]);
+
 impl std::str::FromStr for CropMode {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -340,18 +342,7 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// Validates the configuration (`size` a positive multiple of 14).
     pub fn new(config: PreprocessConfig) -> Result<Self> {
-        if config.size == 0 || config.size % 14 != 0 {
-            let lower = (config.size / 14).max(1) * 14;
-            return Err(Error::bad_argument(
-                "--size",
-                format!(
-                    "the cube edge must be a positive multiple of 14 (the ViT patch size), got {}: use {} or {}",
-                    config.size,
-                    lower,
-                    lower + 14
-                ),
-            ));
-        }
+        crate::backbone::check_size("--size", &config.size)?;
         Ok(Preprocessor {
             config,
             space: None,

@@ -1,4 +1,4 @@
-//! Settings declared once: [`declare_settings!`] turns one list of `name: type = default` lines, each
+//! Settings declared once: `declare_settings!` turns one list of `name: type = default` lines, each
 //! with its doc comment and an optional range check, into a plain struct (serde, kebab-case keys), its
 //! `Default`, its validation and a table of [`Setting`] descriptors. The command line (`cli::settings`
 //! builds the flags from the descriptors, help text and `[default: …]` included) and the `--config` TOML
@@ -105,7 +105,7 @@ macro_rules! choice_setting {
 }
 pub(crate) use choice_setting;
 
-/// A struct of settings made by [`declare_settings!`].
+/// A struct of settings made by `declare_settings!`.
 pub trait Settings: Default + serde::Serialize + serde::de::DeserializeOwned {
     /// Every setting, in declaration order.
     const SETTINGS: &'static [Setting];
@@ -216,7 +216,7 @@ macro_rules! declare_settings {
 }
 pub(crate) use declare_settings;
 
-/// Checks for [`declare_settings!`]: each names the flag in its error.
+/// Checks for `declare_settings!`: each names the flag in its error.
 pub mod checks {
     use crate::{Error, Result};
 

@@ -49,6 +49,12 @@ fn a_run_with_the_fake_backbone_returns_what_a_plot_needs() {
         report: crate::messages::Reporter::silent(),
         progress: false,
     };
+    let twice = Score2dConfig {
+        layers: vec![2, 2],
+        ..cfg.clone()
+    };
+    let err = twice.validate().unwrap_err().to_string();
+    assert!(err.contains("--layers") && err.contains("twice"), "as extract: {err}");
     // block-major views: (block 1, r 1), (1, 3), (2, 1), (2, 3): the r = 1 views feed the graph
     assert_eq!(cfg.effective_score().graph_views, vec![0, 2]);
     let inputs = prepare(&cfg, "sha").unwrap();

@@ -8,7 +8,7 @@
 //! `extract` (hashing, reading, tokenizing, writing), seconds of plain `Session::run` over the very same
 //! batches (same inputs, same selected outputs, same session settings), both as slices/s, and their ratio.
 //!
-//! Run: `scripts/bench_extract.sh` (sets ORT_DYLIB_PATH from .venv and builds the default model), or
+//! Run: `scripts/bench/bench_extract.sh` (sets ORT_DYLIB_PATH from .venv and builds the default model), or
 //! `ORT_DYLIB_PATH=... cargo bench --bench extract -- [--size 224] [--model onnx/dinov2_vits14.onnx]
 //! [--layers 6,9,12] [--threads 0] [--batch 14] [--device cpu]`.
 

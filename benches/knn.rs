@@ -4,16 +4,16 @@
 //! Shape "brain-40": N = 40 cases, a 16³ grid (M = 4096) with 70% void tokens (as skull-stripped brain
 //! volumes have), D = 384 (3·d', d' = 128), L = 2 layers; a planted recurring anomaly in 15% of the cases so
 //! that every CoDeGraph stage (links, communities, targeted filtering, refined scoring) does real work.
-//! The token files are written by `scripts/make_tokens.py` (cached under `bench-out/`).
+//! The token files are written by `scripts/fixtures/make_tokens.py` (cached under `bench-out/`).
 //!
 //! Prints: wall time per stage; the distance kernel's GFLOP/s (2·D flops per token pair compared, each
 //! unordered pair of cases computed once); beside it (a) plain faer GEMMs of the same shapes (one
 //! `n_a × D × n_b` product per case pair, in parallel, nothing else) and (b) a vectorised numpy
-//! implementation (`scripts/bench_numpy_knn.py`: each unordered pair once with one BLAS matmul, row and
+//! implementation (`scripts/bench/bench_numpy_knn.py`: each unordered pair once with one BLAS matmul, row and
 //! column minima), and the ratios; the share of CoDeGraph's stages after the distances; peak memory
 //! (VmHWM) of this process and of the numpy process.
 //!
-//! Run: `scripts/bench_scorer.sh [N]` (N = 40 default; 150 for the large run), or
+//! Run: `scripts/bench/bench_scorer.sh [N]` (N = 40 default; 150 for the large run), or
 //! `MRI_AD_PYTHON=.venv/bin/python cargo bench --bench knn -- <token folder>`.
 
 use std::path::{Path, PathBuf};
@@ -80,10 +80,9 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let dir =
-        PathBuf::from(args.first().expect(
-            "usage: cargo bench --bench knn -- <token folder> (see scripts/bench_scorer.sh)",
-        ));
+    let dir = PathBuf::from(args.first().expect(
+        "usage: cargo bench --bench knn -- <token folder> (see scripts/bench/bench_scorer.sh)",
+    ));
     let files = read_batch(&dir).expect("read the token folder");
     let sets: Vec<_> = files.into_iter().map(|f| f.set).collect();
     let (layers, m, dim) = sets[0].tokens.dim();
@@ -159,7 +158,7 @@ fn main() {
 
     // (b) numpy, same files, same process tree, after ours.
     let python = std::env::var("MRI_AD_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_numpy_knn.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/bench_numpy_knn.py");
     let out = Command::new(&python)
         .arg(&script)
         .arg(&dir)

@@ -6,13 +6,13 @@
 # and prints the metrics and what to open. About 10-15 minutes on 2 CPU cores (see README for the size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-py=$(scripts/setup-python.sh | tail -n 1)
-"$py" scripts/build_default_model.py >&2
+py=$(scripts/setup/python.sh | tail -n 1)
+"$py" scripts/setup/build_default_model.py >&2
 cargo build --release --locked
-ort=$("$py" scripts/ort_lib.py)
+ort=$("$py" scripts/setup/ort_lib.py)
 if [ ! -f demo/cohort/truth.json ]; then
   echo "writing the demo cohort to demo/cohort (20 healthy, 10 lesion volumes, 4 sharing one lesion)" >&2
-  "$py" scripts/make_demo_cohort.py --out demo/cohort
+  "$py" scripts/data/make_demo_cohort.py --out demo/cohort
 fi
 target/release/mri-ad score --healthy demo/cohort/healthy --query demo/cohort/query \
   --labels demo/cohort/labels --out demo/run --size 168 --ort-lib "$ort" "$@"

@@ -1,4 +1,4 @@
-//! Metrics against scikit-learn and an independent numpy/scipy Dice protocol (scripts/ref_metrics.py):
+//! Metrics against scikit-learn and an independent numpy/scipy Dice protocol (scripts/oracles/ref_metrics.py):
 //! ties, a single class, an empty lesion mask and healthy cases included.
 
 mod common;
@@ -80,7 +80,7 @@ fn metrics_agree_with_scikit_learn_and_numpy() {
         }
         npz.finish().unwrap();
     }
-    let out = run_script("ref_metrics.py", &[s(&path)]);
+    let out = run_script("oracles/ref_metrics.py", &[s(&path)]);
     let reference: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
 
     for (name, sc, lb) in &sets {

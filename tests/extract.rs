@@ -1,5 +1,5 @@
 //! `mri-ad extract` end to end: the real binary, ONNX Runtime from the onnxruntime wheel, tiny random ViTs
-//! made by scripts/make_tiny_vit.py, and the independent Python reference scripts/reference_tokenizer.py.
+//! made by scripts/fixtures/make_tiny_vit.py, and the independent Python reference scripts/oracles/ref_tokenizer.py.
 //! Needs MRI_AD_PYTHON (scripts/test.sh sets it); fails loudly without it.
 
 mod common;
@@ -39,7 +39,7 @@ fn parity_with_the_independent_python_reference() {
         let case = format!("case{seed}");
         let reference = dir.path().join(format!("{case}.ref.npz"));
         run_python(&[
-            "scripts/reference_tokenizer.py",
+            "scripts/oracles/ref_tokenizer.py",
             "--model",
             s(&model),
             "--input",

@@ -3,7 +3,7 @@
 //! 2. Geometry: inputs written by nibabel with oblique affines, every axis flip/permutation class (RAS, LPS,
 //!    LIA, PSR), anisotropic voxels and non-cubic shapes go through the preprocessing to the S³ cube; the
 //!    bright blob each holds is found in the cube and mapped back, and a hot cube placed in S³ is mapped back;
-//!    `scripts/check_geometry.py verify` opens the written map and mask in SimpleITK and checks their
+//!    `scripts/oracles/ref_geometry.py verify` opens the written map and mask in SimpleITK and checks their
 //!    geometry against the input (1e-4) and their world positions (within one voxel).
 //! 5. Round trip: native → canonical → S³ → native gives the input's grid exactly (shape and every header
 //!    field that defines the grid).
@@ -29,7 +29,7 @@ fn cases(dir: &std::path::Path) -> Vec<String> {
 fn maps_land_on_the_input_grid_and_world_positions() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    common::run_script("check_geometry.py", &["make", common::s(dir)]);
+    common::run_script("oracles/ref_geometry.py", &["make", common::s(dir)]);
     let out = dir.join("out");
     std::fs::create_dir(&out).unwrap();
     let pre = Preprocessor::new(PreprocessConfig {
@@ -67,7 +67,7 @@ fn maps_land_on_the_input_grid_and_world_positions() {
         )
         .unwrap();
     }
-    let report = common::run_script("check_geometry.py", &["verify", common::s(dir)]);
+    let report = common::run_script("oracles/ref_geometry.py", &["verify", common::s(dir)]);
     println!("{report}");
     assert!(report.contains("failed=0"), "{report}");
 }
@@ -76,7 +76,7 @@ fn maps_land_on_the_input_grid_and_world_positions() {
 fn round_trip_restores_the_native_grid_exactly() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    common::run_script("check_geometry.py", &["make", common::s(dir)]);
+    common::run_script("oracles/ref_geometry.py", &["make", common::s(dir)]);
     let pre = Preprocessor::new(PreprocessConfig {
         size: 56,
         margin: 2,

@@ -1,4 +1,4 @@
-//! The numeric pieces of the 2D path against independent numpy/scipy references (scripts/ref_*.py): LNAMD and
+//! The numeric pieces of the 2D path against independent numpy/scipy references (scripts/oracles/ref_*.py): LNAMD and
 //! its box mean, bilinear align-corners upsampling, RsCIN, AUPRO and the GMM threshold. Inputs are seeded random
 //! with ties, constant maps, borders and degenerate cases; every comparison also shows that a plausible wrong
 //! variant (divisor, padding, tie rule, rescaling) would have been caught by the same tolerance.
@@ -112,7 +112,7 @@ fn lnamd_and_bilinear_match_numpy() {
         }
         npz.finish().unwrap();
     }
-    run_script("ref_lnamd.py", &[s(&input), s(&output)]);
+    run_script("oracles/ref_lnamd.py", &[s(&input), s(&output)]);
     let reference = read_npz(&output);
     let get = |k: &str| {
         reference
@@ -257,7 +257,7 @@ fn rscin_matches_numpy() {
         }
         npz.finish().unwrap();
     }
-    run_script("ref_rscin.py", &[s(&input), s(&output)]);
+    run_script("oracles/ref_rscin.py", &[s(&input), s(&output)]);
     let reference = read_npz(&output);
     let mut worst = 0.0f64;
     for (name, ..) in &cases {
@@ -384,7 +384,7 @@ fn aupro_matches_numpy() {
         }
         npz.finish().unwrap();
     }
-    run_script("ref_aupro.py", &[s(&input), s(&output)]);
+    run_script("oracles/ref_aupro.py", &[s(&input), s(&output)]);
     let reference = read_npz(&output);
 
     // Region labels: identical to scipy.ndimage.label with a 3×3 structure.
@@ -505,7 +505,7 @@ fn gmm_threshold_matches_numpy() {
         }
         npz.finish().unwrap();
     }
-    run_script("ref_gmm.py", &[s(&input), s(&output)]);
+    run_script("oracles/ref_gmm.py", &[s(&input), s(&output)]);
     let reference = read_npz(&output);
     let mut worst = 0.0f64;
     let mut chosen = Vec::new();

@@ -1,7 +1,7 @@
 //! Acceptance 1 of the I/O issue: our NIfTI reader agrees with nibabel on every `.nii`/`.nii.gz` shipped in the
 //! nibabel wheel's test data, and on edge-case files written with nibabel headers (every datatype, both byte
 //! orders, scaling, qform/sform combinations, NIfTI-2, pairs, gzip), or refuses the file with a clear error.
-//! The comparison is done by `scripts/ref_nifti.py compare`, which prints the counts read / refused / wrong.
+//! The comparison is done by `scripts/oracles/ref_nifti.py compare`, which prints the counts read / refused / wrong.
 
 mod common;
 
@@ -47,12 +47,12 @@ fn judge(files: &[PathBuf], work: &Path) -> String {
     }
     let mpath = work.join("manifest.json");
     std::fs::write(&mpath, serde_json::to_string(&manifest).unwrap()).unwrap();
-    common::run_script("ref_nifti.py", &["compare", common::s(&mpath)])
+    common::run_script("oracles/ref_nifti.py", &["compare", common::s(&mpath)])
 }
 
 #[test]
 fn reader_matches_nibabel_on_wheel_test_data() {
-    let data = common::run_script("ref_nifti.py", &["nibabel-data"]);
+    let data = common::run_script("oracles/ref_nifti.py", &["nibabel-data"]);
     let files = nifti_files(Path::new(data.trim()), &[".nii", ".nii.gz"]);
     assert!(
         files.len() >= 8,
@@ -72,7 +72,7 @@ fn reader_matches_nibabel_on_wheel_test_data() {
 fn reader_matches_nibabel_on_generated_edge_cases() {
     let work = tempfile::tempdir().unwrap();
     let gen = work.path().join("gen");
-    common::run_script("ref_nifti.py", &["make", common::s(&gen)]);
+    common::run_script("oracles/ref_nifti.py", &["make", common::s(&gen)]);
     let files = nifti_files(&gen, nifti::NIFTI_SUFFIXES);
     let report = judge(&files, work.path());
     println!("generated edge cases ({} files):\n{report}", files.len());

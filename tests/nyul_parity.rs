@@ -1,5 +1,5 @@
 //! Acceptance 4 of the I/O issue: our Nyúl standardisation agrees with an independent numpy implementation
-//! (`scripts/ref_nyul.py`) within 1e-4, on the same volumes: real preprocessed cubes (the geometry test
+//! (`scripts/oracles/ref_nyul.py`) within 1e-4, on the same volumes: real preprocessed cubes (the geometry test
 //! volumes, whose intensities are smooth with a bright blob) plus synthetic cubes with skewed, integer
 //! (tied) and negative intensity distributions.
 
@@ -17,7 +17,7 @@ fn nyul_matches_numpy() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let vols = dir.join("vols");
-    common::run_script("check_geometry.py", &["make", common::s(&vols)]);
+    common::run_script("oracles/ref_geometry.py", &["make", common::s(&vols)]);
     let pre = Preprocessor::new(PreprocessConfig {
         size: 28,
         margin: 2,
@@ -63,7 +63,7 @@ fn nyul_matches_numpy() {
         w(format!("mask_{i}.npy"), &|f| m.write_npy(f).unwrap());
         w(format!("std_{i}.npy"), &|f| out.write_npy(f).unwrap());
     }
-    let report = common::run_script("ref_nyul.py", &[common::s(dir)]);
+    let report = common::run_script("oracles/ref_nyul.py", &[common::s(dir)]);
     println!("{report}");
     assert!(
         report.contains(&format!("volumes={}", cubes.len())),

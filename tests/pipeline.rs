@@ -241,10 +241,11 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert_eq!(td.len(), 7, "{m}");
     let mean = td.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / 7.0;
     assert!((m["token_dice_mean"].as_f64().unwrap() - mean).abs() < 1e-12);
-    // The cube-space metrics recomputed from the inputs and token scores by scripts/ref_run_metrics.py
+    // The cube-space metrics recomputed from the inputs and token scores by scripts/oracles/ref_run_metrics.py
     // (numpy/scipy/nibabel/scikit-learn; mri-ad's cube geometry, exact voxel F1-max).
     let reference: serde_json::Value =
-        serde_json::from_str(run_script("ref_run_metrics.py", &["--run", s(&out)]).trim()).unwrap();
+        serde_json::from_str(run_script("oracles/ref_run_metrics.py", &["--run", s(&out)]).trim())
+            .unwrap();
     let near = |a: &serde_json::Value, b: &serde_json::Value, tol: f64, what: &str| {
         let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
         assert!((a - b).abs() <= tol, "{what}: mri-ad {a}, reference {b}");

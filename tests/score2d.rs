@@ -1,7 +1,7 @@
 //! `mri-ad score2d` end to end with the tiny random ViT on tiny images written by Pillow
-//! (scripts/make_test_images2d.py): the run folder, maps at each image's size, ground truth from masks and
+//! (scripts/fixtures/make_test_images2d.py): the run folder, maps at each image's size, ground truth from masks and
 //! from the MVTec layout, every supported pixel format decoded like Pillow (checked through the model's
-//! `cls` and RsCIN against scripts/ref_score2d.py), PIL-exact resizing, determinism, and the bad inputs.
+//! `cls` and RsCIN against scripts/oracles/ref_score2d.py), PIL-exact resizing, determinism, and the bad inputs.
 
 mod common;
 
@@ -15,7 +15,7 @@ use serde_json::Value;
 const SIZE: &str = "84"; // 6×6 token grid
 
 fn make(kind: &str, dir: &Path) {
-    run_script("make_test_images2d.py", &[kind, s(dir)]);
+    run_script("fixtures/make_test_images2d.py", &[kind, s(dir)]);
 }
 
 /// `score2d` with the tiny model on CPU; extra flags appended.
@@ -220,7 +220,7 @@ fn pixel_formats_decode_like_pillow_and_rscin_uses_the_cls_embeddings() {
     names.sort();
     assert_eq!(names.len(), 9, "{names:?}");
     let code = format!(
-        "import sys, os, numpy as np; sys.path.insert(0, 'scripts'); from ref_score2d import decode; \
+        "import sys, os, numpy as np; sys.path.insert(0, 'scripts/oracles'); from ref_score2d import decode; \
          d = '{0}'; [np.save(os.path.join(d, '..', n + '.npy'), decode(os.path.join(d, n))) for n in os.listdir(d)]",
         s(&images)
     );
@@ -275,7 +275,7 @@ fn pixel_formats_decode_like_pillow_and_rscin_uses_the_cls_embeddings() {
     ok(&score2d(&images, &out, &["--method", "musc"]));
     let model = tiny_model(0);
     let report: Value =
-        serde_json::from_str(&run_script("ref_score2d.py", &[s(&out), s(&model)])).unwrap();
+        serde_json::from_str(&run_script("oracles/ref_score2d.py", &[s(&out), s(&model)])).unwrap();
     assert_eq!(report["cases"], 8);
     let d = report["score_max_abs_diff"].as_f64().unwrap();
     assert!(d < 1e-6, "RsCIN scores differ from the reference by {d}");
@@ -418,7 +418,7 @@ fn void_background_leaves_exact_zero_patches_out_of_the_search() {
     // of the 14×14 patch) are the run's, and every one of them scores exactly 0.
     let model = tiny_model(0);
     let report: Value =
-        serde_json::from_str(&run_script("ref_score2d.py", &[s(&out), s(&model)])).unwrap();
+        serde_json::from_str(&run_script("oracles/ref_score2d.py", &[s(&out), s(&model)])).unwrap();
     assert_eq!(report["void_scored"], 0, "{report}");
     let inputs = summary["inputs"].as_array().unwrap();
     assert_eq!(inputs.len(), 6);

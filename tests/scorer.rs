@@ -1,5 +1,5 @@
 //! End-to-end tests of the batch scorer (`mri-ad score --tokens`) against the independent Python
-//! references under scripts/: MuSc parity with numpy, Leiden-CPM against leidenalg, the planted
+//! references under scripts/oracles/: MuSc parity with numpy, Leiden-CPM against leidenalg, the planted
 //! recurring anomaly, determinism, and bad inputs.
 
 mod common;
@@ -25,7 +25,7 @@ fn score(tokens: &Path, out: &Path, extra: &[&str]) {
 fn make_tokens(out: &Path, args: &[&str]) {
     let mut all = vec!["--out", s(out)];
     all.extend_from_slice(args);
-    run_script("make_tokens.py", &all);
+    run_script("fixtures/make_tokens.py", &all);
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn musc_matches_numpy_reference() {
             "1e-4",
         ];
         r.extend(ref_extra);
-        let report = run_script("ref_musc.py", &r);
+        let report = run_script("oracles/ref_musc.py", &r);
         println!("{name}: {report}");
     }
     // Subset division: each part is an independent batch; the reference scores each part's folder.
@@ -94,7 +94,7 @@ fn musc_matches_numpy_reference() {
             std::fs::copy(tokens.join(&file), folder.join(&file)).unwrap();
         }
         let report = run_script(
-            "ref_musc.py",
+            "oracles/ref_musc.py",
             &[
                 "--tokens",
                 s(&folder),
@@ -110,7 +110,7 @@ fn musc_matches_numpy_reference() {
     let run = dir.path().join("alpha");
     score(&tokens, &run, &["--method", "musc", "--alpha-musc", "0.1"]);
     let o = std::process::Command::new(common::python())
-        .arg(common::root().join("scripts/ref_musc.py"))
+        .arg(common::root().join("scripts/oracles/ref_musc.py"))
         .args(["--tokens", s(&tokens), "--run", s(&run), "--alpha", "0.3"])
         .output()
         .unwrap();
@@ -124,7 +124,7 @@ fn musc_matches_numpy_reference() {
 fn leiden_cpm_matches_or_beats_leidenalg() {
     let dir = tempfile::tempdir().unwrap();
     let graphs = dir.path().join("graphs.json");
-    run_script("ref_leiden.py", &["make", "--out", s(&graphs)]);
+    run_script("oracles/ref_leiden.py", &["make", "--out", s(&graphs)]);
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&graphs).unwrap()).unwrap();
     let graphs_json = doc["graphs"].as_array().unwrap();
     assert!(graphs_json.len() >= 20);
@@ -154,7 +154,7 @@ fn leiden_cpm_matches_or_beats_leidenalg() {
         serde_json::json!({ "memberships": memberships }).to_string(),
     )
     .unwrap();
-    let report = run_script("ref_leiden.py", &["compare", s(&graphs), s(&ours)]);
+    let report = run_script("oracles/ref_leiden.py", &["compare", s(&graphs), s(&ours)]);
     println!("{report}");
 }
 
@@ -172,7 +172,7 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
     score(&planted, &cg, &[]);
     score(&planted, &musc, &["--method", "musc"]);
     let report = run_script(
-        "check_planted.py",
+        "oracles/ref_planted.py",
         &[
             "--tokens",
             s(&planted),
@@ -187,7 +187,7 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
     println!("{report}");
     // Every CoDeGraph stage against the independent numpy implementation (same settings)...
     let report = run_script(
-        "ref_codegraph.py",
+        "oracles/ref_codegraph.py",
         &["--tokens", s(&planted), "--run", s(&cg)],
     );
     println!("{report}");
@@ -195,14 +195,14 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
     let all_rule = dir.path().join("fence-all");
     score(&planted, &all_rule, &["--tukey-fence", "all"]);
     run_script(
-        "ref_codegraph.py",
+        "oracles/ref_codegraph.py",
         &["--tokens", s(&planted), "--run", s(&all_rule)],
     );
     // ...which notices a run with other settings (another endurance-ratio weight selects other links).
     let plain = dir.path().join("other-beta");
     score(&planted, &plain, &["--beta", "0.5"]);
     let o = std::process::Command::new(common::python())
-        .arg(common::root().join("scripts/ref_codegraph.py"))
+        .arg(common::root().join("scripts/oracles/ref_codegraph.py"))
         .args(["--tokens", s(&planted), "--run", s(&plain)])
         .output()
         .unwrap();
@@ -214,7 +214,7 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
     let inv = dir.path().join("inv");
     score(&planted, &inv, &["--refine-mode", "invalidate"]);
     run_script(
-        "check_planted.py",
+        "oracles/ref_planted.py",
         &[
             "--tokens",
             s(&planted),
@@ -235,7 +235,7 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
     let cg_clean = dir.path().join("cg-clean");
     score(&clean, &cg_clean, &[]);
     let report = run_script(
-        "check_planted.py",
+        "oracles/ref_planted.py",
         &[
             "--tokens",
             s(&clean),
@@ -247,7 +247,7 @@ fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
     );
     println!("{report}");
     run_script(
-        "ref_codegraph.py",
+        "oracles/ref_codegraph.py",
         &["--tokens", s(&clean), "--run", s(&cg_clean)],
     );
 }
@@ -616,14 +616,14 @@ fn similarity_scaling_matches_numpy_and_shows_the_burnout_spike() {
         println!(
             "{}",
             run_script(
-                "ref_scaling.py",
+                "oracles/ref_scaling.py",
                 &["--tokens", s(&planted), "--run", s(run)]
             )
         );
     }
     // The reference notices a wrong τ (squared distances double it).
     let o = std::process::Command::new(common::python())
-        .arg(common::root().join("scripts/ref_scaling.py"))
+        .arg(common::root().join("scripts/oracles/ref_scaling.py"))
         .args(["--tokens", s(&planted), "--run", s(&cg), "--squared"])
         .output()
         .unwrap();

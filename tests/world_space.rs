@@ -1,4 +1,4 @@
-//! One batch grid in world space (issue 17), on the cohort of `scripts/make_world_cohort.py`: MNI152-derived
+//! One batch grid in world space (issue 17), on the cohort of `scripts/data/make_world_cohort.py`: MNI152-derived
 //! subjects registered to one atlas at 3 mm, and variants of h0 made by nibabel and SimpleITK (other storage
 //! orientations, a coarser grid with another field of view, an oblique grid, unregistered copies, scans
 //! that are not skull-stripped with their brain masks).
@@ -15,7 +15,7 @@ fn cohort() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        run_script("make_world_cohort.py", &["--out", s(dir.path())]);
+        run_script("data/make_world_cohort.py", &["--out", s(dir.path())]);
         dir
     })
     .path()
@@ -507,7 +507,7 @@ fn world_resampling_matches_an_independent_scipy_implementation() {
     }
     let json = work.path().join("cases.json");
     std::fs::write(&json, serde_json::to_string(&cases).unwrap()).unwrap();
-    let report = run_script("ref_world_resample.py", &[s(&json)]);
+    let report = run_script("oracles/ref_world_resample.py", &[s(&json)]);
     println!("{report}");
     assert!(report.contains("cases=7 failed=0"), "{report}");
     // Negative control: h0's cube in place of h0_coarse's (as if the coarse volume were read on the frame
@@ -520,7 +520,9 @@ fn world_resampling_matches_an_independent_scipy_implementation() {
     std::fs::write(&json, serde_json::to_string(&cases).unwrap()).unwrap();
     let out = std::process::Command::new(python())
         .args([
-            root().join("scripts/ref_world_resample.py").as_path(),
+            root()
+                .join("scripts/oracles/ref_world_resample.py")
+                .as_path(),
             json.as_path(),
         ])
         .output()

@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ndarray::{Array2, Array4, ArrayView4, Axis};
 use ort::environment::Environment;
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionOutputs};
 use ort::value::TensorRef;
 
 use super::{Embedder, PATCH};
@@ -98,7 +98,7 @@ pub fn resolve_ort_lib(flag: Option<&Path>) -> Result<PathBuf> {
                         "the ONNX Runtime shared library is needed to run the model; pass --ort-lib PATH or set \
                          ORT_DYLIB_PATH (it ships in the `onnxruntime` wheel: \
                          .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.*; \
-                         scripts/setup-python.sh installs it){}",
+                         scripts/setup/python.sh installs it){}",
                         venv_hint()
                     ),
                 ))
@@ -209,70 +209,132 @@ fn session(env: &Environment, cfg: &OrtConfig, cuda: bool) -> std::result::Resul
     b.commit_from_file(&cfg.model).map_err(|e| e.to_string())
 }
 
-impl OrtEmbedder {
-    /// Loads ONNX Runtime and the model, registers the device, checks the model contract.
-    pub fn load(cfg: &OrtConfig) -> Result<Self> {
-        if !cfg.model.is_file() {
+/// Refuses a missing model file and an empty block selection (before ONNX Runtime is loaded).
+fn check_config(cfg: &OrtConfig) -> Result<()> {
+    if !cfg.model.is_file() {
+        return Err(Error::bad_argument(
+            "--model",
+            format!(
+                "{}: no such file (build the default model with scripts/setup/build_default_model.py, see onnx/README.md)",
+                cfg.model.display()
+            ),
+        ));
+    }
+    if cfg.layers.is_empty() {
+        return Err(Error::bad_argument(
+            "--layers",
+            "at least one block must be selected",
+        ));
+    }
+    Ok(())
+}
+
+/// An error about the model file of `cfg`.
+fn model_error(cfg: &OrtConfig, problem: String) -> Error {
+    Error::bad_input(&cfg.model, problem)
+}
+
+/// The error of a model that ONNX Runtime cannot load.
+fn load_error(cfg: &OrtConfig, problem: String) -> Error {
+    model_error(
+        cfg,
+        format!(
+            "ONNX Runtime cannot load the model (not an ONNX file, or a damaged one? onnx/README.md says \
+             how to build the default model): {problem}"
+        ),
+    )
+}
+
+/// Opens the model on `cfg.device` (see the module doc): the session, the provider that runs it and, when
+/// `auto` fell back to the CPU, the notice saying so. `lib` is named in the error of a failed `cuda`.
+fn open_on_device(
+    env: &Environment,
+    cfg: &OrtConfig,
+    lib: &Path,
+) -> Result<(Session, &'static str, Option<String>)> {
+    Ok(match cfg.device {
+        Device::Cpu => (
+            session(env, cfg, false).map_err(|e| load_error(cfg, e))?,
+            CPU_PROVIDER,
+            None,
+        ),
+        Device::Cuda => match session(env, cfg, true) {
+            Ok(s) => (s, CUDA_PROVIDER, None),
+            Err(e) => {
+                return Err(Error::bad_argument(
+                    "--device",
+                    format!(
+                        "cuda was requested but ONNX Runtime ({}) cannot run {} on CUDA: {e}",
+                        lib.display(),
+                        cfg.model.display()
+                    ),
+                ))
+            }
+        },
+        Device::Auto => match session(env, cfg, true) {
+            Ok(s) => (s, CUDA_PROVIDER, None),
+            Err(e) => {
+                let first = e.lines().next().unwrap_or("").to_string();
+                let s = session(env, cfg, false).map_err(|e| load_error(cfg, e))?;
+                (
+                    s,
+                    CPU_PROVIDER,
+                    Some(format!(
+                        "CUDA is not available ({first}); running on the CPU"
+                    )),
+                )
+            }
+        },
+    })
+}
+
+/// The outputs `layer_<k>` of the selected blocks, each checked against the model's outputs (`available`).
+fn selected_outputs(cfg: &OrtConfig, available: &[String]) -> Result<Vec<String>> {
+    let mut outputs = Vec::new();
+    for &k in &cfg.layers {
+        let name = format!("layer_{k}");
+        if !available.contains(&name) {
             return Err(Error::bad_argument(
-                "--model",
+                "--layers",
                 format!(
-                    "{}: no such file (build the default model with scripts/build_default_model.py, see onnx/README.md)",
-                    cfg.model.display()
+                    "block {k} is not exported by {} (it has outputs {}); choose among those",
+                    cfg.model.display(),
+                    available.join(", ")
                 ),
             ));
         }
-        if cfg.layers.is_empty() {
-            return Err(Error::bad_argument(
-                "--layers",
-                "at least one block must be selected",
-            ));
-        }
+        outputs.push(name);
+    }
+    Ok(outputs)
+}
+
+/// Run options that request only `outputs` (and `cls` when `with_cls`).
+fn run_options(outputs: &[String], with_cls: bool) -> Result<RunOptions<HasSelectedOutputs>> {
+    let mut selector = OutputSelector::no_default();
+    for o in outputs {
+        selector = selector.with(o.clone());
+    }
+    if with_cls {
+        selector = selector.with("cls");
+    }
+    Ok(RunOptions::new()
+        .map_err(|e| Error::Backend {
+            what: "ONNX Runtime".into(),
+            problem: e.to_string(),
+        })?
+        .with_outputs(selector))
+}
+
+impl OrtEmbedder {
+    /// Loads ONNX Runtime and the model, registers the device, checks the model contract.
+    pub fn load(cfg: &OrtConfig) -> Result<Self> {
+        check_config(cfg)?;
         let lib = resolve_ort_lib(cfg.ort_lib.as_deref())?;
         let env = environment(&lib)?;
-        let model_err = |problem: String| Error::bad_input(&cfg.model, problem);
-        let load_err = |problem: String| {
-            model_err(format!(
-                "ONNX Runtime cannot load the model (not an ONNX file, or a damaged one? onnx/README.md says \
-                 how to build the default model): {problem}"
-            ))
-        };
-        let (session, provider, notice) = match cfg.device {
-            Device::Cpu => (
-                session(&env, cfg, false).map_err(load_err)?,
-                CPU_PROVIDER,
-                None,
-            ),
-            Device::Cuda => match session(&env, cfg, true) {
-                Ok(s) => (s, CUDA_PROVIDER, None),
-                Err(e) => {
-                    return Err(Error::bad_argument(
-                        "--device",
-                        format!(
-                            "cuda was requested but ONNX Runtime ({}) cannot run {} on CUDA: {e}",
-                            lib.display(),
-                            cfg.model.display()
-                        ),
-                    ))
-                }
-            },
-            Device::Auto => match session(&env, cfg, true) {
-                Ok(s) => (s, CUDA_PROVIDER, None),
-                Err(e) => {
-                    let first = e.lines().next().unwrap_or("").to_string();
-                    let s = session(&env, cfg, false).map_err(load_err)?;
-                    (
-                        s,
-                        CPU_PROVIDER,
-                        Some(format!(
-                            "CUDA is not available ({first}); running on the CPU"
-                        )),
-                    )
-                }
-            },
-        };
+        let (session, provider, notice) = open_on_device(&env, cfg, &lib)?;
         let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         if input_names != ["pixel_values"] {
-            return Err(model_err(format!(
+            return Err(model_error(cfg, format!(
                 "the model contract requires one input `pixel_values` [B, 3, H, W]; this model has inputs {input_names:?}"
             )));
         }
@@ -281,39 +343,10 @@ impl OrtEmbedder {
             .iter()
             .map(|o| o.name().to_string())
             .collect();
-        let mut outputs = Vec::new();
-        for &k in &cfg.layers {
-            let name = format!("layer_{k}");
-            if !available.contains(&name) {
-                return Err(Error::bad_argument(
-                    "--layers",
-                    format!(
-                        "block {k} is not exported by {} (it has outputs {}); choose among those",
-                        cfg.model.display(),
-                        available.join(", ")
-                    ),
-                ));
-            }
-            outputs.push(name);
-        }
-        let run_options = |with_cls: bool| -> Result<RunOptions<HasSelectedOutputs>> {
-            let mut selector = OutputSelector::no_default();
-            for o in &outputs {
-                selector = selector.with(o.clone());
-            }
-            if with_cls {
-                selector = selector.with("cls");
-            }
-            Ok(RunOptions::new()
-                .map_err(|e| Error::Backend {
-                    what: "ONNX Runtime".into(),
-                    problem: e.to_string(),
-                })?
-                .with_outputs(selector))
-        };
-        let options = run_options(false)?;
+        let outputs = selected_outputs(cfg, &available)?;
+        let options = run_options(&outputs, false)?;
         let options_cls = if available.iter().any(|o| o == "cls") {
-            Some(run_options(true)?)
+            Some(run_options(&outputs, true)?)
         } else {
             None
         };
@@ -373,7 +406,6 @@ impl OrtEmbedder {
                 format!("pixel_values must be [B, 3, H, W] with H, W multiples of {PATCH}; got [{b}, {c}, {h}, {w}]"),
             ));
         }
-        let n = (h / PATCH) * (w / PATCH);
         let model = self.model.clone();
         let options = if with_cls {
             self.options_cls.as_ref().ok_or_else(|| {
@@ -400,11 +432,48 @@ impl OrtEmbedder {
             }
             Err(e) => return Err(Error::Backend { what: format!("running {}", model.display()), problem: e.to_string() }),
         };
+        let contract = OutputContract {
+            model: &model,
+            outputs: &self.outputs,
+            batch: b,
+            height: h,
+            width: w,
+            dim: (!probing).then_some(self.dim),
+        };
+        let tokens = contract.layers(&out)?;
+        let cls = if with_cls {
+            Some(contract.cls(&out, tokens.dim().3)?)
+        } else {
+            None
+        };
+        Ok((tokens, cls))
+    }
+}
+
+/// What the outputs of one run must look like (model contract of `onnx/README.md`).
+struct OutputContract<'a> {
+    /// The model file, named in errors.
+    model: &'a Path,
+    /// The selected `layer_<k>` outputs, in order.
+    outputs: &'a [String],
+    /// The input's batch size and image size.
+    batch: usize,
+    height: usize,
+    width: usize,
+    /// The token width C the outputs must have (`None` when probing, which learns it).
+    dim: Option<usize>,
+}
+
+impl OutputContract<'_> {
+    /// The selected outputs gathered into `[L, B, N, C]`, each checked to be `[B, N, C]` of one width C.
+    fn layers(&self, out: &SessionOutputs) -> Result<Array4<f32>> {
+        let (b, h, w, model) = (self.batch, self.height, self.width, self.model);
+        let n = (h / PATCH) * (w / PATCH);
         let mut result: Option<Array4<f32>> = None;
         for (l, name) in self.outputs.iter().enumerate() {
             let view = out[name.as_str()].try_extract_array::<f32>().map_err(|e| {
                 Error::bad_input(
-                    &model,
+                    model,
                     format!("output `{name}` is not a float32 tensor: {e}"),
                 )
             })?;
@@ -413,10 +482,10 @@ impl OrtEmbedder {
                 && shape[0] == b
                 && shape[1] == n
                 && shape[2] > 0
-                && (probing || shape[2] == self.dim);
+                && self.dim.is_none_or(|dim| shape[2] == dim);
             if !ok {
                 return Err(Error::bad_input(
-                    &model,
+                    model,
                     format!(
                         "output `{name}` has shape {shape:?} for an input [{b}, 3, {h}, {w}]; the model contract requires \
                          [B, (H/14)·(W/14), C] = [{b}, {n}, C] (patch tokens only, CLS dropped)"
@@ -427,7 +496,7 @@ impl OrtEmbedder {
                 result.get_or_insert_with(|| Array4::zeros((self.outputs.len(), b, n, shape[2])));
             if dst.dim().3 != shape[2] {
                 return Err(Error::bad_input(
-                    &model,
+                    model,
                     format!(
                         "output `{name}` has width {} but `{}` has {}",
                         shape[2],
@@ -442,30 +511,28 @@ impl OrtEmbedder {
                     .expect("checked: 3 dimensions"),
             );
         }
-        let tokens = result.expect("at least one layer");
-        let cls = if with_cls {
-            let view = out["cls"].try_extract_array::<f32>().map_err(|e| {
-                Error::bad_input(&model, format!("output `cls` is not a float32 tensor: {e}"))
-            })?;
-            let shape = view.shape().to_vec();
-            if shape != [b, tokens.dim().3] {
-                return Err(Error::bad_input(
-                    &model,
-                    format!(
-                        "output `cls` has shape {shape:?}; the model contract requires [B, C] = [{b}, {}]",
-                        tokens.dim().3
-                    ),
-                ));
-            }
-            Some(
-                view.into_dimensionality::<ndarray::Ix2>()
-                    .expect("checked: 2 dimensions")
-                    .to_owned(),
-            )
-        } else {
-            None
-        };
-        Ok((tokens, cls))
+        Ok(result.expect("at least one layer"))
+    }
+
+    /// The `cls` output, checked to be `[B, C]` for the layers' width `dim`.
+    fn cls(&self, out: &SessionOutputs, dim: usize) -> Result<Array2<f32>> {
+        let (b, model) = (self.batch, self.model);
+        let view = out["cls"].try_extract_array::<f32>().map_err(|e| {
+            Error::bad_input(model, format!("output `cls` is not a float32 tensor: {e}"))
+        })?;
+        let shape = view.shape().to_vec();
+        if shape != [b, dim] {
+            return Err(Error::bad_input(
+                model,
+                format!(
+                    "output `cls` has shape {shape:?}; the model contract requires [B, C] = [{b}, {dim}]"
+                ),
+            ));
+        }
+        Ok(view
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("checked: 2 dimensions")
+            .to_owned())
     }
 }
 

@@ -432,7 +432,7 @@ pub struct DiceProtocol {
     /// of its voxels is lesion, so `t*` is set to catch the lesion's partial tokens and typically sits lower
     /// than the voxel threshold; the two Dice differ most on maps that are hot around their lesions.
     /// Reported because voxel-level comparisons (among them one of the calibration figures in
-    /// docs/demo-results.md) use this threshold.
+    /// docs/experiments/2026-11-30-demo-cohort.md) use this threshold.
     pub at_voxel_threshold: ThresholdDice,
     /// Not §8.3: the token-level Dice of every case, its tokens `≥ t*` against its token labels on the token
     /// grid (1 when both are empty). Pooled over the batch this Dice is the token F1-max itself.

@@ -45,7 +45,7 @@ use crate::formats::tokens::{
 use crate::pipeline::cubes::{CaseInput, Cube, CubeSource};
 use crate::progress::Progress;
 use crate::tokens::{TokenizeStats, Tokenizer, TokenizerConfig};
-use crate::{Error, Result};
+use crate::{Error, Result, TokenSet};
 
 /// Version of the tokenizer's definition; bump when the tokens of the same inputs change.
 pub const TOKENIZER_VERSION: &str =
@@ -349,7 +349,7 @@ pub fn check_model_file(model: &Path) -> Result<()> {
     Err(Error::bad_argument(
         "--model",
         format!(
-            "{}: no such file (build the default model with scripts/build_default_model.py; see onnx/README.md; \
+            "{}: no such file (build the default model with scripts/setup/build_default_model.py; see onnx/README.md; \
              the default path is relative to the current folder)",
             model.display()
         ),
@@ -424,51 +424,90 @@ pub fn run_with(
 ) -> Result<ExtractSummary> {
     let start = Instant::now();
     cfg.validate()?;
-    let cases: Vec<CaseInput> = source
+    let cases = shard_cases(cfg, source)?;
+    prepare_token_folder(&cfg.out, cfg.force)?;
+    let preprocessing = source.preprocessing();
+    let mut run = ExtractRun {
+        cfg,
+        progress: if cfg.progress {
+            Progress::new(true)
+        } else {
+            Progress::hidden()
+        },
+        summary: ExtractSummary {
+            cases: cases.len(),
+            model_sha256: model_sha256.to_string(),
+            ..Default::default()
+        },
+    };
+    let mut backbone = LazyTokenizer {
+        cfg,
+        load,
+        tokenizer: None,
+    };
+    if let Some(path) = &cfg.save_projection {
+        save_projection(backbone.get()?, path)?;
+    }
+    let plans = plan_cases(cfg, &cases, model_sha256, &preprocessing)?;
+    run.tokenize_in_order(source, plans, &mut backbone)?;
+    let mut summary = run.summary;
+    summary.seconds = start.elapsed().as_secs_f64();
+    report_summary(cfg, &summary);
+    Ok(summary)
+}
+
+/// The cases of `cfg`'s shard, in the source's (sorted) order.
+fn shard_cases(cfg: &ExtractConfig, source: &dyn CubeSource) -> Result<Vec<CaseInput>> {
+    Ok(source
         .cases()?
         .into_iter()
         .enumerate()
         .filter(|(c, _)| cfg.shard.owns(*c))
         .map(|(_, case)| case)
-        .collect();
-    prepare_token_folder(&cfg.out, cfg.force)?;
-    let preprocessing = source.preprocessing();
-    let progress = if cfg.progress {
-        Progress::new(true)
-    } else {
-        Progress::hidden()
-    };
-    let mut summary = ExtractSummary {
-        cases: cases.len(),
-        model_sha256: model_sha256.to_string(),
-        ..Default::default()
-    };
-    let mut backbone: Option<Tokenizer> = None;
-    let mut ensure = |backbone: &mut Option<Tokenizer>| -> Result<()> {
-        if backbone.is_none() {
-            *backbone = Some(Tokenizer::new(
-                load()?,
-                cfg.proj_dim,
-                cfg.seed,
-                cfg.tokenizer.clone(),
+        .collect())
+}
+
+/// The tokenizer of a run, built from the backbone that `load` gives when it is first needed.
+struct LazyTokenizer<'a> {
+    cfg: &'a ExtractConfig,
+    load: &'a mut dyn FnMut() -> Result<Box<dyn Embedder>>,
+    tokenizer: Option<Tokenizer>,
+}
+
+impl LazyTokenizer<'_> {
+    /// The tokenizer, loading the backbone on the first call.
+    fn get(&mut self) -> Result<&mut Tokenizer> {
+        if self.tokenizer.is_none() {
+            self.tokenizer = Some(Tokenizer::new(
+                (self.load)()?,
+                self.cfg.proj_dim,
+                self.cfg.seed,
+                self.cfg.tokenizer.clone(),
             )?);
         }
-        Ok(())
-    };
-    if let Some(path) = &cfg.save_projection {
-        ensure(&mut backbone)?;
-        let p = backbone.as_ref().expect("loaded").projection();
-        crate::formats::atomic::write_with(path, |w| {
-            use ndarray_npy::WriteNpyExt;
-            p.matrix.write_npy(w).map_err(|e| e.to_string())
-        })?;
+        Ok(self.tokenizer.as_mut().expect("loaded"))
     }
-    // Which cases are cached is decided first; the cubes of the others are then loaded on a second thread,
-    // one case ahead of the backbone (a rendezvous channel: the loader holds the next cube until the
-    // backbone takes it), so that reading and preprocessing the next volume overlaps the inference of this
-    // one. Cases are still tokenised and reported in order.
+}
+
+/// Writes the tokenizer's projection matrix `[d', D]` to `path` as `.npy` (`--save-projection`).
+fn save_projection(tokenizer: &Tokenizer, path: &Path) -> Result<()> {
+    let p = tokenizer.projection();
+    crate::formats::atomic::write_with(path, |w| {
+        use ndarray_npy::WriteNpyExt;
+        p.matrix.write_npy(w).map_err(|e| e.to_string())
+    })
+}
+
+/// The plan of every case: its cache key (hashing its input and mask unless their hashes are known), its
+/// token file and, when that file is current, its sidecar. Errors on the first unreadable input.
+fn plan_cases<'a>(
+    cfg: &ExtractConfig,
+    cases: &'a [CaseInput],
+    model_sha256: &str,
+    preprocessing: &Value,
+) -> Result<Vec<CasePlan<'a>>> {
     let mut plans = Vec::with_capacity(cases.len());
-    for case in &cases {
+    for case in cases {
         let input_sha256 = match &case.sha256 {
             Some(known) => known.clone(),
             None => sha256_file(&case.path)?,
@@ -481,7 +520,7 @@ pub fn run_with(
         let key = cache_key(
             cfg,
             model_sha256,
-            &preprocessing,
+            preprocessing,
             &input_sha256,
             mask_sha256.as_deref(),
         );
@@ -494,109 +533,182 @@ pub fn run_with(
             cached_sidecar,
         });
     }
-    let to_compute: Vec<&CaseInput> = plans
-        .iter()
-        .filter(|p| p.cached_sidecar.is_none())
-        .map(|p| p.case)
-        .collect();
-    std::thread::scope(|scope| -> Result<()> {
-        let (send, cubes) = std::sync::mpsc::sync_channel::<Result<Cube>>(0);
-        let mut loader = (!to_compute.is_empty()).then(|| {
-            scope.spawn(move || {
-                for case in to_compute {
-                    let cube = source.load(case, cfg.size);
-                    let failed = cube.is_err();
-                    // A closed channel: the main thread stopped on an error; stop loading. After a
-                    // failed load the run stops at that case anyway.
-                    if send.send(cube).is_err() || failed {
-                        break;
-                    }
-                }
-            })
-        });
-        for CasePlan {
-            case,
-            key,
-            npz,
-            cached_sidecar,
-        } in plans
-        {
-            if let Some(side) = cached_sidecar {
-                count_provider(&mut summary.token_providers, sidecar_provider(Some(&side)));
-                cfg.report.say(format!("{}: up to date, reused", case.id));
-                summary.reused += 1;
-                summary.per_case.push(CaseReport {
-                    case: case.id.clone(),
-                    computed: false,
-                    stats: None,
-                });
-                continue;
-            }
-            ensure(&mut backbone)?;
-            let tokenizer = backbone.as_mut().expect("loaded");
-            summary.provider = Some(tokenizer.provider().to_string());
-            count_provider(&mut summary.token_providers, Some(tokenizer.provider()));
-            let cube = match cubes.recv() {
-                Ok(cube) => cube?,
-                // The loader ended without sending this case's cube: it panicked; raise its panic here.
-                Err(_) => match loader.take().map(|h| h.join()) {
-                    Some(Err(panic)) => std::panic::resume_unwind(panic),
-                    _ => unreachable!("the loader sends a cube for every case to compute"),
-                },
-            };
-            let bar = progress.bar(3 * cfg.size as u64, &case.id);
-            let (set, stats) = tokenizer
-                .tokenize(&case.id, cube.voxels.view(), cube.mask.view(), &bar)
-                .map_err(|e| match e {
-                    Error::BadInput { problem, .. } => Error::bad_input(&case.path, problem),
-                    other => other,
-                })?;
-            bar.finish_and_clear();
-            drop(cube);
-            write_token_file(&npz, &set)?;
-            let mut side = key.clone();
-            let extra = json!({
-                "case": case.id,
-                "input_file": case.path.display().to_string(),
-                "mask_file": case.mask.as_ref().map(|m| m.display().to_string()),
-                "model_file": cfg.model.display().to_string(),
-                "provider": tokenizer.provider(),
-                "batch": cfg.tokenizer.batch,
-                "mri_ad_version": env!("CARGO_PKG_VERSION"),
-                "grid": set.grid,
-                "n_valid": set.n_valid(),
-                "stats": {
-                    "slices": stats.slices,
-                    "inferred": stats.inferred,
-                    "background_reused": stats.background_reused,
-                    "seconds": stats.seconds,
-                },
-            });
-            if let (Value::Object(s), Value::Object(x)) = (&mut side, extra) {
-                s.extend(x);
-            }
-            crate::formats::atomic::write_json(&sidecar_path(&npz), &side)?;
-            cfg.report.say(format!(
-                "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
-                case.id,
-                stats.seconds,
-                stats.slices,
-                stats.inferred,
-                stats.background_reused,
-                stats.slices as f64 / stats.seconds.max(1e-9)
-            ));
-            summary.computed += 1;
-            summary.slices_inferred += stats.inferred;
-            summary.background_reused += stats.background_reused;
-            summary.per_case.push(CaseReport {
-                case: case.id.clone(),
-                computed: true,
-                stats: Some(stats),
-            });
+    Ok(plans)
+}
+
+/// Loads the cubes of `cases` in order and hands each to the backbone through `send` (a rendezvous
+/// channel), stopping after a failed load or when the receiver is gone.
+fn load_cubes(
+    source: &dyn CubeSource,
+    cases: Vec<&CaseInput>,
+    size: usize,
+    send: std::sync::mpsc::SyncSender<Result<Cube>>,
+) {
+    for case in cases {
+        let cube = source.load(case, size);
+        let failed = cube.is_err();
+        // A closed channel: the main thread stopped on an error; stop loading. After a failed load the
+        // run stops at that case anyway.
+        if send.send(cube).is_err() || failed {
+            break;
         }
+    }
+}
+
+/// The next cube from the loader; when the loader ended without sending it, it panicked, and its panic is
+/// raised here.
+fn receive_cube(
+    cubes: &std::sync::mpsc::Receiver<Result<Cube>>,
+    loader: &mut Option<std::thread::ScopedJoinHandle<'_, ()>>,
+) -> Result<Cube> {
+    match cubes.recv() {
+        Ok(cube) => cube,
+        Err(_) => match loader.take().map(|h| h.join()) {
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            _ => unreachable!("the loader sends a cube for every case to compute"),
+        },
+    }
+}
+
+/// The run's settings, progress bars and the summary its cases fill.
+struct ExtractRun<'a> {
+    cfg: &'a ExtractConfig,
+    progress: Progress,
+    summary: ExtractSummary,
+}
+
+impl ExtractRun<'_> {
+    /// Reuses the cached cases and computes the others, in case order. The cubes of the cases to compute
+    /// are loaded on a second thread, one case ahead of the backbone (a rendezvous channel: the loader
+    /// holds the next cube until the backbone takes it), so that reading and preprocessing the next
+    /// volume overlaps the inference of this one.
+    fn tokenize_in_order(
+        &mut self,
+        source: &dyn CubeSource,
+        plans: Vec<CasePlan<'_>>,
+        backbone: &mut LazyTokenizer<'_>,
+    ) -> Result<()> {
+        let to_compute: Vec<&CaseInput> = plans
+            .iter()
+            .filter(|p| p.cached_sidecar.is_none())
+            .map(|p| p.case)
+            .collect();
+        let size = self.cfg.size;
+        std::thread::scope(|scope| -> Result<()> {
+            let (send, cubes) = std::sync::mpsc::sync_channel::<Result<Cube>>(0);
+            let mut loader = (!to_compute.is_empty())
+                .then(|| scope.spawn(move || load_cubes(source, to_compute, size, send)));
+            for plan in plans {
+                if let Some(side) = &plan.cached_sidecar {
+                    self.reuse(plan.case, side);
+                    continue;
+                }
+                let tokenizer = backbone.get()?;
+                self.summary.provider = Some(tokenizer.provider().to_string());
+                count_provider(
+                    &mut self.summary.token_providers,
+                    Some(tokenizer.provider()),
+                );
+                let cube = receive_cube(&cubes, &mut loader)?;
+                self.compute(&plan, tokenizer, cube)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records a case whose cached token file is current (`side`: its sidecar).
+    fn reuse(&mut self, case: &CaseInput, side: &Value) {
+        count_provider(
+            &mut self.summary.token_providers,
+            sidecar_provider(Some(side)),
+        );
+        self.cfg
+            .report
+            .say(format!("{}: up to date, reused", case.id));
+        self.summary.reused += 1;
+        self.summary.per_case.push(CaseReport {
+            case: case.id.clone(),
+            computed: false,
+            stats: None,
+        });
+    }
+
+    /// Tokenises one case's cube, writes its token file and then its sidecar, and records it.
+    fn compute(
+        &mut self,
+        plan: &CasePlan<'_>,
+        tokenizer: &mut Tokenizer,
+        cube: Cube,
+    ) -> Result<()> {
+        let (cfg, case) = (self.cfg, plan.case);
+        let bar = self.progress.bar(3 * cfg.size as u64, &case.id);
+        let (set, stats) = tokenizer
+            .tokenize(&case.id, cube.voxels.view(), cube.mask.view(), &bar)
+            .map_err(|e| match e {
+                Error::BadInput { problem, .. } => Error::bad_input(&case.path, problem),
+                other => other,
+            })?;
+        bar.finish_and_clear();
+        drop(cube);
+        write_token_file(&plan.npz, &set)?;
+        let side = computed_sidecar(cfg, plan, tokenizer.provider(), &set, &stats);
+        crate::formats::atomic::write_json(&sidecar_path(&plan.npz), &side)?;
+        cfg.report.say(format!(
+            "{}: computed in {:.1} s ({} slices: {} inferred, {} background reused; {:.0} slices/s)",
+            case.id,
+            stats.seconds,
+            stats.slices,
+            stats.inferred,
+            stats.background_reused,
+            stats.slices as f64 / stats.seconds.max(1e-9)
+        ));
+        self.summary.computed += 1;
+        self.summary.slices_inferred += stats.inferred;
+        self.summary.background_reused += stats.background_reused;
+        self.summary.per_case.push(CaseReport {
+            case: case.id.clone(),
+            computed: true,
+            stats: Some(stats),
+        });
         Ok(())
-    })?;
-    summary.seconds = start.elapsed().as_secs_f64();
+    }
+}
+
+/// The sidecar of a computed case: its cache key, then what made the tokens and how.
+fn computed_sidecar(
+    cfg: &ExtractConfig,
+    plan: &CasePlan<'_>,
+    provider: &str,
+    set: &TokenSet,
+    stats: &TokenizeStats,
+) -> Value {
+    let case = plan.case;
+    let mut side = plan.key.clone();
+    let extra = json!({
+        "case": case.id,
+        "input_file": case.path.display().to_string(),
+        "mask_file": case.mask.as_ref().map(|m| m.display().to_string()),
+        "model_file": cfg.model.display().to_string(),
+        "provider": provider,
+        "batch": cfg.tokenizer.batch,
+        "mri_ad_version": env!("CARGO_PKG_VERSION"),
+        "grid": set.grid,
+        "n_valid": set.n_valid(),
+        "stats": {
+            "slices": stats.slices,
+            "inferred": stats.inferred,
+            "background_reused": stats.background_reused,
+            "seconds": stats.seconds,
+        },
+    });
+    if let (Value::Object(s), Value::Object(x)) = (&mut side, extra) {
+        s.extend(x);
+    }
+    side
+}
+
+/// The end of a run: the mixed-providers notice when the shard's token files need it, then the totals.
+fn report_summary(cfg: &ExtractConfig, summary: &ExtractSummary) {
     if let Some(notice) = mixed_providers_notice(&summary.token_providers) {
         cfg.report.notice(notice);
     }
@@ -604,7 +716,6 @@ pub fn run_with(
         "extract: {} cases in shard {}: {} computed, {} reused; {} slices inferred, {} background slices reused; {:.1} s",
         summary.cases, cfg.shard, summary.computed, summary.reused, summary.slices_inferred, summary.background_reused, summary.seconds
     ));
-    Ok(summary)
 }
 
 #[cfg(test)]

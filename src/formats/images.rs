@@ -20,7 +20,7 @@
 //! Traps:
 //! * **Alpha** is ignored: the colour values are used as stored (not composited on a background).
 //! * **16-bit** images are divided by 65535: a 16-bit scan that uses only a small part of the range (e.g.
-//!   0–4000) looks dark to the model; stretch it when exporting (as `scripts/make_slices2d.py` does).
+//!   0–4000) looks dark to the model; stretch it when exporting (as `scripts/data/make_slices2d.py` does).
 //! * **Resizing** for the model is PIL's `BILINEAR` resampling ([`resize_bilinear`]): a triangle filter
 //!   whose support grows with the reduction factor (antialiased), as DINOv2/MuSc preprocessing gets from
 //!   `torchvision.transforms.Resize` on PIL images, computed here in f32/f64 instead of PIL's 8-bit.

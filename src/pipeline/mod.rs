@@ -46,6 +46,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::backbone::Embedder;
 use crate::extract::ExtractConfig;
 use crate::formats::{absolute, tokens};
 use crate::messages::first_few;
@@ -111,53 +112,14 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let started = Instant::now();
     let progress = Progress::new(cfg.progress);
     let mut clock = Stopwatch::default();
-    let t = Instant::now();
-    let Batch {
-        mut cases,
-        unpaired_labels,
-    } = discover_cases(cfg)?;
-    Preprocessor::new(cfg.preprocess.clone())?;
-    // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
-    let workers = map_workers(
-        cfg.score.threads,
-        cfg.score.memory_budget,
-        cfg.preprocess.size,
-        input_voxels(&cases)?,
-        cases.len(),
-    );
-    // The request first: a run folder holding another run's results refuses before any slow check.
-    let requested = request(cfg, &mut cases)?;
-    clock.record("discovery", t.elapsed().as_secs_f64());
-    // Every volume (and brain mask) is read whole before the run folder is touched: volumes that are
-    // evidently not skull-stripped, or (with --crop batch) not in the batch's world space, are refused.
-    let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
-    let (preprocessor, geometry) = clock.stage("crop box", || {
-        Preprocessor::for_batch(cfg.preprocess.clone(), &files, workers, &progress)
-    })?;
-    notice_resampled(cfg, &cases, &geometry);
-    if let Some(notice) = cfg
-        .labels
-        .as_deref()
-        .and_then(|ldir| unpaired_notice(ldir, &unpaired_labels))
-    {
-        cfg.report.say(notice);
-    }
-    // Every label map is read and checked against its volume's grid now, not in the maps stage after the
-    // tokens (minutes to hours later, with a half-written run folder).
-    if cfg.labels.is_some() {
-        let notices = clock.stage("label check", || check_labels(&cases, workers, &progress))?;
-        notices.into_iter().for_each(|n| cfg.report.say(n));
-    }
-    // Everything else that can be checked is checked before anything is written: the settings against
-    // the batch and the --nyul file. Without a token cache, or when this run replaces the results of
-    // another (a mistake must not cost them), the backbone is loaded now (library, model, device and the
-    // `layer_<k>` outputs of --layers checked) and handed to the extraction.
-    crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
-    let backbone = if cfg.out.join("tokens").is_dir() && !requested.replacing {
-        None
-    } else {
-        Some(crate::extract::load_backbone(&cfg.extract)?)
-    };
+    let CheckedBatch {
+        cases,
+        workers,
+        requested,
+        preprocessor,
+        geometry,
+        backbone,
+    } = check_before_writing(cfg, &progress, &mut clock)?;
     prepare_run_folder(&cfg.out, cfg.force, &requested.request, &standard_outputs())?;
     cfg.report.say(batch_line(cfg, &cases));
 
@@ -178,13 +140,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         nyul,
     );
     let extracted = clock.stage("tokens", || {
-        let extract_cfg = ExtractConfig {
-            out: token_dir.clone(),
-            force: false,
-            ..cfg.extract.clone()
-        };
-        let sha = Some(requested.model_sha256.clone());
-        crate::extract::run_preloaded(&extract_cfg, &source, backbone, sha)
+        extract_tokens(cfg, &token_dir, &source, backbone, &requested.model_sha256)
     })?;
     let (result, grid, dim) = clock.stage("scoring", || {
         score_cached_tokens(&token_dir, &cases, &cfg.score, &progress)
@@ -194,19 +150,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     }
 
     // Maps back to each input's grid, and the evaluation.
-    let job = MapsJob {
-        out: &cfg.out,
-        size: cfg.preprocess.size,
-        grid,
-        upsample: cfg.upsample,
-        with_labels: cfg.labels.is_some(),
-        write: true,
-        qc: cfg
-            .plots
-            .then(|| outdir::subdir(&cfg.out, "plots/qc"))
-            .transpose()?,
-        workers,
-    };
+    let job = maps_job(cfg, grid, workers)?;
     let evaluation = clock.stage("maps and evaluation", || {
         maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)
     })?;
@@ -233,6 +177,126 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         cfg.out.display()
     ));
     Ok(())
+}
+
+/// A batch that passed every check made before the run folder is touched.
+struct CheckedBatch {
+    /// The cases, with the digests of their files.
+    cases: Vec<BatchCase>,
+    /// How many volumes are read and prepared at once (crop box, Nyúl and maps stages).
+    workers: usize,
+    requested: Requested,
+    preprocessor: Preprocessor,
+    geometry: BatchGeometry,
+    /// The backbone, loaded now when there is no token cache or the run replaces another's results.
+    backbone: Option<Box<dyn Embedder>>,
+}
+
+/// Discovery, the request and every other check that needs no output (see the module doc's traps), in
+/// this order: the cases, the request (a run folder holding another run's results refuses before any slow
+/// check), every volume and brain mask read whole, every label map, the settings against the batch and,
+/// when needed, the backbone.
+fn check_before_writing(
+    cfg: &PipelineConfig,
+    progress: &Progress,
+    clock: &mut Stopwatch,
+) -> Result<CheckedBatch> {
+    let t = Instant::now();
+    let Batch {
+        mut cases,
+        unpaired_labels,
+    } = discover_cases(cfg)?;
+    Preprocessor::new(cfg.preprocess.clone())?;
+    // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
+    let workers = map_workers(
+        cfg.score.threads,
+        cfg.score.memory_budget,
+        cfg.preprocess.size,
+        input_voxels(&cases)?,
+        cases.len(),
+    );
+    // The request first: a run folder holding another run's results refuses before any slow check.
+    let requested = request(cfg, &mut cases)?;
+    clock.record("discovery", t.elapsed().as_secs_f64());
+    // Every volume (and brain mask) is read whole before the run folder is touched: volumes that are
+    // evidently not skull-stripped, or (with --crop batch) not in the batch's world space, are refused.
+    let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
+    let (preprocessor, geometry) = clock.stage("crop box", || {
+        Preprocessor::for_batch(cfg.preprocess.clone(), &files, workers, progress)
+    })?;
+    notice_resampled(cfg, &cases, &geometry);
+    if let Some(notice) = cfg
+        .labels
+        .as_deref()
+        .and_then(|ldir| unpaired_notice(ldir, &unpaired_labels))
+    {
+        cfg.report.say(notice);
+    }
+    // Every label map is read and checked against its volume's grid now, not in the maps stage after the
+    // tokens (minutes to hours later, with a half-written run folder).
+    if cfg.labels.is_some() {
+        let notices = clock.stage("label check", || check_labels(&cases, workers, progress))?;
+        notices.into_iter().for_each(|n| cfg.report.say(n));
+    }
+    // Everything else that can be checked is checked before anything is written: the settings against
+    // the batch and the --nyul file (read by the request).
+    crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
+    let backbone = backbone_if_needed(cfg, requested.replacing)?;
+    Ok(CheckedBatch {
+        cases,
+        workers,
+        requested,
+        preprocessor,
+        geometry,
+        backbone,
+    })
+}
+
+/// The backbone, loaded now (library, model, device and the `layer_<k>` outputs of --layers checked) to
+/// be handed to the extraction, without a token cache or when this run replaces the results of another
+/// (`replacing`: a mistake must not cost them); `None` otherwise (loaded when a case needs computing).
+fn backbone_if_needed(cfg: &PipelineConfig, replacing: bool) -> Result<Option<Box<dyn Embedder>>> {
+    if cfg.out.join("tokens").is_dir() && !replacing {
+        Ok(None)
+    } else {
+        Ok(Some(crate::extract::load_backbone(&cfg.extract)?))
+    }
+}
+
+/// The tokens of every case into `token_dir` (the extract cache), with the backbone loaded before (if
+/// any) and the model's digest from the request.
+fn extract_tokens(
+    cfg: &PipelineConfig,
+    token_dir: &Path,
+    source: &NiftiCubes,
+    backbone: Option<Box<dyn Embedder>>,
+    model_sha256: &str,
+) -> Result<crate::extract::ExtractSummary> {
+    let extract_cfg = ExtractConfig {
+        out: token_dir.to_path_buf(),
+        force: false,
+        ..cfg.extract.clone()
+    };
+    let sha = Some(model_sha256.to_string());
+    crate::extract::run_preloaded(&extract_cfg, source, backbone, sha)
+}
+
+/// The maps stage of the run: maps and masks written on each input's grid, QC montages into `plots/qc`
+/// (created here) unless `--no-plots`.
+fn maps_job(cfg: &PipelineConfig, grid: [usize; 3], workers: usize) -> Result<MapsJob<'_>> {
+    Ok(MapsJob {
+        out: &cfg.out,
+        size: cfg.preprocess.size,
+        grid,
+        upsample: cfg.upsample,
+        with_labels: cfg.labels.is_some(),
+        write: true,
+        qc: cfg
+            .plots
+            .then(|| outdir::subdir(&cfg.out, "plots/qc"))
+            .transpose()?,
+        workers,
+    })
 }
 
 /// What a finished run on volumes records in summary.json besides the scoring and the metrics.

@@ -38,46 +38,17 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let t = Instant::now();
     let files = tokens::read_batch(&cfg.tokens)?;
     let read_seconds = t.elapsed().as_secs_f64();
-    if files.len() < 3 {
-        return Err(Error::BadBatch {
-            path: cfg.tokens.clone(),
-            problem: format!(
-                "{} token file(s): mutual scoring needs at least 3 cases (each is scored against the others)",
-                files.len()
-            ),
-        });
-    }
-    crate::score::check_batch(&cfg.score, files.len(), files[0].set.n_views())?;
-    let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
-    let digests = crate::run::folder::hash_files(&token_paths)?;
-    let request = crate::run::folder::run_request(
-        json!(files
-            .iter()
-            .zip(&digests)
-            .map(|(f, d)| json!({"case": f.set.name, "tokens_sha256": d}))
-            .collect::<Vec<_>>()),
-        &crate::run::outputs::run_settings(&cfg.score, &toml::Table::new())?,
-    );
-    if crate::run::folder::replaces_another_run(&cfg.out, cfg.force, &request)? {
-        crate::run::folder::check_inputs_outside_outputs(&cfg.out, &token_paths)?;
-    }
-    crate::run::folder::prepare_run_folder(
-        &cfg.out,
-        cfg.force,
-        &request,
-        &crate::run::folder::standard_outputs(),
-    )?;
+    check_token_batch(cfg, &files)?;
+    claim_run_folder(cfg, &files)?;
     let say = |msg: String| cfg.report.say(msg);
-    let first = &files[0].set;
-    let (n_views, n_positions, grid, dim) = (
-        first.n_views(),
-        first.n_positions(),
-        first.grid,
-        first.dim(),
-    );
+    let shape = BatchShape::of(&files[0].set);
     say(format!(
-        "scoring {} cases ({n_views} views, {n_positions} positions on a {grid:?} grid, D = {dim}) with {:?}",
+        "scoring {} cases ({} views, {} positions on a {:?} grid, D = {}) with {:?}",
         files.len(),
+        shape.n_views,
+        shape.n_positions,
+        shape.grid,
+        shape.dim,
         cfg.score.method
     ));
     let providers = tokens::count_providers(
@@ -106,7 +77,7 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
         result: &result,
         score: &cfg.score,
         config_extra: &toml::Table::new(),
-        dim,
+        dim: shape.dim,
         plots: cfg.plots,
     };
     let written = outputs.write()?;
@@ -114,22 +85,13 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let mut summary = Summary::new("score --tokens", names.len());
     summary
         .detail("tokens", crate::formats::absolute(&cfg.tokens))
-        .detail("views", n_views)
-        .detail("positions", n_positions)
-        .detail("grid", grid)
-        .detail("dim", dim)
+        .detail("views", shape.n_views)
+        .detail("positions", shape.n_positions)
+        .detail("grid", shape.grid)
+        .detail("dim", shape.dim)
         .detail("token_providers", &providers);
     summary.scoring = Some(written.scoring);
-    summary
-        .timings
-        .push(Timing::new("read tokens", read_seconds));
-    summary.timings.extend(
-        result
-            .timings
-            .iter()
-            .map(|t| Timing::new(t.stage.clone(), t.seconds)),
-    );
-    summary.timings.extend(written.timings);
+    summary.timings = run_timings(read_seconds, &result.timings, written.timings);
     summary.total_seconds = started.elapsed().as_secs_f64();
     let links = crate::report::html::IndexLinks {
         plots: written.plots,
@@ -144,4 +106,77 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
         cfg.out.display()
     ));
     Ok(())
+}
+
+/// The token layout of the batch (of its first file; `check_batch` has checked that they agree).
+struct BatchShape {
+    n_views: usize,
+    n_positions: usize,
+    grid: [usize; 3],
+    dim: usize,
+}
+
+impl BatchShape {
+    fn of(first: &crate::TokenSet) -> Self {
+        BatchShape {
+            n_views: first.n_views(),
+            n_positions: first.n_positions(),
+            grid: first.grid,
+            dim: first.dim(),
+        }
+    }
+}
+
+/// Refuses a batch of fewer than 3 token files and settings that do not fit the batch.
+fn check_token_batch(cfg: &TokensConfig, files: &[tokens::TokenFile]) -> Result<()> {
+    if files.len() < 3 {
+        return Err(Error::BadBatch {
+            path: cfg.tokens.clone(),
+            problem: format!(
+                "{} token file(s): mutual scoring needs at least 3 cases (each is scored against the others)",
+                files.len()
+            ),
+        });
+    }
+    crate::score::check_batch(&cfg.score, files.len(), files[0].set.n_views())
+}
+
+/// The run's request (every token file by SHA-256 and the scoring settings), checked against the run
+/// folder, which is then prepared (see [`crate::run::folder`]).
+fn claim_run_folder(cfg: &TokensConfig, files: &[tokens::TokenFile]) -> Result<()> {
+    let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    let digests = crate::run::folder::hash_files(&token_paths)?;
+    let request = crate::run::folder::run_request(
+        json!(files
+            .iter()
+            .zip(&digests)
+            .map(|(f, d)| json!({"case": f.set.name, "tokens_sha256": d}))
+            .collect::<Vec<_>>()),
+        &crate::run::outputs::run_settings(&cfg.score, &toml::Table::new())?,
+    );
+    if crate::run::folder::replaces_another_run(&cfg.out, cfg.force, &request)? {
+        crate::run::folder::check_inputs_outside_outputs(&cfg.out, &token_paths)?;
+    }
+    crate::run::folder::prepare_run_folder(
+        &cfg.out,
+        cfg.force,
+        &request,
+        &crate::run::folder::standard_outputs(),
+    )
+}
+
+/// The run's timings in order: reading the tokens, the scoring's stages, writing the outputs.
+fn run_timings(
+    read_seconds: f64,
+    scoring: &[crate::score::Timing],
+    outputs: Vec<Timing>,
+) -> Vec<Timing> {
+    let mut timings = vec![Timing::new("read tokens", read_seconds)];
+    timings.extend(
+        scoring
+            .iter()
+            .map(|t| Timing::new(t.stage.clone(), t.seconds)),
+    );
+    timings.extend(outputs);
+    timings
 }

@@ -274,7 +274,7 @@ pub fn run(cfg: &Score2dConfig) -> Result<Run2d> {
         return Err(Error::bad_argument(
             "--model",
             format!(
-                "{}: no such file (build the default model with scripts/build_default_model.py; see onnx/README.md)",
+                "{}: no such file (build the default model with scripts/setup/build_default_model.py; see onnx/README.md)",
                 cfg.model.display()
             ),
         ));

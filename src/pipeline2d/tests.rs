@@ -54,7 +54,10 @@ fn a_run_with_the_fake_backbone_returns_what_a_plot_needs() {
         ..cfg.clone()
     };
     let err = twice.validate().unwrap_err().to_string();
-    assert!(err.contains("--layers") && err.contains("twice"), "as extract: {err}");
+    assert!(
+        err.contains("--layers") && err.contains("twice"),
+        "as extract: {err}"
+    );
     // block-major views: (block 1, r 1), (1, 3), (2, 1), (2, 3): the r = 1 views feed the graph
     assert_eq!(cfg.effective_score().graph_views, vec![0, 2]);
     let inputs = prepare(&cfg, "sha").unwrap();

@@ -76,7 +76,26 @@ fn number(v: &Value) -> String {
 /// The page as a string.
 pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) -> String {
     let mut h = String::new();
-    let command = summary.command.as_str();
+    write_head(&mut h, summary, rows.len());
+    let metrics = summary
+        .metrics
+        .as_ref()
+        .map(|m| serde_json::to_value(m).expect("metrics serialise"))
+        .unwrap_or(Value::Null);
+    write_metrics(&mut h, summary, &metrics);
+    write_scoring(&mut h, summary);
+    write_plots(&mut h, links);
+    let order = by_score(rows);
+    write_case_table(&mut h, &order, &metrics["dice_per_case"], links);
+    if links.qc {
+        write_qc_montages(&mut h, &order);
+    }
+    write_footer(&mut h, summary);
+    h
+}
+
+/// The document head (title, inline style) and the run's heading line.
+fn write_head(h: &mut String, summary: &Summary, cases: usize) {
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>mri-ad run: {} cases</title>\n\
@@ -84,85 +103,97 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
          td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\nth{{background:#eee}}\ntd.num{{text-align:right;font-variant-numeric:tabular-nums}}\n\
          tr.lesion{{background:#fff1f0}}\nimg.plot{{max-width:100%;border:1px solid #ddd;margin:4px}}\nfigure{{display:inline-block;margin:6px;vertical-align:top}}\n\
          figcaption{{font-size:90%;color:#555}}\n</style>\n</head>\n<body>\n",
-        rows.len()
+        cases
     );
     let _ = writeln!(
         h,
         "<h1>mri-ad run</h1>\n<p><code>mri-ad {}</code>, version {}, {} cases, total {:.1} s.</p>",
-        escape(command),
+        escape(summary.command.as_str()),
         escape(&summary.mri_ad_version),
-        rows.len(),
+        cases,
         summary.total_seconds
     );
-    // Metrics (with labels): of volumes or of images.
-    let metrics = summary
-        .metrics
-        .as_ref()
-        .map(|m| serde_json::to_value(m).expect("metrics serialise"))
-        .unwrap_or(Value::Null);
+}
+
+/// The metrics table (with labels): of images or of volumes (`metrics`: the summary's metrics as JSON).
+fn write_metrics(h: &mut String, summary: &Summary, metrics: &Value) {
     if let Some(m) = summary.metrics.as_ref().and_then(Metrics::images) {
-        h.push_str("<h2>Metrics</h2>\n<table>\n");
-        for (label, value) in [
-            ("image AUROC (score)", m.image.auroc),
-            ("image AP (score)", m.image.ap),
-            ("image F1-max (score)", m.image.f1_max),
-            ("image AUROC (map maximum)", m.image_raw_max.auroc),
-            ("pixel AUROC", m.pixel.auroc),
-            ("pixel AP", m.pixel.ap),
-            ("pixel F1-max", m.pixel.f1_max),
-            ("AUPRO", m.aupro),
-        ] {
-            let _ = writeln!(
-                h,
-                "<tr><th>{label}</th><td class=\"num\">{}</td></tr>",
-                number(&serde_json::json!(value))
-            );
-        }
-        h.push_str("</table>\n");
+        write_image_metrics(h, m);
     } else if summary.volume_metrics().is_some() {
-        h.push_str("<h2>Metrics</h2>\n<table>\n");
-        for (key, label) in [
-            ("patient_auroc", "patient AUROC"),
-            ("patient_f1_max", "patient F1-max"),
-            ("voxel_auroc", "voxel AUROC"),
-            ("token_f1_max", "token F1-max"),
-            ("dice_threshold", "Dice threshold t*"),
-            ("dice_mean", "mean Dice (all cases)"),
-            ("dice_mean_lesion_cases", "mean Dice (lesion cases)"),
-            (
-                "token_dice_mean_lesion_cases",
-                "mean token-level Dice at t* (lesion cases; not §8.3)",
-            ),
-            ("voxel_f1_max", "voxel F1-max (not §8.3)"),
-            ("voxel_f1_threshold", "voxel F1-max threshold (not §8.3)"),
-            (
-                "dice_at_voxel_threshold_mean_lesion_cases",
-                "mean Dice at the voxel F1-max threshold (lesion cases; not §8.3)",
-            ),
-            (
-                "voxel_ap_mean_lesion_cases",
-                "mean voxel AP (lesion cases, each on its own map)",
-            ),
-            (
-                "hottest_voxel_in_lesion_fraction",
-                "hottest voxel in the lesion (fraction of lesion cases)",
-            ),
-        ] {
-            let _ = writeln!(
-                h,
-                "<tr><th>{label}</th><td class=\"num\">{}</td></tr>",
-                number(&metrics[key])
-            );
-        }
-        let _ = writeln!(
-            h,
-            "</table>\n<p>Space: {}</p>",
-            escape(metrics["space"].as_str().unwrap_or(""))
-        );
+        write_volume_metrics(h, metrics);
     } else {
         h.push_str("<p>No metrics: the run had no lesion labels.</p>\n");
     }
-    // Scoring facts.
+}
+
+/// One row of a metrics table.
+fn write_metric_row(h: &mut String, label: &str, value: &Value) {
+    let _ = writeln!(
+        h,
+        "<tr><th>{label}</th><td class=\"num\">{}</td></tr>",
+        number(value)
+    );
+}
+
+/// The metrics table of an image run.
+fn write_image_metrics(h: &mut String, m: &crate::run::summary::ImageMetrics) {
+    h.push_str("<h2>Metrics</h2>\n<table>\n");
+    for (label, value) in [
+        ("image AUROC (score)", m.image.auroc),
+        ("image AP (score)", m.image.ap),
+        ("image F1-max (score)", m.image.f1_max),
+        ("image AUROC (map maximum)", m.image_raw_max.auroc),
+        ("pixel AUROC", m.pixel.auroc),
+        ("pixel AP", m.pixel.ap),
+        ("pixel F1-max", m.pixel.f1_max),
+        ("AUPRO", m.aupro),
+    ] {
+        write_metric_row(h, label, &serde_json::json!(value));
+    }
+    h.push_str("</table>\n");
+}
+
+/// The metrics table of a volume run and its space (`metrics`: the volume metrics as JSON).
+fn write_volume_metrics(h: &mut String, metrics: &Value) {
+    h.push_str("<h2>Metrics</h2>\n<table>\n");
+    for (key, label) in [
+        ("patient_auroc", "patient AUROC"),
+        ("patient_f1_max", "patient F1-max"),
+        ("voxel_auroc", "voxel AUROC"),
+        ("token_f1_max", "token F1-max"),
+        ("dice_threshold", "Dice threshold t*"),
+        ("dice_mean", "mean Dice (all cases)"),
+        ("dice_mean_lesion_cases", "mean Dice (lesion cases)"),
+        (
+            "token_dice_mean_lesion_cases",
+            "mean token-level Dice at t* (lesion cases; not §8.3)",
+        ),
+        ("voxel_f1_max", "voxel F1-max (not §8.3)"),
+        ("voxel_f1_threshold", "voxel F1-max threshold (not §8.3)"),
+        (
+            "dice_at_voxel_threshold_mean_lesion_cases",
+            "mean Dice at the voxel F1-max threshold (lesion cases; not §8.3)",
+        ),
+        (
+            "voxel_ap_mean_lesion_cases",
+            "mean voxel AP (lesion cases, each on its own map)",
+        ),
+        (
+            "hottest_voxel_in_lesion_fraction",
+            "hottest voxel in the lesion (fraction of lesion cases)",
+        ),
+    ] {
+        write_metric_row(h, label, &metrics[key]);
+    }
+    let _ = writeln!(
+        h,
+        "</table>\n<p>Space: {}</p>",
+        escape(metrics["space"].as_str().unwrap_or(""))
+    );
+}
+
+/// The scoring facts (method, tokens excluded, outlier communities), when the run scored.
+fn write_scoring(h: &mut String, summary: &Summary) {
     if let Some(scoring) = &summary.scoring {
         let _ = writeln!(
             h,
@@ -174,20 +205,27 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
                 .map_or("–".to_string(), |n| n.to_string())
         );
     }
-    // Plots.
-    if !links.plots.is_empty() {
-        h.push_str("<h2>Plots</h2>\n<div>\n");
-        for (file, caption) in &links.plots {
-            let _ = writeln!(
-                h,
-                "<figure><a href=\"{f}\"><img class=\"plot\" src=\"{f}\" alt=\"{c}\" style=\"max-width:560px\"></a><figcaption>{c}</figcaption></figure>",
-                f = escape(file),
-                c = escape(caption)
-            );
-        }
-        h.push_str("</div>\n");
+}
+
+/// The batch plots with their captions, when there are any.
+fn write_plots(h: &mut String, links: &IndexLinks) {
+    if links.plots.is_empty() {
+        return;
     }
-    // Table.
+    h.push_str("<h2>Plots</h2>\n<div>\n");
+    for (file, caption) in &links.plots {
+        let _ = writeln!(
+            h,
+            "<figure><a href=\"{f}\"><img class=\"plot\" src=\"{f}\" alt=\"{c}\" style=\"max-width:560px\"></a><figcaption>{c}</figcaption></figure>",
+            f = escape(file),
+            c = escape(caption)
+        );
+    }
+    h.push_str("</div>\n");
+}
+
+/// The rows by score, highest first, ties by case name.
+fn by_score(rows: &[ScoreRow]) -> Vec<&ScoreRow> {
     let mut order: Vec<&ScoreRow> = rows.iter().collect();
     order.sort_by(|a, b| {
         b.score
@@ -195,25 +233,17 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
             .total_cmp(&a.score.get())
             .then(a.case.cmp(&b.case))
     });
-    let dice = &metrics["dice_per_case"];
+    order
+}
+
+/// The score table in `order`, with a Dice column when `dice` (case → Dice) is an object.
+fn write_case_table(h: &mut String, order: &[&ScoreRow], dice: &Value, links: &IndexLinks) {
     h.push_str("<h2>Cases by score</h2>\n<table>\n<tr><th>#</th><th>case</th><th>group</th><th>score</th><th>label</th><th>community</th>");
     if dice.is_object() {
         h.push_str("<th>Dice</th>");
     }
     h.push_str("<th>files</th></tr>\n");
     for (rank, r) in order.iter().enumerate() {
-        let seg = url_segment(&r.case);
-        let mut files = Vec::new();
-        if links.qc {
-            files.push(format!("<a href=\"plots/qc/{seg}.png\">QC</a>"));
-        }
-        if links.maps {
-            files.push(format!("<a href=\"maps/{seg}_anomaly.nii.gz\">map</a>"));
-        }
-        if links.masks {
-            files.push(format!("<a href=\"masks/{seg}_mask.nii.gz\">mask</a>"));
-        }
-        files.push(format!("<a href=\"token_scores/{seg}.npy\">tokens</a>"));
         let _ = write!(
             h,
             "<tr{}><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{:.4}</td><td>{}</td><td class=\"num\">{}</td>",
@@ -228,22 +258,45 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
         if dice.is_object() {
             let _ = write!(h, "<td class=\"num\">{}</td>", number(&dice[&r.case]));
         }
-        let _ = writeln!(h, "<td>{}</td></tr>", files.join(" · "));
+        let _ = writeln!(h, "<td>{}</td></tr>", case_files(&r.case, links));
     }
     h.push_str("</table>\n");
+}
+
+/// The links to one case's files that this run wrote (QC, map, mask, token scores).
+fn case_files(case: &str, links: &IndexLinks) -> String {
+    let seg = url_segment(case);
+    let mut files = Vec::new();
     if links.qc {
-        h.push_str("<h2>QC montages (by score)</h2>\n<div>\n");
-        for r in &order {
-            let seg = url_segment(&r.case);
-            let _ = writeln!(
-                h,
-                "<figure><a href=\"plots/qc/{seg}.png\"><img class=\"plot\" loading=\"lazy\" src=\"plots/qc/{seg}.png\" alt=\"{c}\" style=\"max-width:480px\"></a><figcaption>{c} ({:.4})</figcaption></figure>",
-                r.score.get(),
-                c = escape(&r.case)
-            );
-        }
-        h.push_str("</div>\n");
+        files.push(format!("<a href=\"plots/qc/{seg}.png\">QC</a>"));
     }
+    if links.maps {
+        files.push(format!("<a href=\"maps/{seg}_anomaly.nii.gz\">map</a>"));
+    }
+    if links.masks {
+        files.push(format!("<a href=\"masks/{seg}_mask.nii.gz\">mask</a>"));
+    }
+    files.push(format!("<a href=\"token_scores/{seg}.npy\">tokens</a>"));
+    files.join(" · ")
+}
+
+/// The QC montages in `order`.
+fn write_qc_montages(h: &mut String, order: &[&ScoreRow]) {
+    h.push_str("<h2>QC montages (by score)</h2>\n<div>\n");
+    for r in order {
+        let seg = url_segment(&r.case);
+        let _ = writeln!(
+            h,
+            "<figure><a href=\"plots/qc/{seg}.png\"><img class=\"plot\" loading=\"lazy\" src=\"plots/qc/{seg}.png\" alt=\"{c}\" style=\"max-width:480px\"></a><figcaption>{c} ({:.4})</figcaption></figure>",
+            r.score.get(),
+            c = escape(&r.case)
+        );
+    }
+    h.push_str("</div>\n");
+}
+
+/// The links to the run's data files and the end of the document.
+fn write_footer(h: &mut String, summary: &Summary) {
     h.push_str("<p>Files: <a href=\"scores.csv\">scores.csv</a> · <a href=\"summary.json\">summary.json</a>");
     if summary
         .scoring
@@ -253,7 +306,6 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
         h.push_str(" · <a href=\"graph.json\">graph.json</a>");
     }
     h.push_str("</p>\n</body>\n</html>\n");
-    h
 }
 
 /// Writes `<out>/index.html` atomically.

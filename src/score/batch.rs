@@ -330,11 +330,6 @@ fn score_batch_inner(
     let rows_total: usize = active_counts.iter().sum();
     let graph_views = graph_views_of(config, n_views);
     let (plan, memory_estimate) = memory_plan(config, n, dim, &active_counts, graph_views.len())?;
-    let sum_sq: f64 = active_counts.iter().map(|&c| c as f64).sum::<f64>().powi(2)
-        - active_counts
-            .iter()
-            .map(|&c| (c as f64).powi(2))
-            .sum::<f64>();
     let k = msm::top_k(config.alpha(), n);
     let pair_count = (n * (n - 1) / 2) as u64;
     let mut pass = Pass {
@@ -349,60 +344,23 @@ fn score_batch_inner(
         timings: Vec::new(),
         kernel_seconds: 0.0,
         pairs_compared: 0.0,
-        pairs_per_view: sum_sq / 2.0,
+        pairs_per_view: pairs_per_view(&active_counts),
     };
-
     let mut excluded: Vec<Vec<bool>> = vec![vec![false; m]; n];
-    let mut graph_report = None;
-    let mut layout: Option<PackedView> = None;
-    if config.method == Method::Codegraph {
-        let (report, first) = pass.graph_stage(&graph_views, &mut excluded);
-        graph_report = Some(report);
-        layout = Some(first);
-    }
-    let recompute = config.refine_mode == RefineMode::Exact;
-    let any_excluded = excluded.iter().any(|e| e.iter().any(|&x| x));
-    for v in (0..n_views).filter(|v| !graph_views.contains(v)) {
-        let (view, mut table) = pass.compute_view(v);
-        pass.add_taus(&table);
-        if any_excluded {
-            table.refine(&view, &excluded, recompute);
-        }
-        pass.add_scores(&table, v);
-        layout.get_or_insert(view);
-    }
-    pass.bar.finish_and_clear();
-    let layout = layout.expect("at least one view was scored");
-    let t = std::time::Instant::now();
-    let rows = row_index(&layout, sets, config.link_margin);
-    let scaling = pass.taus.finish(
-        |r| rows.eligible[r],
-        |r| excluded[rows.collection[r] as usize][rows.position[r] as usize],
-        match config.method {
-            Method::Codegraph => "codegraph-excluded",
-            Method::Musc => "none (MuSc excludes nothing)",
-        },
+    let (graph_report, layout) = pass.score_views(&graph_views, &mut excluded);
+    let (scaling, timing) = scaling_curve(
+        pass.taus,
+        pass.tau_seconds,
+        &layout,
+        sets,
+        config,
+        &excluded,
     );
-    pass.timings.push(Timing {
-        stage: "similarity scaling curve".into(),
-        seconds: pass.tau_seconds + t.elapsed().as_secs_f64(),
-    });
-
-    let mut token_scores = vec![vec![0f32; m]; n];
-    let mut row = 0;
-    for (a, scores) in token_scores.iter_mut().enumerate() {
-        for &p in &layout.positions[a] {
-            scores[p as usize] = (pass.row_sum[row] / n_views as f64) as f32;
-            row += 1;
-        }
-    }
-    let excluded_positions = excluded
-        .iter()
-        .map(|e| (0..m as u32).filter(|&p| e[p as usize]).collect())
-        .collect();
+    pass.timings.push(timing);
+    let token_scores = mean_token_scores(&layout, &pass.row_sum, (n, m), n_views);
     Ok(ScoreResult {
         token_scores,
-        excluded: excluded_positions,
+        excluded: excluded_positions(&excluded),
         subsets: vec![Subset {
             cases: (0..n).collect(),
             k,
@@ -418,6 +376,105 @@ fn score_batch_inner(
         kernel_seconds: pass.kernel_seconds,
         scaling,
     })
+}
+
+/// Token pairs one view's table compares: pairs of active tokens of different cases.
+fn pairs_per_view(active_counts: &[usize]) -> f64 {
+    let sum_sq: f64 = active_counts.iter().map(|&c| c as f64).sum::<f64>().powi(2)
+        - active_counts
+            .iter()
+            .map(|&c| (c as f64).powi(2))
+            .sum::<f64>();
+    sum_sq / 2.0
+}
+
+/// Per case, the positions excluded by the graph stage.
+fn excluded_positions(excluded: &[Vec<bool>]) -> Vec<Vec<u32>> {
+    excluded
+        .iter()
+        .map(|e| (0..e.len() as u32).filter(|&p| e[p as usize]).collect())
+        .collect()
+}
+
+impl Pass<'_> {
+    /// Every view: with CoDeGraph the graph stage on `graph_views` first (marking `excluded`), then the
+    /// other views, refined when tokens were excluded. Returns the graph report and the packed layout of
+    /// the first view scored (the rows' order).
+    fn score_views(
+        &mut self,
+        graph_views: &[usize],
+        excluded: &mut [Vec<bool>],
+    ) -> (Option<GraphReport>, PackedView) {
+        let config = self.config;
+        let n_views = self.sets[0].tokens.dim().0;
+        let mut graph_report = None;
+        let mut layout: Option<PackedView> = None;
+        if config.method == Method::Codegraph {
+            let (report, first) = self.graph_stage(graph_views, excluded);
+            graph_report = Some(report);
+            layout = Some(first);
+        }
+        let recompute = config.refine_mode == RefineMode::Exact;
+        let any_excluded = excluded.iter().any(|e| e.iter().any(|&x| x));
+        for v in (0..n_views).filter(|v| !graph_views.contains(v)) {
+            let (view, mut table) = self.compute_view(v);
+            self.add_taus(&table);
+            if any_excluded {
+                table.refine(&view, excluded, recompute);
+            }
+            self.add_scores(&table, v);
+            layout.get_or_insert(view);
+        }
+        self.bar.finish_and_clear();
+        let layout = layout.expect("at least one view was scored");
+        (graph_report, layout)
+    }
+}
+
+/// The similarity-scaling curve (normal tokens against the `excluded` ones) from the pass's growth rates
+/// `taus`, and the timing of its stage: `tau_seconds` (adding the tables' growth rates) plus this.
+fn scaling_curve(
+    taus: TauBuffer,
+    tau_seconds: f64,
+    layout: &PackedView,
+    sets: &[TokenSet],
+    config: &ScoreConfig,
+    excluded: &[Vec<bool>],
+) -> (ScalingCurve, Timing) {
+    let t = std::time::Instant::now();
+    let rows = row_index(layout, sets, config.link_margin);
+    let scaling = taus.finish(
+        |r| rows.eligible[r],
+        |r| excluded[rows.collection[r] as usize][rows.position[r] as usize],
+        match config.method {
+            Method::Codegraph => "codegraph-excluded",
+            Method::Musc => "none (MuSc excludes nothing)",
+        },
+    );
+    let timing = Timing {
+        stage: "similarity scaling curve".into(),
+        seconds: tau_seconds + t.elapsed().as_secs_f64(),
+    };
+    (scaling, timing)
+}
+
+/// Every token's score `[n][m]`: its summed MSM scores (`row_sum`, rows in `layout`'s order) averaged
+/// over the `n_views` views; 0 for inactive tokens.
+fn mean_token_scores(
+    layout: &PackedView,
+    row_sum: &[f64],
+    (n, m): (usize, usize),
+    n_views: usize,
+) -> Vec<Vec<f32>> {
+    let mut token_scores = vec![vec![0f32; m]; n];
+    let mut row = 0;
+    for (a, scores) in token_scores.iter_mut().enumerate() {
+        for &p in &layout.positions[a] {
+            scores[p as usize] = (row_sum[row] / n_views as f64) as f32;
+            row += 1;
+        }
+    }
+    token_scores
 }
 
 fn row_index(view: &PackedView, sets: &[TokenSet], link_margin: usize) -> RowIndex {

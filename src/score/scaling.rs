@@ -6,7 +6,7 @@
 //! known, which rows are "flagged". Output: a [`ScalingCurve`] with, per rank `i = 1..=N−2`, the sum and the
 //! count of the layer-averaged `τ_i` over the normal and over the flagged tokens.
 //!
-//! Definitions (what `scripts/ref_scaling.py` recomputes with numpy):
+//! Definitions (what `scripts/oracles/ref_scaling.py` recomputes with numpy):
 //! * the MSV of a row is its finite entries, sorted ascending, with the configured distance applied
 //!   (`--distance squared` doubles every τ);
 //! * `τ_i` of a row in one view is `ln(m_{i+1}/m_i)`; it is undefined when `m_i = 0` or `m_{i+1}` does not

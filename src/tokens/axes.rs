@@ -11,7 +11,7 @@
 //! | sagittal | `V[:, :, t]`   | z    | y    | `(i, j, k)`    |
 //!
 //! Traps: no flips or transposes for display (Q12 allows any fixed convention; this one is the spec's
-//! table, and the Python reference `scripts/reference_tokenizer.py` uses the same); coronal and sagittal
+//! table, and the Python reference `scripts/oracles/ref_tokenizer.py` uses the same); coronal and sagittal
 //! slices are strided views, copy them before feeding a model.
 
 use ndarray::{ArrayView2, ArrayView3, Axis as NdAxis};

@@ -530,51 +530,31 @@ mod tests {
         let cfg = TokenizerConfig::default();
         let mut cache = BackgroundCache::new();
         let bar = ProgressBar::hidden();
+        let mut refuse = |name: &str, c: &Array3<f32>, m: &Array3<bool>| {
+            tokenize(
+                name,
+                c.view(),
+                m.view(),
+                &mut emb,
+                &proj,
+                &cfg,
+                &mut cache,
+                &bar,
+            )
+            .unwrap_err()
+        };
         let c = Array3::<f32>::zeros((28, 28, 14));
-        let m = Array3::from_elem((28, 28, 14), true);
-        let e = tokenize(
-            "case7",
-            c.view(),
-            m.view(),
-            &mut emb,
-            &proj,
-            &cfg,
-            &mut cache,
-            &bar,
-        )
-        .unwrap_err();
+        let e = refuse("case7", &c, &Array3::from_elem((28, 28, 14), true));
         assert!(
             e.to_string().contains("case7") && e.to_string().contains("[28, 28, 14]"),
             "{e}"
         );
         let mut c = Array3::<f32>::zeros((14, 14, 14));
         c[[1, 2, 3]] = f32::NAN;
-        let m = Array3::from_elem((14, 14, 14), true);
-        let e = tokenize(
-            "case8",
-            c.view(),
-            m.view(),
-            &mut emb,
-            &proj,
-            &cfg,
-            &mut cache,
-            &bar,
-        )
-        .unwrap_err();
+        let e = refuse("case8", &c, &Array3::from_elem((14, 14, 14), true));
         assert!(e.to_string().contains("(1, 2, 3)"), "{e}");
         let c = Array3::<f32>::zeros((14, 14, 14));
-        let m = Array3::from_elem((14, 14, 14), false);
-        let e = tokenize(
-            "case9",
-            c.view(),
-            m.view(),
-            &mut emb,
-            &proj,
-            &cfg,
-            &mut cache,
-            &bar,
-        )
-        .unwrap_err();
+        let e = refuse("case9", &c, &Array3::from_elem((14, 14, 14), false));
         assert!(e.to_string().contains("void"), "{e}");
         assert_eq!(e.exit_code(), 2);
     }

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: the Python reference interpreter (MRI_AD_PYTHON), running
-//! scripts and the real binary, the ONNX Runtime library, tiny models made by scripts/make_tiny_vit.py and
+//! scripts and the real binary, the ONNX Runtime library, tiny models made by scripts/fixtures/make_tiny_vit.py and
 //! phantom cubes.
 #![allow(dead_code)]
 
@@ -21,7 +21,7 @@ pub fn python() -> PathBuf {
     let py = std::env::var_os("MRI_AD_PYTHON").unwrap_or_else(|| {
         panic!(
             "MRI_AD_PYTHON is not set: run the tests with scripts/test.sh (it creates .venv and exports \
-             MRI_AD_PYTHON), or export MRI_AD_PYTHON=$PWD/.venv/bin/python after scripts/setup-python.sh"
+             MRI_AD_PYTHON), or export MRI_AD_PYTHON=$PWD/.venv/bin/python after scripts/setup/python.sh"
         )
     });
     let py = PathBuf::from(py);
@@ -31,7 +31,7 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|e| panic!("MRI_AD_PYTHON={} cannot be run: {e}", py.display()));
     assert!(
         out.status.success(),
-        "MRI_AD_PYTHON={} cannot import numpy, nibabel, SimpleITK and scipy (run scripts/setup-python.sh):\n{}",
+        "MRI_AD_PYTHON={} cannot import numpy, nibabel, SimpleITK and scipy (run scripts/setup/python.sh):\n{}",
         py.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -94,7 +94,7 @@ fn scratch() -> &'static Path {
         .path()
 }
 
-/// A tiny random ViT (depth 4, width 32, blocks 1..4 exported) made by scripts/make_tiny_vit.py.
+/// A tiny random ViT (depth 4, width 32, blocks 1..4 exported) made by scripts/fixtures/make_tiny_vit.py.
 pub fn tiny_model(seed: u64) -> PathBuf {
     static MODELS: OnceLock<Mutex<HashMap<u64, PathBuf>>> = OnceLock::new();
     let mut map = MODELS
@@ -105,7 +105,7 @@ pub fn tiny_model(seed: u64) -> PathBuf {
         .or_insert_with(|| {
             let path = scratch().join(format!("tiny_{seed}.onnx"));
             run_script(
-                "make_tiny_vit.py",
+                "fixtures/make_tiny_vit.py",
                 &["--out", path.to_str().unwrap(), "--seed", &seed.to_string()],
             );
             path

@@ -441,52 +441,94 @@ fn log_tick_label(v: f64) -> String {
 /// flagged tokens, with the reference line `1/(α̂ i)` fitted to the first half of the normal curve (slope
 /// −1; ALGORITHM.md §10, thesis Fig. 2.3). Ranks with no token or a zero mean are not drawn (log axes).
 pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
-    let pts = |m: Vec<Option<f64>>| -> Vec<(f64, f64)> {
-        m.iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.filter(|&v| v > 0.0).map(|v| ((i + 1) as f64, v)))
-            .collect()
-    };
-    let normal = pts(curve.mean_normal());
-    let flagged = pts(curve.mean_flagged());
-    let fit = curve.fit();
-    let n_ranks = curve.len().max(2) as f64;
-    let reference: Vec<(f64, f64)> = match fit {
-        Some(f) => {
-            let steps = 50;
-            (0..=steps)
-                .map(|k| {
-                    let i = n_ranks.powf(k as f64 / steps as f64);
-                    (i, 1.0 / (f.alpha * i))
-                })
-                .collect()
+    let plot = ScalingPlot::new(curve);
+    render(path, 900, 640, |root| plot.draw(root))
+}
+
+/// The chart of [`similarity_scaling`]: log–log axes.
+type ScalingChart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<WithKeyPoints<LogCoord<f64>>, WithKeyPoints<LogCoord<f64>>>,
+>;
+
+/// What [`similarity_scaling`] draws, computed from the curve.
+struct ScalingPlot<'c> {
+    curve: &'c ScalingCurve,
+    /// `(rank, mean τ)` of the normal and of the flagged tokens, positive means only.
+    normal: Vec<(f64, f64)>,
+    flagged: Vec<(f64, f64)>,
+    /// The reference line `1/(α̂ i)` (empty without a fit).
+    reference: Vec<(f64, f64)>,
+    /// The x axis ends at this rank (at least 2).
+    n_ranks: f64,
+    /// The y axis range.
+    lo: f64,
+    hi: f64,
+    /// The line above the chart: the fit, or why there is none.
+    note: String,
+}
+
+/// The `(rank, mean)` points of the ranks whose mean is positive (ranks are 1-based).
+fn positive_means(m: Vec<Option<f64>>) -> Vec<(f64, f64)> {
+    m.iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.filter(|&v| v > 0.0).map(|v| ((i + 1) as f64, v)))
+        .collect()
+}
+
+impl<'c> ScalingPlot<'c> {
+    fn new(curve: &'c ScalingCurve) -> Self {
+        let normal = positive_means(curve.mean_normal());
+        let flagged = positive_means(curve.mean_flagged());
+        let fit = curve.fit();
+        let n_ranks = curve.len().max(2) as f64;
+        let reference: Vec<(f64, f64)> = match fit {
+            Some(f) => {
+                let steps = 50;
+                (0..=steps)
+                    .map(|k| {
+                        let i = n_ranks.powf(k as f64 / steps as f64);
+                        (i, 1.0 / (f.alpha * i))
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let ys = normal.iter().chain(&flagged).chain(&reference).map(|p| p.1);
+        let (mut lo, mut hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), y| {
+            (l.min(y), h.max(y))
+        });
+        if !lo.is_finite() {
+            (lo, hi) = (0.01, 1.0);
         }
-        None => Vec::new(),
-    };
-    let ys = normal.iter().chain(&flagged).chain(&reference).map(|p| p.1);
-    let (mut lo, mut hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), y| {
-        (l.min(y), h.max(y))
-    });
-    if !lo.is_finite() {
-        (lo, hi) = (0.01, 1.0);
+        let note = match fit {
+            Some(f) => format!(
+                "normal-token fit on ranks 1-{}: slope {:.2} (R² {:.2}); reference 1/(α i) with α = {:.3}",
+                curve.fit_ranks(),
+                f.slope,
+                f.r2,
+                f.alpha
+            ),
+            None => "no fit: fewer than 2 ranks with a positive mean".to_string(),
+        };
+        ScalingPlot {
+            curve,
+            normal,
+            flagged,
+            reference,
+            n_ranks,
+            lo: lo / 1.5,
+            hi: hi * 1.5,
+            note,
+        }
     }
-    let (lo, hi) = (lo / 1.5, hi * 1.5);
-    let total_n: u64 = curve.count_normal.first().copied().unwrap_or(0);
-    let total_f: u64 = curve.count_flagged.first().copied().unwrap_or(0);
-    let note = match fit {
-        Some(f) => format!(
-            "normal-token fit on ranks 1-{}: slope {:.2} (R² {:.2}); reference 1/(α i) with α = {:.3}",
-            curve.fit_ranks(),
-            f.slope,
-            f.r2,
-            f.alpha
-        ),
-        None => "no fit: fewer than 2 ranks with a positive mean".to_string(),
-    };
-    render(path, 900, 640, |root| {
+
+    /// The note line, the axes, the reference line, the curves and the legend.
+    fn draw(&self, root: &DrawingArea<BitMapBackend, Shift>) -> std::result::Result<(), String> {
         root.fill(&WHITE).map_err(s)?;
         let (top, body) = root.split_vertically(28);
-        top.draw(&Text::new(note.clone(), (70, 6), font(15)))
+        top.draw(&Text::new(self.note.clone(), (70, 6), font(15)))
             .map_err(s)?;
         let mut chart = ChartBuilder::on(&body)
             .caption(
@@ -496,7 +538,7 @@ pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
             .margin(14)
             .x_label_area_size(48)
             .y_label_area_size(70)
-            .build_cartesian_2d(log_axis(1.0, n_ranks), log_axis(lo, hi))
+            .build_cartesian_2d(log_axis(1.0, self.n_ranks), log_axis(self.lo, self.hi))
             .map_err(s)?;
         chart
             .configure_mesh()
@@ -508,21 +550,8 @@ pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
             .x_label_formatter(&|v| log_tick_label(*v))
             .draw()
             .map_err(s)?;
-        if !reference.is_empty() {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    reference.clone(),
-                    8,
-                    6,
-                    RGBColor(90, 90, 90).stroke_width(2),
-                ))
-                .map_err(s)?
-                .label("reference 1/(α i)")
-                .legend(|(x, y)| {
-                    PathElement::new([(x, y), (x + 18, y)], RGBColor(90, 90, 90).stroke_width(2))
-                });
-        }
-        if normal.is_empty() && flagged.is_empty() {
+        self.draw_reference(&mut chart)?;
+        if self.normal.is_empty() && self.flagged.is_empty() {
             let (_, h) = chart.plotting_area().dim_in_pixel();
             chart
                 .plotting_area()
@@ -535,15 +564,51 @@ pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
                 .map_err(s)?;
             return Ok(());
         }
+        self.draw_curves(&mut chart)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .label_font(font(14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(s)?;
+        Ok(())
+    }
+
+    /// The dashed reference line `1/(α̂ i)`, when there is a fit.
+    fn draw_reference(&self, chart: &mut ScalingChart) -> std::result::Result<(), String> {
+        if self.reference.is_empty() {
+            return Ok(());
+        }
+        chart
+            .draw_series(DashedLineSeries::new(
+                self.reference.clone(),
+                8,
+                6,
+                RGBColor(90, 90, 90).stroke_width(2),
+            ))
+            .map_err(s)?
+            .label("reference 1/(α i)")
+            .legend(|(x, y)| {
+                PathElement::new([(x, y), (x + 18, y)], RGBColor(90, 90, 90).stroke_width(2))
+            });
+        Ok(())
+    }
+
+    /// The normal and the flagged curves (line and dots), each with its legend entry, when not empty.
+    fn draw_curves(&self, chart: &mut ScalingChart) -> std::result::Result<(), String> {
+        let total_n: u64 = self.curve.count_normal.first().copied().unwrap_or(0);
+        let total_f: u64 = self.curve.count_flagged.first().copied().unwrap_or(0);
         for (label, points, colour) in [
             (
                 format!("normal tokens (n = {total_n})"),
-                &normal,
+                &self.normal,
                 palette(0),
             ),
             (
-                format!("flagged: {} (n = {total_f})", curve.flagged_rule),
-                &flagged,
+                format!("flagged: {} (n = {total_f})", self.curve.flagged_rule),
+                &self.flagged,
                 palette(3),
             ),
         ] {
@@ -561,16 +626,8 @@ pub fn similarity_scaling(path: &Path, curve: &ScalingCurve) -> Result<()> {
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
                 .map_err(s)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font(font(14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(s)?;
         Ok(())
-    })
+    }
 }
 
 #[cfg(test)]

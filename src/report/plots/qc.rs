@@ -20,9 +20,10 @@
 use std::path::Path;
 
 use ndarray::ArrayView3;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{draw_err, ensure_font, font, write_png, Rgb};
+use super::{draw_err, ensure_font, font, s, write_png, Rgb};
 use crate::{Error, Result};
 
 /// What one montage shows.
@@ -172,6 +173,36 @@ fn grey_top(cube: ArrayView3<f32>) -> f32 {
 
 /// Draws the montage.
 pub fn qc_montage(path: &Path, q: &QcImage) -> Result<()> {
+    check_shapes(path, q)?;
+    ensure_font()?;
+    let hot = hottest(q.map);
+    let panels = slices(q.cube.dim(), hot);
+    let layout = Layout::new(q.cube.dim(), &panels);
+    let mut img = Rgb::white(layout.width as u32, layout.height as u32);
+    let painter = Painter {
+        q,
+        layout: &layout,
+        grey: grey_top(q.cube),
+        span: (q.top - q.threshold).max(f32::EPSILON),
+    };
+    let mut x0 = layout.gap;
+    for (p, &pw) in panels.iter().zip(&layout.panel_w) {
+        painter.paint_panel(&mut img, p, pw, x0);
+        painter.mark_hottest(&mut img, p, pw, x0);
+        x0 += pw + layout.gap;
+    }
+    // Text and the colour bar with plotters on the same buffer.
+    {
+        let (w, h) = (layout.width as u32, layout.height as u32);
+        let root = BitMapBackend::with_buffer(&mut img.data, (w, h)).into_drawing_area();
+        draw_text(&root, q, hot, &panels, &layout).map_err(|e| draw_err(path, e))?;
+        root.present().map_err(|e| draw_err(path, e))?;
+    }
+    write_png(path, &img)
+}
+
+/// Refuses a map or label whose shape differs from the cube's, and an empty cube.
+fn check_shapes(path: &Path, q: &QcImage) -> Result<()> {
     let shape = q.cube.dim();
     if q.map.dim() != shape || q.label.as_ref().is_some_and(|l| l.dim() != shape) {
         return Err(Error::bad_input(
@@ -188,54 +219,111 @@ pub fn qc_montage(path: &Path, q: &QcImage) -> Result<()> {
     if shape.0 == 0 || shape.1 == 0 || shape.2 == 0 {
         return Err(Error::bad_input(path, "QC montage of an empty cube"));
     }
-    ensure_font()?;
-    let hot = hottest(q.map);
-    let panels = slices(shape, hot);
-    let largest = shape.0.max(shape.1).max(shape.2);
-    let mag = 300usize.div_ceil(largest).max(1);
-    let (gap, top_margin, bottom) = (12usize, 64usize, 64usize);
-    let panel_w: Vec<usize> = panels.iter().map(|p| p.cols * mag).collect();
-    let panel_h = panels.iter().map(|p| p.rows * mag).max().unwrap_or(0);
-    let width = panel_w.iter().sum::<usize>() + gap * 4;
-    let height = top_margin + panel_h + bottom;
-    let mut img = Rgb::white(width as u32, height as u32);
-    let grey = grey_top(q.cube);
-    let span = (q.top - q.threshold).max(f32::EPSILON);
-    let label_at = |i: [usize; 3]| q.label.as_ref().is_some_and(|l| l[i]);
-    let mut x0 = gap;
-    for (p, &pw) in panels.iter().zip(&panel_w) {
+    Ok(())
+}
+
+/// The montage's geometry in pixels: the magnification, the margins and the panels' sizes.
+struct Layout {
+    mag: usize,
+    gap: usize,
+    top_margin: usize,
+    /// Width of each panel.
+    panel_w: Vec<usize>,
+    /// Height of the tallest panel.
+    panel_h: usize,
+    width: usize,
+    height: usize,
+}
+
+impl Layout {
+    /// Slices magnified by an integer factor to about 300 pixels, side by side with gaps, a title band
+    /// above and a band for the panel names and the colour bar below.
+    fn new(shape: (usize, usize, usize), panels: &[Slice; 3]) -> Layout {
+        let largest = shape.0.max(shape.1).max(shape.2);
+        let mag = 300usize.div_ceil(largest).max(1);
+        let (gap, top_margin, bottom) = (12usize, 64usize, 64usize);
+        let panel_w: Vec<usize> = panels.iter().map(|p| p.cols * mag).collect();
+        let panel_h = panels.iter().map(|p| p.rows * mag).max().unwrap_or(0);
+        let width = panel_w.iter().sum::<usize>() + gap * 4;
+        let height = top_margin + panel_h + bottom;
+        Layout {
+            mag,
+            gap,
+            top_margin,
+            panel_w,
+            panel_h,
+            width,
+            height,
+        }
+    }
+}
+
+/// Paints the slices of one montage into its pixel buffer.
+struct Painter<'a, 'q> {
+    q: &'a QcImage<'q>,
+    layout: &'a Layout,
+    /// The cube value shown white.
+    grey: f32,
+    /// Width of the overlay scale (threshold → top), at least `f32::EPSILON`.
+    span: f32,
+}
+
+impl Painter<'_, '_> {
+    fn label_at(&self, i: [usize; 3]) -> bool {
+        self.q.label.as_ref().is_some_and(|l| l[i])
+    }
+
+    /// The colour of voxel `i`: grey scale, blended with the overlay colour when the map reaches the
+    /// threshold (the top colour from the top of the scale up).
+    fn voxel_colour(&self, i: [usize; 3]) -> [f32; 3] {
+        let q = self.q;
+        let g = (q.cube[i] / self.grey).clamp(0.0, 1.0) * 255.0;
+        let mut rgb = [g, g, g];
+        let v = q.map[i];
+        if v.is_finite() && v >= q.threshold {
+            let t = (v - q.threshold) / self.span;
+            let a = 0.35 + 0.45 * t.clamp(0.0, 1.0);
+            let h = hot_colour(t);
+            for k in 0..3 {
+                rgb[k] = (1.0 - a) * rgb[k] + a * h[k];
+            }
+            if t >= 1.0 {
+                rgb = TOP_COLOUR.map(f32::from);
+            }
+        }
+        rgb
+    }
+
+    /// Whether pixel `(r, c)` of a panel `pw` pixels wide, inside the label, is on its contour: a
+    /// 4-neighbour on the magnified image falls outside the label (or outside the panel).
+    fn on_contour(&self, p: &Slice, pw: usize, r: usize, c: usize) -> bool {
+        let mag = self.layout.mag;
+        let neighbours = [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)];
+        neighbours.iter().any(|&(dr, dc)| {
+            let (rr, cc) = (r as i64 + dr, c as i64 + dc);
+            if rr < 0 || cc < 0 || rr >= (p.rows * mag) as i64 || cc >= pw as i64 {
+                return true;
+            }
+            let j = (p.index)(rr as usize / mag, cc as usize / mag);
+            !self.label_at(j)
+        })
+    }
+
+    /// Paints slice `p` (`pw` pixels wide) with its left edge at column `x0`.
+    fn paint_panel(&self, img: &mut Rgb, p: &Slice, pw: usize, x0: usize) {
+        let Layout {
+            mag,
+            top_margin,
+            width,
+            ..
+        } = *self.layout;
         for r in 0..p.rows * mag {
             for c in 0..pw {
                 let (sr, sc) = (r / mag, c / mag);
                 let i = (p.index)(sr, sc);
-                let g = (q.cube[i] / grey).clamp(0.0, 1.0) * 255.0;
-                let mut rgb = [g, g, g];
-                let v = q.map[i];
-                if v.is_finite() && v >= q.threshold {
-                    let t = (v - q.threshold) / span;
-                    let a = 0.35 + 0.45 * t.clamp(0.0, 1.0);
-                    let h = hot_colour(t);
-                    for k in 0..3 {
-                        rgb[k] = (1.0 - a) * rgb[k] + a * h[k];
-                    }
-                    if t >= 1.0 {
-                        rgb = TOP_COLOUR.map(f32::from);
-                    }
-                }
-                if label_at(i) {
-                    // A contour pixel: a 4-neighbour on the magnified image falls outside the label.
-                    let neighbours = [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)];
-                    let edge = neighbours.iter().any(|&(dr, dc)| {
-                        let (rr, cc) = (r as i64 + dr, c as i64 + dc);
-                        if rr < 0 || cc < 0 || rr >= (p.rows * mag) as i64 || cc >= pw as i64 {
-                            return true;
-                        }
-                        let j = (p.index)(rr as usize / mag, cc as usize / mag);
-                        !label_at(j)
-                    });
-                    if edge {
-                        rgb = CONTOUR.map(f32::from);
-                    }
+                let mut rgb = self.voxel_colour(i);
+                if self.label_at(i) && self.on_contour(p, pw, r, c) {
+                    rgb = CONTOUR.map(f32::from);
                 }
                 let o = ((top_margin + r) * width + x0 + c) * 3;
                 for k in 0..3 {
@@ -243,7 +331,17 @@ pub fn qc_montage(path: &Path, q: &QcImage) -> Result<()> {
                 }
             }
         }
-        // White cross at the hottest voxel, with a gap so the voxel itself stays visible.
+    }
+
+    /// Draws a white cross at the hottest voxel of slice `p`, with a gap so the voxel itself stays
+    /// visible.
+    fn mark_hottest(&self, img: &mut Rgb, p: &Slice, pw: usize, x0: usize) {
+        let Layout {
+            mag,
+            top_margin,
+            width,
+            ..
+        } = *self.layout;
         let (mr, mc) = (p.mark.0 * mag + mag / 2, p.mark.1 * mag + mag / 2);
         let arm = 4 + 2 * mag;
         let gap_px = mag.max(2);
@@ -261,88 +359,99 @@ pub fn qc_montage(path: &Path, q: &QcImage) -> Result<()> {
             put(mr, mc - d);
             put(mr, mc + d);
         }
-        x0 += pw + gap;
     }
-    // Text and the colour bar with plotters on the same buffer.
-    {
-        let (w, h) = (width as u32, height as u32);
-        let root = BitMapBackend::with_buffer(&mut img.data, (w, h)).into_drawing_area();
-        let e = |e: plotters::drawing::DrawingAreaErrorKind<_>| draw_err(path, e);
-        let overlay = if q.threshold.is_finite() {
-            format!("overlay: map ≥ {:.4} (scale top {:.4})", q.threshold, q.top)
-        } else {
-            "no overlay (no positive score in the batch)".to_string()
-        };
+}
+
+/// The montage's text: the title and overlay lines, the panel names and the colour bar.
+fn draw_text(
+    root: &DrawingArea<BitMapBackend, Shift>,
+    q: &QcImage,
+    hot: (usize, usize, usize),
+    panels: &[Slice; 3],
+    layout: &Layout,
+) -> std::result::Result<(), String> {
+    let gap = layout.gap;
+    let overlay = if q.threshold.is_finite() {
+        format!("overlay: map ≥ {:.4} (scale top {:.4})", q.threshold, q.top)
+    } else {
+        "no overlay (no positive score in the batch)".to_string()
+    };
+    root.draw(&Text::new(
+        format!(
+            "{}   score {:.4}   hottest voxel (z, y, x) = {:?}",
+            q.case, q.score, hot
+        ),
+        (gap as i32, 10),
+        font(20),
+    ))
+    .map_err(s)?;
+    root.draw(&Text::new(
+        format!(
+            "{overlay}{}",
+            if q.label.is_some() {
+                "; green: lesion label"
+            } else {
+                ""
+            }
+        ),
+        (gap as i32, 38),
+        font(14),
+    ))
+    .map_err(s)?;
+    let mut x0 = gap;
+    for (p, &pw) in panels.iter().zip(&layout.panel_w) {
         root.draw(&Text::new(
-            format!(
-                "{}   score {:.4}   hottest voxel (z, y, x) = {:?}",
-                q.case, q.score, hot
-            ),
-            (gap as i32, 10),
-            font(20),
-        ))
-        .map_err(e)?;
-        root.draw(&Text::new(
-            format!(
-                "{overlay}{}",
-                if q.label.is_some() {
-                    "; green: lesion label"
-                } else {
-                    ""
-                }
-            ),
-            (gap as i32, 38),
+            p.name.clone(),
+            (x0 as i32, (layout.top_margin + layout.panel_h + 6) as i32),
             font(14),
         ))
-        .map_err(e)?;
-        let mut x0 = gap;
-        for (p, &pw) in panels.iter().zip(&panel_w) {
-            root.draw(&Text::new(
-                p.name.clone(),
-                (x0 as i32, (top_margin + panel_h + 6) as i32),
-                font(14),
-            ))
-            .map_err(e)?;
-            x0 += pw + gap;
-        }
-        // Colour bar (threshold → top) on its own line under the panel names.
-        let (bx, by, bw, bh) = (
-            gap as i32 + 150,
-            (top_margin + panel_h + 32) as i32,
-            200i32,
-            12i32,
-        );
-        root.draw(&Text::new("overlay scale", (gap as i32, by - 2), font(13)))
-            .map_err(e)?;
-        for k in 0..bw {
-            let t = k as f32 / (bw - 1) as f32;
-            let c = if t >= 1.0 {
-                TOP_COLOUR.map(f32::from)
-            } else {
-                hot_colour(t)
-            };
-            let colour = RGBColor(c[0] as u8, c[1] as u8, c[2] as u8);
-            root.draw(&Rectangle::new(
-                [(bx + k, by), (bx + k + 1, by + bh)],
-                colour.filled(),
-            ))
-            .map_err(e)?;
-        }
-        root.draw(&Text::new(
-            format!("{:.3}", q.threshold),
-            (bx - 48, by - 2),
-            font(12),
-        ))
-        .map_err(e)?;
-        root.draw(&Text::new(
-            format!("{:.3}", q.top),
-            (bx + bw + 4, by - 2),
-            font(12),
-        ))
-        .map_err(e)?;
-        root.present().map_err(e)?;
+        .map_err(s)?;
+        x0 += pw + gap;
     }
-    write_png(path, &img)
+    draw_colour_bar(root, q, layout)
+}
+
+/// The colour bar (threshold → top) on its own line under the panel names.
+fn draw_colour_bar(
+    root: &DrawingArea<BitMapBackend, Shift>,
+    q: &QcImage,
+    layout: &Layout,
+) -> std::result::Result<(), String> {
+    let gap = layout.gap;
+    let (bx, by, bw, bh) = (
+        gap as i32 + 150,
+        (layout.top_margin + layout.panel_h + 32) as i32,
+        200i32,
+        12i32,
+    );
+    root.draw(&Text::new("overlay scale", (gap as i32, by - 2), font(13)))
+        .map_err(s)?;
+    for k in 0..bw {
+        let t = k as f32 / (bw - 1) as f32;
+        let c = if t >= 1.0 {
+            TOP_COLOUR.map(f32::from)
+        } else {
+            hot_colour(t)
+        };
+        let colour = RGBColor(c[0] as u8, c[1] as u8, c[2] as u8);
+        root.draw(&Rectangle::new(
+            [(bx + k, by), (bx + k + 1, by + bh)],
+            colour.filled(),
+        ))
+        .map_err(s)?;
+    }
+    root.draw(&Text::new(
+        format!("{:.3}", q.threshold),
+        (bx - 48, by - 2),
+        font(12),
+    ))
+    .map_err(s)?;
+    root.draw(&Text::new(
+        format!("{:.3}", q.top),
+        (bx + bw + 4, by - 2),
+        font(12),
+    ))
+    .map_err(s)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! *recurring* anomaly); with fewer than `min_communities` non-singleton communities the quartiles mean
 //! nothing and no community is flagged.
 //!
-//! Two deviations from ALGORITHM.md §6.4 3d, both measured in docs/demo-results.md and docs/score2d.md:
+//! Two deviations from ALGORITHM.md §6.4 3d, both measured in docs/experiments/2026-11-30-demo-cohort.md and docs/score2d.md:
 //! * the fence of a community comes from the quartiles of the *other* communities (`--tukey-fence
 //!   others`), because with the spec's rule a community raises its own fence (with exactly 4 communities
 //!   and k_T ≥ 3 nothing can be flagged at all);

@@ -14,7 +14,7 @@
 //! gains (common with integer weights) are drawn at random. Many seeded restarts (default 256) are run
 //! and the best partition kept: one restart of this implementation finds a somewhat lower CPM quality than
 //! one run of `leidenalg` on random graphs (measured: 91 vs 98 on one 82-node graph), 256 restarts match
-//! or beat leidenalg's best of 5 seeds on all 24 graphs of `scripts/ref_leiden.py`, and on graphs of a few
+//! or beat leidenalg's best of 5 seeds on all 24 graphs of `scripts/oracles/ref_leiden.py`, and on graphs of a few
 //! hundred nodes they cost milliseconds next to the distance search. Deterministic for a given seed: every iteration order comes from a seeded ChaCha generator
 //! and no hash map is iterated.
 

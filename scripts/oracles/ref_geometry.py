@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Geometry checks for maps written by mri-ad (independent of our reader: nibabel writes, SimpleITK reads).
 
-  check_geometry.py make DIR     write test volumes with nibabel: every axis flip/permutation class (RAS, LPS,
+  ref_geometry.py make DIR     write test volumes with nibabel: every axis flip/permutation class (RAS, LPS,
                                  LIA, PSR), oblique affines (sform; qform only with qfac -1), anisotropic voxels,
                                  non-cubic shapes; each holds an ellipsoidal "brain" and a bright blob at a known
                                  world position (RAS mm), listed in DIR/truth.json
-  check_geometry.py verify DIR   for every DIR/<case>.nii.gz, with DIR/out/<case>_anomaly.nii.gz (float32: the
+  ref_geometry.py verify DIR   for every DIR/<case>.nii.gz, with DIR/out/<case>_anomaly.nii.gz (float32: the
                                  blob as found in mri-ad's S³ cube, mapped back), DIR/out/<case>_mask.nii.gz
                                  (uint8: a hot cube placed in S³, mapped back) and DIR/out/<case>.json (the hot
                                  cube's world position through mri-ad's cube affine):

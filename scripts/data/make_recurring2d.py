@@ -4,7 +4,7 @@ acceptance 3 of issue 6: CoDeGraph should find the images that share the defect 
 
 * Normal images: axial slices of every healthy volume at the given levels (default 86 and 92, around the
   level where the donor lesion is largest), scaled by the volume's 99.5th percentile of brain voxels, in
-  radiological display (anterior up), zero-padded to a square, 8-bit grey PNG (as scripts/make_slices2d.py).
+  radiological display (anterior up), zero-padded to a square, 8-bit grey PNG (as scripts/data/make_slices2d.py).
 * The defect: ONE real lesion of the demo cohort (default query case q04: the lesion pixels of its largest
   axial lesion slice, with their intensities), pasted into round(fraction · N) normal images chosen at
   random (seeded), at the donor's own position shifted by up to --shift pixels, with a lighting change:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compare CoDeGraph as computed by `scripts/py_pipeline.py --method codegraph` (numpy + leidenalg, written from
+"""Compare CoDeGraph as computed by `scripts/oracles/ref_pipeline.py --method codegraph` (numpy + leidenalg, written from
 ALGORITHM.md §6 without mri-ad's code) with an `mri-ad score` run on the *same* tokens, at full scale.
 
 The Python side writes its fused tokens with `--write-tokens DIR` (DIR/seed<k>/<case>.tokens.npz) and its token
@@ -7,7 +7,7 @@ scores with `--save-scores`; `mri-ad score --tokens DIR/seed<k> --out RUN` with 
 scores them. Compared: the links selected by Algorithm 1, the edges and their weights, gamma, the communities
 (as sets of case names), the outlier flags, the tokens Algorithm 2 excluded in every case, and, with --py-scores,
 every token score (relative difference; the Python side computes distances from float32 products in float64).
-Exits 1 on any difference (token scores: relative 1e-4, as scripts/ref_codegraph.py).
+Exits 1 on any difference (token scores: relative 1e-4, as scripts/oracles/ref_codegraph.py).
 
 Usage: compare_codegraph_run.py --py RESULT.json --seed K --run RUN [--py-scores DIR/seed<K>]
 """
@@ -18,12 +18,13 @@ import sys
 
 import numpy as np
 
-from ref_codegraph import max_relative_difference
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracles"))
+from ref_codegraph import max_relative_difference  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--py", required=True, help="py_pipeline.py result JSON (--method codegraph)")
+    ap.add_argument("--py", required=True, help="ref_pipeline.py result JSON (--method codegraph)")
     ap.add_argument("--seed", required=True, help="the projection seed whose graph is compared")
     ap.add_argument("--run", required=True, help="mri-ad run folder scored from that seed's tokens")
     ap.add_argument("--py-scores", help="the Python token scores of that seed (a --save-scores folder)")

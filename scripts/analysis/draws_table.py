@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""Mean ± sd over projection draws, as the tables of docs/demo-results.md show them.
+"""Mean ± sd over projection draws, as the tables of docs/experiments/2026-11-30-demo-cohort.md show them.
 
 Each --run LABEL=DIR is one finished `mri-ad score` run with labels (its summary.json, or with --eval-json the
 eval.json that `mri-ad eval` last wrote there); each --py LABEL=FILE is a
-`scripts/py_pipeline.py` result JSON with one or more seeds (every seed in `per_seed` is one draw). Draws with
+`scripts/oracles/ref_pipeline.py` result JSON with one or more seeds (every seed in `per_seed` is one draw). Draws with
 the same LABEL are pooled. The recurring and healthy cases come from --truth (the demo cohort's truth.json, keys
 `recurring` and `healthy`).
 
 Columns: patient AUROC, patient F1-max, voxel AUROC, mean Dice over all cases, mean Dice over lesion cases,
 hottest voxel in the lesion (fraction of lesion cases), mean Dice over the recurring cases, mean voxel AP over
 lesion cases and over recurring cases, the fraction of healthy cases with nothing at or above t* (their Dice is 1),
-and t*; then, where the results have them (mri-ad since 2026-11-30, py_pipeline.py likewise), the Dice over
+and t*; then, where the results have them (mri-ad since 2026-11-30, ref_pipeline.py likewise), the Dice over
 lesion cases and over the recurring cases at the voxel-level F1-max threshold (outside §8.3), that
 threshold, and the token-level Dice at t* over lesion cases and over the recurring cases ("nan" for results
 without them). Prints one Markdown row per label (mean ± sample sd over its n draws; "–" for the sd of one draw), in
@@ -83,7 +83,7 @@ def main():
     for label, path in map(split, args.py):
         with open(path) as f:
             result = json.load(f)
-        # py_pipeline.py writes per_seed only for two or more seeds; one seed's metrics are at the top level
+        # ref_pipeline.py writes per_seed only for two or more seeds; one seed's metrics are at the top level
         per_seed = result.get("per_seed") or {str(result.get("seed", "?")): result}
         for seed, metrics in per_seed.items():
             groups.setdefault(label, []).append((f"{path} seed {seed}", draw(metrics, recurring, healthy)))

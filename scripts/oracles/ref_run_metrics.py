@@ -4,7 +4,7 @@ of mri-ad's code (numpy, scipy, nibabel, scikit-learn), for tests/pipeline.rs.
 
 From the run folder it reads only what fixes the inputs: summary.json (the inputs with their labels, the cube
 size, the batch crop box and the upsampling) and token_scores/<case>.npy. Each label map goes to the cube in
-mri-ad's geometry (scripts/revoid_tokens.py: RAS+, the batch box, the isotropic cube, nearest voxel). Then:
+mri-ad's geometry (scripts/oracles/ref_revoid.py: RAS+, the batch box, the isotropic cube, nearest voxel). Then:
 token labels by 14³ max-pool, t* = token-grid F1-max threshold (scikit-learn's precision_recall_curve),
 trilinear maps (scipy map_coordinates, token values at the block centres or align-corners, as the run says),
 the §8.3 Dice per case at t*; outside §8.3, the token-level Dice per case at t*, the exact voxel-level
@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from ref_metrics import dice_at, f1max, upsample
-from revoid_tokens import canonical, cube_coords, nearest_mask
+from ref_revoid import canonical, cube_coords, nearest_mask
 
 P = 14
 

@@ -5,7 +5,7 @@
 For every input listed in <run>/summary.json: decode with Pillow (8-bit / 255, 16-bit / 65535, alpha
 dropped, palette expanded), resize every channel as a float ("F") image to S×S with Image.BILINEAR,
 replicate grey into 3 channels, ImageNet-normalise, run the model and take `cls`; then RsCIN
-(scripts/ref_rscin.py) on the run's raw scores (scores.csv column raw_score) with the run's windows.
+(scripts/oracles/ref_rscin.py) on the run's raw scores (scores.csv column raw_score) with the run's windows.
 
 When the run made the background void (summary.json `void_background.active`), also the void tokens: the resized channels
 (Pillow "F" resize) exactly 0 in every channel over more than the run's threshold of a 14×14 patch.

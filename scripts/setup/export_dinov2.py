@@ -3,7 +3,7 @@
 
 FOR USERS WITH INTERNET ACCESS AND PyTorch. It was written without being able to run it (the machines this
 project is developed on have no internet access and no torch); the offline default model comes from
-scripts/build_default_model.py instead. Check its output with `--check` (compares the ONNX outputs against
+scripts/setup/build_default_model.py instead. Check its output with `--check` (compares the ONNX outputs against
 PyTorch on random inputs at two sizes).
 
 Needs: torch (and, for --source hf, transformers); onnx and onnxruntime for --check.
@@ -28,7 +28,7 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPTH = {"vits14": 12, "vitb14": 12, "vitl14": 24, "vitg14": 40}
 HF_NAME = {"vits14": "facebook/dinov2-small", "vitb14": "facebook/dinov2-base",
            "vitl14": "facebook/dinov2-large", "vitg14": "facebook/dinov2-giant"}

@@ -7,7 +7,7 @@ Steps, all in one process, everything in memory:
   * nibabel `as_closest_canonical` (RAS+), array transposed to [z][y][x]; brain mask = voxel > 0 on the native
     grid, resized by nearest voxel (ALGORITHM.md §3.2 step 0 takes V > 0 on the resized cube, as mri-ad does:
     trilinear resizing widens that mask by up to one voxel, so this baseline has 2-4 % fewer valid surface
-    tokens; docs/demo-results.md measures the effect);
+    tokens; docs/experiments/2026-11-30-demo-cohort.md measures the effect);
   * crop: the union of the brain boxes of all volumes + 2 voxels (ALGORITHM.md Q11; every volume must be on
     one 1 mm isotropic grid, as the demo cohort is), padded to a cube (centred), resized to S³ with
     scipy.ndimage.zoom order 1 (labels order 0);
@@ -24,7 +24,7 @@ Steps, all in one process, everything in memory:
     densities and the Tukey rule, Algorithm 2 (exact, densest outlier community first, against the current
     base) and the final MSM at alpha 0.1 on the refined base. Its defaults are ALGORITHM.md's; mri-ad's four
     deviations are flags (`--link-margin 1 --tukey-k 3 --tukey-fence others --tukey-iqr-floor 0.5`). With
-    `--write-tokens`, `scripts/compare_codegraph_run.py` checks an `mri-ad score --tokens` run of the same
+    `--write-tokens`, `scripts/analysis/compare_codegraph_run.py` checks an `mri-ad score --tokens` run of the same
     tokens against it (graph, communities, excluded tokens, token scores);
   * maps: trilinear upsampling (scipy zoom order 1) of the 16³ scores to S³: `--upsample corners` (default,
     the spec's §7.2: align-corners, grid_mode=False) or `centres` (each token's score at the centre of its
@@ -38,7 +38,7 @@ Steps, all in one process, everything in memory:
     token-level Dice per case (tokens ≥ t* against the token labels).
 
 Usage:
-  py_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
+  ref_pipeline.py --healthy DIR --query DIR --labels DIR --model onnx/dinov2_vits14.onnx --size 224 \
                  --layers 6,9,12 --out result.json [--alpha 0.3] [--save-scores DIR]
                  [--seed 7,8,9 --features-cache DIR] [--write-tokens DIR] [--proj-dim 0]
                  [--method codegraph [--link-margin 1 --tukey-k 3 --tukey-fence others --tukey-iqr-floor 0.5]]
@@ -461,7 +461,7 @@ def main():
             for n, sc in zip(names, scores):
                 np.save(os.path.join(d, f"{n}.npy"), sc.astype(np.float32))
     result = {
-        "implementation": "scripts/py_pipeline.py (numpy/scipy/nibabel/onnxruntime/scikit-learn)",
+        "implementation": "scripts/oracles/ref_pipeline.py (numpy/scipy/nibabel/onnxruntime/scikit-learn)",
         "size": a.size, "layers": layers, "proj_dim": a.proj_dim, "method": a.method, "upsample": a.upsample,
         "settings": ({"alpha": a.alpha} if a.method == "musc" else
                      {k: getattr(a, k) for k in ("cg_alpha", "rho_ref", "beta", "coverage", "link_batch",

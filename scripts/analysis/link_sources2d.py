@@ -13,7 +13,7 @@ exact 0), `edge` (partly 0), `next to edge` (non-zero, with a partly-zero neighb
 
 Usage: link_sources2d.py IMAGES MODEL [--truth truth.json] [--void] [--margin 1]
 Prints the number of links selected, how many of their sources lie in each class, and how many lie in the
-images listed under "recurring" in truth.json (scripts/make_recurring2d.py writes it).
+images listed under "recurring" in truth.json (scripts/data/make_recurring2d.py writes it).
 """
 import argparse
 import glob
@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from scipy.ndimage import binary_erosion
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracles"))
 from ref_score2d import MEAN, STD, decode, resize  # noqa: E402
 
 S, P, BLOCKS = 518, 14, (3, 6, 9, 12)

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the preprocessed cubes of scripts/py_pipeline.py (batch union crop box + 2 voxels, centred padding,
+"""Writes the preprocessed cubes of scripts/oracles/ref_pipeline.py (batch union crop box + 2 voxels, centred padding,
 zoom to S³, 99th-percentile intensity scaling, background 0) as `<case>.npy` float32 [S, S, S] (z, y, x),
 which `mri-ad extract --input DIR` reads as already preprocessed cubes, plus the label cubes
-`<labels-out>/<case>.npy` (bool) for scripts/metrics_from_scores.py. Used to separate the effect of the
-intensity standardisation from the rest of the pipeline (docs/demo-results.md).
+`<labels-out>/<case>.npy` (bool) for scripts/analysis/metrics_from_scores.py. Used to separate the effect of the
+intensity standardisation from the rest of the pipeline (docs/experiments/2026-11-30-demo-cohort.md).
 
-Usage: py_cubes.py --healthy DIR --query DIR --labels DIR --size 224 --out CUBES --labels-out LABELS
+Usage: ref_cubes.py --healthy DIR --query DIR --labels DIR --size 224 --out CUBES --labels-out LABELS
 """
 import argparse
 import glob
@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-import py_pipeline as pp
+import ref_pipeline as pp
 
 
 def main():

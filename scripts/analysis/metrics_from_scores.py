@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The §8.3 metrics (as scripts/py_pipeline.py computes them, in the cube space) of an `mri-ad score --tokens`
-run folder against label cubes written by scripts/py_cubes.py: patient AUROC and F1-max, mean Dice at the
+"""The §8.3 metrics (as scripts/oracles/ref_pipeline.py computes them, in the cube space) of an `mri-ad score --tokens`
+run folder against label cubes written by scripts/oracles/ref_cubes.py: patient AUROC and F1-max, mean Dice at the
 token-grid F1-max threshold, Dice over lesion cases, hottest voxel in the lesion, and the mean Dice of the
 cases named by --subset.
 
@@ -10,11 +10,13 @@ Usage: metrics_from_scores.py --run RUN --labels LABEL_CUBES [--size 224] [--sub
 import argparse
 import glob
 import os
+import sys
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from py_pipeline import f1_max, upsample
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracles"))
+from ref_pipeline import f1_max, upsample  # noqa: E402
 
 P = 14
 

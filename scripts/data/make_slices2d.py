@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a 2D image set from the demo cohort (scripts/make_demo_cohort.py) for `mri-ad score2d`, as the
+"""Writes a 2D image set from the demo cohort (scripts/data/make_demo_cohort.py) for `mri-ad score2d`, as the
 thesis does with BraTS slices: one axial slice per volume.
 
 * Query (lesion) volumes: the axial slice with the largest lesion area, and its label slice as the mask.

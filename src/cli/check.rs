@@ -12,34 +12,15 @@ use crate::{Error, Result};
 /// Arguments of `mri-ad check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Folder of healthy (reference) volumes.
-    #[arg(long, value_name = "DIR")]
-    pub healthy: Option<PathBuf>,
-    /// Folder of query volumes (the cases to score).
-    #[arg(long, value_name = "DIR")]
-    pub query: Option<PathBuf>,
-    /// Folder of lesion label maps for the query cases (lesion = label > 0); every query case needs one.
-    #[arg(long, value_name = "DIR")]
-    pub labels: Option<PathBuf>,
-    /// Folder of brain masks (mask > 0), one per case, checked (grid, not empty) and used instead of the
-    /// `voxel > 0` rule, as `score --masks` uses them.
-    #[arg(long, value_name = "DIR")]
-    pub masks: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: super::InputArgs,
     /// Folder layout (data-manifest/): auto, brats-mets-2025, ixi, demo or generic. `score` always
     /// detects it (auto); naming one here checks what that layout would find.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub layout: String,
-    /// The crop mode `score` will use: batch (its default) places every volume in one world space, which is
-    /// then planned and printed (volumes evidently not registered to one atlas are problems); volume crops
-    /// each volume on its own.
-    #[arg(long, default_value = "batch", value_parser = ["batch", "volume"])]
-    pub crop: String,
-    /// The cube edge `score` will use (for the cube's voxel size in the space report).
-    #[arg(long, default_value_t = 224)]
-    pub size: usize,
-    /// The margin `score` will use around the brain boxes, in voxels of the reference grid.
-    #[arg(long, default_value_t = 2)]
-    pub margin: usize,
+    /// The cube settings `score` will use (for the batch's space and the cube's voxel size).
+    #[command(flatten)]
+    pub cube: super::settings::Given<crate::volume::CubeSettings>,
     /// Also write the inventory as <DIR>/check.json.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -51,17 +32,12 @@ impl CheckArgs {
     /// The library configuration.
     pub fn config(&self) -> Result<CheckConfig> {
         Ok(CheckConfig {
-            healthy: self.healthy.clone(),
-            query: self.query.clone(),
-            labels: self.labels.clone(),
-            masks: self.masks.clone(),
+            healthy: self.inputs.healthy.clone(),
+            query: self.inputs.query.clone(),
+            labels: self.inputs.labels.clone(),
+            masks: self.inputs.masks.clone(),
             layout: (self.layout != "auto").then(|| self.layout.clone()),
-            crop: self
-                .crop
-                .parse()
-                .map_err(|e: String| Error::bad_argument("--crop", e))?,
-            size: self.size,
-            margin: self.margin,
+            cube: self.cube.settings()?,
             report: self.common.reporter(),
         })
     }
@@ -173,7 +149,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         Event::Case(r) => print_case(r),
     })?;
     if let (Some(plan), false) = (&inv.plan, quiet) {
-        print_space(plan, &inv.cases, args.size);
+        print_space(plan, &inv.cases, cfg.cube.size);
     }
     if (1..3).contains(&inv.cases.len()) && !quiet {
         println!(
@@ -195,9 +171,10 @@ pub fn run(args: CheckArgs) -> Result<()> {
         }
         return Err(Error::BadBatch {
             path: args
+                .inputs
                 .query
                 .clone()
-                .or_else(|| args.healthy.clone())
+                .or_else(|| args.inputs.healthy.clone())
                 .unwrap_or_else(|| PathBuf::from("input")),
             problem: format!("{n} problems, listed above; the first: {first}"),
         });

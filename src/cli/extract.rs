@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use crate::extract::{ExtractConfig, RunOptions, Shard, VolumeSettings};
 use crate::pipeline::cubes::{extract_folder, ExtractFolder};
+use crate::volume::CubeSettings;
 use crate::Result;
 
 /// Arguments of `mri-ad extract`.
@@ -54,7 +55,9 @@ impl ExtractArgs {
         };
         let runtime = self.volume.runtime.settings()?;
         let volume: VolumeSettings = self.volume.volume.settings()?;
+        let cube: CubeSettings = self.volume.cube.settings()?;
         let mut cfg = volume.extract_config(
+            &cube,
             &runtime,
             self.out.clone(),
             shard,
@@ -71,7 +74,7 @@ impl ExtractArgs {
             masks: self.masks.clone(),
             nyul: volume.nyul.clone(),
             save_nyul: self.save_nyul.clone(),
-            preprocess: volume.preprocess(),
+            preprocess: cube.preprocess(),
         };
         Ok((cfg, folder))
     }

@@ -14,6 +14,7 @@ use self::settings::Given;
 use crate::backbone::RuntimeSettings;
 use crate::extract::VolumeSettings;
 use crate::settings::Settings;
+use crate::volume::CubeSettings;
 use crate::{Error, Result};
 
 pub mod check;
@@ -84,14 +85,41 @@ impl CommonArgs {
     }
 }
 
-/// The volume flags of `extract` and `score`: the model and where it runs, the tokenizer and the
-/// preprocessing ([`RuntimeSettings`], [`VolumeSettings`]).
+/// The volume flags of `extract` and `score`: the model and where it runs, the tokenizer and Nyúl, the
+/// cube ([`RuntimeSettings`], [`VolumeSettings`], [`CubeSettings`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct VolumeArgs {
     #[command(flatten)]
     pub runtime: Given<RuntimeSettings>,
     #[command(flatten)]
     pub volume: Given<VolumeSettings>,
+    #[command(flatten)]
+    pub cube: Given<CubeSettings>,
+}
+
+/// The input folders of `score` and `check` on volumes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// Folder of healthy volumes (NIfTI; e.g. IXI T2), scored in the same batch as --query. Optional: without
+    /// it the query folder is one unlabeled batch.
+    #[arg(long, value_name = "DIR")]
+    pub healthy: Option<PathBuf>,
+    /// Folder of query volumes (NIfTI; e.g. BraTS t2w). Every case of both folders is scored against all
+    /// the others.
+    #[arg(long, value_name = "DIR")]
+    pub query: Option<PathBuf>,
+    /// Folder of lesion label maps for the query cases (any label > 0 is lesion), paired by case id as
+    /// data-manifest/ describes; enables the evaluation (patient, voxel and Dice metrics) and sets the
+    /// binary masks at the token-grid F1-max threshold (without labels the masks use the label-free GMM
+    /// threshold of ALGORITHM.md §9).
+    #[arg(long, value_name = "DIR")]
+    pub labels: Option<PathBuf>,
+    /// Folder of brain masks (mask > 0 is brain), one for every case of --healthy and --query, paired by
+    /// case id as data-manifest/ describes (e.g. <case>_mask.nii.gz), each on its volume's grid. The mask
+    /// replaces the `voxel > 0` rule and voxels outside it are set to 0, so volumes that are not
+    /// skull-stripped (a noisy background, the skull) can be scored; without it such volumes are refused.
+    #[arg(long, value_name = "DIR")]
+    pub masks: Option<PathBuf>,
 }
 
 /// A `--config` TOML file (keys = flag names without the dashes), read once; each settings struct takes
@@ -223,7 +251,8 @@ mod tests {
     #[test]
     fn explicit_flags_beat_the_config_file_which_beats_the_defaults() {
         let args = score_args(&["--size", "168", "--model", "m.onnx", "--tukey-k", "2"]);
-        assert_eq!(args.volume.volume.flags(), ["--size"]);
+        assert_eq!(args.volume.cube.flags(), ["--size"]);
+        assert!(args.volume.volume.flags().is_empty());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(
@@ -233,14 +262,15 @@ mod tests {
         .unwrap();
         let mut file = super::ConfigFile::read(Some(&path)).unwrap();
         let v: super::VolumeSettings = file.take(&args.volume.volume).unwrap();
+        let c: super::CubeSettings = file.take(&args.volume.cube).unwrap();
         let r: super::RuntimeSettings = file.take(&args.volume.runtime).unwrap();
         let m: crate::eval::MapSettings = file.take(&args.maps).unwrap();
         let s: crate::score::ScoreConfig = file.take(&args.scoring.given).unwrap();
-        assert_eq!(v.size, 168, "flag wins");
+        assert_eq!(c.size, 168, "flag wins");
         assert_eq!(r.model, std::path::Path::new("m.onnx"), "flag wins");
         assert_eq!(s.tukey_k, 2.0, "flag wins");
         assert_eq!(v.layers, [3, 6], "file beats the default");
-        assert_eq!(v.crop, crate::volume::CropMode::Volume);
+        assert_eq!(c.crop, crate::volume::CropMode::Volume);
         assert_eq!(m.upsample, crate::eval::Upsample::Corners);
         assert_eq!(s.beta, 0.5, "file beats the default");
         assert_eq!(v.proj_dim, 128, "default kept");
@@ -248,7 +278,7 @@ mod tests {
         std::fs::write(&path, "crop = \"none\"").unwrap();
         let err = super::ConfigFile::read(Some(&path))
             .unwrap()
-            .take::<super::VolumeSettings>(&Default::default())
+            .take::<super::CubeSettings>(&Default::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("c.toml") && err.contains("none"), "{err}");
@@ -274,6 +304,7 @@ mod tests {
         }
         words::<crate::score::ScoreConfig>();
         words::<super::VolumeSettings>();
+        words::<super::CubeSettings>();
         words::<super::RuntimeSettings>();
         words::<crate::eval::MapSettings>();
     }

@@ -18,31 +18,14 @@ use crate::extract::{RunOptions, Shard, VolumeSettings};
 use crate::pipeline::{self, PipelineConfig};
 use crate::score::ScoreConfig;
 use crate::settings::Settings;
+use crate::volume::CubeSettings;
 use crate::{Error, Result};
 
 /// Arguments of `mri-ad score`.
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
-    /// Folder of healthy volumes (NIfTI; e.g. IXI T2), scored in the same batch as --query. Optional: without
-    /// it the query folder is one unlabeled batch.
-    #[arg(long, value_name = "DIR")]
-    pub healthy: Option<PathBuf>,
-    /// Folder of query volumes (NIfTI; e.g. BraTS t2w). Every case of both folders is scored against all
-    /// the others.
-    #[arg(long, value_name = "DIR")]
-    pub query: Option<PathBuf>,
-    /// Folder of lesion label maps for the query cases (any label > 0 is lesion), paired by case id as
-    /// data-manifest/ describes; enables the evaluation (patient, voxel and Dice metrics) and sets the
-    /// binary masks at the token-grid F1-max threshold (without labels the masks use the label-free GMM
-    /// threshold of ALGORITHM.md §9).
-    #[arg(long, value_name = "DIR")]
-    pub labels: Option<PathBuf>,
-    /// Folder of brain masks (mask > 0 is brain), one for every case of --healthy and --query, paired by
-    /// case id as data-manifest/ describes (e.g. <case>_mask.nii.gz), each on its volume's grid. The mask
-    /// replaces the `voxel > 0` rule and voxels outside it are set to 0, so volumes that are not
-    /// skull-stripped (a noisy background, the skull) can be scored; without it such volumes are refused.
-    #[arg(long, value_name = "DIR")]
-    pub masks: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: super::InputArgs,
     /// Instead of volumes: a folder of precomputed token files `<case>.tokens.npz` (tokens f32 [L,M,D],
     /// valid bool [M], grid i64 [3]), used exactly as stored.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["healthy", "query", "labels", "masks"])]
@@ -81,9 +64,10 @@ pub struct ScoringArgs {
 }
 
 /// The keys of the volume settings (`score` on volumes only).
-const VOLUME_KEYS: [&[crate::settings::Setting]; 3] = [
+const VOLUME_KEYS: [&[crate::settings::Setting]; 4] = [
     RuntimeSettings::SETTINGS,
     VolumeSettings::SETTINGS,
+    CubeSettings::SETTINGS,
     MapSettings::SETTINGS,
 ];
 
@@ -91,7 +75,7 @@ const VOLUME_KEYS: [&[crate::settings::Setting]; 3] = [
 pub fn run(args: ScoreArgs) -> Result<()> {
     let mut file = ConfigFile::read(args.scoring.config.as_deref())?;
     let config = file.take(&args.scoring.given)?;
-    match (&args.tokens, &args.query) {
+    match (&args.tokens, &args.inputs.query) {
         (Some(dir), None) => run_tokens(&args, dir, config, file),
         (None, Some(_)) => run_volumes(&args, config, file),
         _ => Err(Error::bad_argument(
@@ -105,11 +89,13 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> Result<()> {
     let runtime: RuntimeSettings = file.take(&args.volume.runtime)?;
     let volume: VolumeSettings = file.take(&args.volume.volume)?;
+    let cube: CubeSettings = file.take(&args.volume.cube)?;
     let maps: MapSettings = file.take(&args.maps)?;
     let mut known = VOLUME_KEYS.to_vec();
     known.push(ScoreConfig::SETTINGS);
     file.refuse_unknown(&known)?;
     let extract = volume.extract_config(
+        &cube,
         &runtime,
         args.out.join("tokens"),
         Shard::ALL,
@@ -122,15 +108,16 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
     )?;
     let mut config_extra = runtime.to_table();
     config_extra.extend(volume.to_table());
+    config_extra.extend(cube.to_table());
     config_extra.extend(maps.to_table());
     let cfg = PipelineConfig {
-        healthy: args.healthy.clone(),
-        query: args.query.clone().expect("checked by run"),
-        labels: args.labels.clone(),
-        masks: args.masks.clone(),
+        healthy: args.inputs.healthy.clone(),
+        query: args.inputs.query.clone().expect("checked by run"),
+        labels: args.inputs.labels.clone(),
+        masks: args.inputs.masks.clone(),
         out: args.out.clone(),
         nyul: volume.nyul.clone(),
-        preprocess: volume.preprocess(),
+        preprocess: cube.preprocess(),
         config_extra,
         upsample: maps.upsample,
         extract,
@@ -151,6 +138,7 @@ fn run_tokens(
 ) -> Result<()> {
     let mut given = args.volume.runtime.flags();
     given.extend(args.volume.volume.flags());
+    given.extend(args.volume.cube.flags());
     given.extend(args.maps.flags());
     if !given.is_empty() {
         return Err(Error::bad_argument(
@@ -161,6 +149,7 @@ fn run_tokens(
     }
     let mut ignored = file.drop_keys::<RuntimeSettings>();
     ignored.extend(file.drop_keys::<VolumeSettings>());
+    ignored.extend(file.drop_keys::<CubeSettings>());
     ignored.extend(file.drop_keys::<MapSettings>());
     ignored.sort();
     let mut known = VOLUME_KEYS.to_vec();

@@ -71,6 +71,7 @@ impl Score2dArgs {
         let runtime = self.runtime.settings()?;
         let mut volume_keys = file.drop_keys::<crate::backbone::RuntimeSettings>();
         volume_keys.extend(file.drop_keys::<crate::extract::VolumeSettings>());
+        volume_keys.extend(file.drop_keys::<crate::volume::CubeSettings>());
         volume_keys.extend(file.drop_keys::<crate::eval::MapSettings>());
         volume_keys.sort();
         if let (Some(path), false) = (&file.path, volume_keys.is_empty()) {

@@ -18,7 +18,7 @@ pub const EXACT_LIMIT: usize = 1 << 26;
 pub const BINS: usize = 1 << 20;
 
 /// Pixel-level metrics of one class.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PixelMetrics {
     pub auroc: Option<f64>,
     pub ap: Option<f64>,

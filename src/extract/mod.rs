@@ -153,7 +153,8 @@ impl ExtractConfig {
 use crate::settings::checks::{at_least_one, unit};
 
 crate::settings::declare_settings! {
-    /// The backbone, tokenizer and preprocessing settings of volumes: shared by `extract` and `score`.
+    /// The backbone, tokenizer and Nyúl settings of volumes: shared by `extract` and `score` (the cube's
+    /// geometry is [`crate::volume::CubeSettings`]).
     pub struct VolumeSettings {
         /// Slices per backbone call (14 = one pooling group). Other values run other kernels, so the
         /// tokens change slightly (on CUDA up to about 2e-4, on the CPU about 3e-8; onnx/README.md); the
@@ -163,20 +164,9 @@ crate::settings::declare_settings! {
         layers: Vec<usize> = vec![6, 9, 12], check = crate::backbone::check_layers;
         /// Random projection dimension d' (fused token width 3d').
         proj_dim: usize = 128, check = at_least_one;
-        /// Cube edge S (multiple of 14): volumes are resized to S³, the tokens form a (S/14)³ grid.
-        size: usize = 224, check = crate::backbone::check_size;
         /// A token is void when more than this fraction of its 14³ voxels is background: void tokens
         /// make no graph links and, unless --keep-void, are left out of the search (score 0).
         void_threshold: f64 = 0.5, check = unit;
-        /// Margin in voxels around the brain's bounding box before resizing to the cube (voxels of the
-        /// batch's reference grid with --crop batch).
-        margin: usize = 2;
-        /// batch: one crop box for all volumes (the union of their brain boxes in world space), so
-        /// volumes registered to one atlas keep a common geometry whatever their storage orientation,
-        /// voxel size or field of view (volumes on other grids than the batch's reference are resampled;
-        /// volumes evidently not registered are refused with exit 2); volume: each volume's own brain
-        /// box (for volumes that are not registered to one atlas).
-        crop: crate::volume::CropMode = crate::volume::CropMode::Batch;
         /// Nyúl landmarks to use (JSON written by a score run as nyul.json or by extract --save-nyul); by
         /// default they are learned from the volumes (the healthy ones in `score`).
         nyul: Option<PathBuf> = None;
@@ -193,9 +183,11 @@ pub struct RunOptions {
 }
 
 impl VolumeSettings {
-    /// The extraction configuration of these settings, run with `runtime` into `out` (validated).
+    /// The extraction configuration of these settings, for cubes of `cube`, run with `runtime` into `out`
+    /// (validated).
     pub fn extract_config(
         &self,
+        cube: &crate::volume::CubeSettings,
         runtime: &crate::backbone::RuntimeSettings,
         out: PathBuf,
         shard: Shard,
@@ -212,7 +204,7 @@ impl VolumeSettings {
             layers: self.layers.clone(),
             proj_dim: self.proj_dim,
             seed,
-            size: self.size,
+            size: cube.size,
             tokenizer: TokenizerConfig {
                 batch: self.batch,
                 void_threshold: self.void_threshold,
@@ -225,15 +217,6 @@ impl VolumeSettings {
         };
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    /// The preprocessing configuration of these settings.
-    pub fn preprocess(&self) -> crate::volume::PreprocessConfig {
-        crate::volume::PreprocessConfig {
-            size: self.size,
-            margin: self.margin,
-            crop: self.crop,
-        }
     }
 }
 

@@ -382,6 +382,24 @@ struct TileMinima<'a> {
 /// so that the compiler turns the per-lane compare-and-select into SIMD instructions.
 const LANES: usize = 16;
 
+/// `update_generic` compiled with the target features `$features` (the compiler vectorises the same code
+/// for them); callers check the features at run time first.
+macro_rules! simd_variant {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            &self,
+            rmin: &mut [f32],
+            rarg: &mut [u32],
+            cmin: &mut [f32],
+            carg: &mut [u32],
+        ) {
+            self.update_generic(rmin, rarg, cmin, carg)
+        }
+    };
+}
+
 impl TileMinima<'_> {
     /// Folds the tile into the running row minima (queries of the tile against every column token) and
     /// column minima (every column token against the tile's queries), with their arg-minima.
@@ -396,6 +414,8 @@ impl TileMinima<'_> {
         {
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
             {
                 // SAFETY: the features were detected at run time.
                 return unsafe { self.update_avx512(rmin, rarg, cmin, carg) };
@@ -408,29 +428,8 @@ impl TileMinima<'_> {
         self.update_generic(rmin, rarg, cmin, carg)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq")]
-    unsafe fn update_avx512(
-        &self,
-        rmin: &mut [f32],
-        rarg: &mut [u32],
-        cmin: &mut [f32],
-        carg: &mut [u32],
-    ) {
-        self.update_generic(rmin, rarg, cmin, carg)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn update_avx2(
-        &self,
-        rmin: &mut [f32],
-        rarg: &mut [u32],
-        cmin: &mut [f32],
-        carg: &mut [u32],
-    ) {
-        self.update_generic(rmin, rarg, cmin, carg)
-    }
+    simd_variant!(update_avx512, "avx512f,avx512vl,avx512bw,avx512dq");
+    simd_variant!(update_avx2, "avx2");
 
     #[inline(always)]
     fn update_generic(

@@ -18,7 +18,7 @@ use super::discover::{self, Discovered, Manifest};
 use crate::formats::nifti::{self, Volume};
 use crate::messages::Reporter;
 use crate::volume::space::{self, Membership, Plan, Survey};
-use crate::volume::{CropMode, PreprocessConfig, Preprocessor, GRID_TOLERANCE_MM};
+use crate::volume::{CropMode, Preprocessor, GRID_TOLERANCE_MM};
 use crate::{Error, Result};
 
 /// What `check` is asked to check.
@@ -30,10 +30,8 @@ pub struct CheckConfig {
     pub masks: Option<PathBuf>,
     /// A layout of `data-manifest/` to use instead of detecting one.
     pub layout: Option<String>,
-    pub crop: CropMode,
-    /// The cube edge and margin `score` will use (for the batch space).
-    pub size: usize,
-    pub margin: usize,
+    /// The cube settings `score` will use (for the batch space).
+    pub cube: crate::volume::CubeSettings,
     /// Notices (label maps that pair with no case, label maps that look like images).
     pub report: Reporter,
 }
@@ -133,11 +131,7 @@ pub fn inventory(cfg: &CheckConfig, on_event: &mut dyn FnMut(Event)) -> Result<I
             ));
         }
     }
-    let preprocessor = Preprocessor::new(PreprocessConfig {
-        size: cfg.size,
-        margin: cfg.margin,
-        crop: cfg.crop,
-    })?;
+    let preprocessor = Preprocessor::new(cfg.cube.preprocess())?;
     let mut inv = Inventory {
         folders: Vec::new(),
         cases: Vec::new(),
@@ -185,8 +179,8 @@ pub fn inventory(cfg: &CheckConfig, on_event: &mut dyn FnMut(Event)) -> Result<I
             }
         }
     }
-    if cfg.crop == CropMode::Batch && !surveys.is_empty() {
-        let plan = space::plan(&surveys, cfg.margin);
+    if cfg.cube.crop == CropMode::Batch && !surveys.is_empty() {
+        let plan = space::plan(&surveys, cfg.cube.margin);
         inv.problems.extend(
             plan.refusals(&surveys)
                 .map(|(s, why)| Error::bad_input(&s.path, space::refusal_message(why))),

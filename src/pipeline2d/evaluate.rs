@@ -77,7 +77,7 @@ pub(super) fn evaluate_class(
                 anomalous_images: truth.iter().filter(|&&t| t).count(),
                 image: image(&final_scores),
                 image_raw_max: image(&raw),
-                pixel: acc.finish().into(),
+                pixel: acc.finish(),
                 aupro: eval::aupro::aupro(&map_views, &mask_views)?,
             })
         }

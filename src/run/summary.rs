@@ -186,31 +186,8 @@ pub struct ImageLevel {
     pub f1_threshold: Option<f64>,
 }
 
-/// Pixel-level metrics of one class (as [`PixelMetrics`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PixelLevel {
-    pub auroc: Option<f64>,
-    pub ap: Option<f64>,
-    pub f1_max: Option<f64>,
-    pub f1_threshold: Option<f64>,
-    pub pixels: usize,
-    pub positive_pixels: usize,
-    pub method: String,
-}
-
-impl From<PixelMetrics> for PixelLevel {
-    fn from(p: PixelMetrics) -> Self {
-        PixelLevel {
-            auroc: p.auroc,
-            ap: p.ap,
-            f1_max: p.f1_max,
-            f1_threshold: p.f1_threshold,
-            pixels: p.pixels,
-            positive_pixels: p.positive_pixels,
-            method: p.method,
-        }
-    }
-}
+/// Pixel-level metrics of one class, as the 2D evaluation computes them.
+pub type PixelLevel = PixelMetrics;
 
 impl Metrics {
     /// The volume metrics, if these are.

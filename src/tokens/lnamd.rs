@@ -122,11 +122,7 @@ pub fn lnamd(tokens: ArrayView2<f32>, grid: (usize, usize), r: usize) -> Result<
     let normed = layer_norm_map(tokens);
     let mut out = box_mean(normed.view(), grid, r)?;
     for mut row in out.rows_mut() {
-        let norm = row
-            .iter()
-            .map(|&v| (v as f64) * (v as f64))
-            .sum::<f64>()
-            .sqrt();
+        let norm = super::pooling::l2_norm(row.view());
         if norm > 0.0 {
             row.mapv_inplace(|v| (v as f64 / norm) as f32);
         }

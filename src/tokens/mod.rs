@@ -285,11 +285,12 @@ pub fn tokenize(
                     stats.background_reused += 1;
                 }
                 bar.inc(1);
-                continue;
+            } else {
+                fill_one(slice, px.index_axis_mut(Axis(0), pending.len()));
+                pending.push(t);
             }
-            fill_one(slice, px.index_axis_mut(Axis(0), pending.len()));
-            pending.push(t);
-            if pending.len() == px.dim().0 {
+            // A full batch, and what is left at the end of the axis, goes through the backbone.
+            if pending.len() == px.dim().0 || t + 1 == size {
                 flush(
                     axis,
                     &px,
@@ -302,16 +303,6 @@ pub fn tokenize(
                 )?;
             }
         }
-        flush(
-            axis,
-            &px,
-            &mut pending,
-            embedder,
-            &mut pooler,
-            &mut stats,
-            cfg,
-            bar,
-        )?;
         let pooled = pooler.finish();
         let mut u = Array3::<f32>::zeros((n_layers, g * g * g, projection.out_dim()));
         for (l, layer) in pooled.outer_iter().enumerate() {

@@ -72,15 +72,19 @@ impl Pooler {
     }
 }
 
+/// The L2 norm of a row, accumulated in f64.
+pub fn l2_norm(row: ndarray::ArrayView1<f32>) -> f64 {
+    row.iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// Divides every token (last axis) by its L2 norm; zero vectors stay zero.
 pub fn l2_rows(x: &mut Array3<f32>) {
     for mut layer in x.outer_iter_mut() {
         for mut row in layer.axis_iter_mut(Axis(0)) {
-            let norm = row
-                .iter()
-                .map(|&v| (v as f64) * (v as f64))
-                .sum::<f64>()
-                .sqrt();
+            let norm = l2_norm(row.view());
             if norm > 0.0 {
                 let inv = (1.0 / norm) as f32;
                 row.mapv_inplace(|v| v * inv);

@@ -87,6 +87,34 @@ pub enum CropMode {
 
 crate::settings::choice_setting!(CropMode, ["batch", "volume"]);
 
+crate::settings::declare_settings! {
+    /// The cube's geometry: shared by `extract`, `score` and `check`.
+    pub struct CubeSettings {
+        /// Cube edge S (multiple of 14): volumes are resized to S³, the tokens form a (S/14)³ grid.
+        size: usize = 224, check = crate::backbone::check_size;
+        /// Margin in voxels around the brain's bounding box before resizing to the cube (voxels of the
+        /// batch's reference grid with --crop batch).
+        margin: usize = 2;
+        /// batch: one crop box for all volumes (the union of their brain boxes in world space), so
+        /// volumes registered to one atlas keep a common geometry whatever their storage orientation,
+        /// voxel size or field of view (volumes on other grids than the batch's reference are resampled;
+        /// volumes evidently not registered are refused with exit 2); volume: each volume's own brain
+        /// box (for volumes that are not registered to one atlas).
+        crop: CropMode = CropMode::Batch;
+    }
+}
+
+impl CubeSettings {
+    /// The preprocessing configuration of these settings.
+    pub fn preprocess(&self) -> PreprocessConfig {
+        PreprocessConfig {
+            size: self.size,
+            margin: self.margin,
+            crop: self.crop,
+        }
+    }
+}
+
 impl std::str::FromStr for CropMode {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

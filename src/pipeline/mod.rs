@@ -112,22 +112,17 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let started = Instant::now();
     let progress = Progress::new(cfg.progress);
     let mut clock = Stopwatch::default();
-    let CheckedBatch {
-        cases,
-        workers,
-        requested,
-        preprocessor,
-        geometry,
-        backbone,
-    } = check_before_writing(cfg, &progress, &mut clock)?;
+    let batch = check_before_writing(cfg, &progress, &mut clock)?;
+    let (cases, workers, requested) = (&batch.cases, batch.workers, &batch.requested);
+    let preprocessor = &batch.preprocessor;
     prepare_run_folder(&cfg.out, cfg.force, &requested.request, &standard_outputs())?;
-    cfg.report.say(batch_line(cfg, &cases));
+    cfg.report.say(batch_line(cfg, cases));
 
     let nyul = clock.stage("nyul landmarks", || {
         learn_nyul(
             cfg,
-            &preprocessor,
-            &cases,
+            preprocessor,
+            cases,
             requested.nyul.clone(),
             workers,
             &progress,
@@ -140,10 +135,16 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
         nyul,
     );
     let extracted = clock.stage("tokens", || {
-        extract_tokens(cfg, &token_dir, &source, backbone, &requested.model_sha256)
+        extract_tokens(
+            cfg,
+            &token_dir,
+            &source,
+            batch.backbone,
+            &requested.model_sha256,
+        )
     })?;
     let (result, grid, dim) = clock.stage("scoring", || {
-        score_cached_tokens(&token_dir, &cases, &cfg.score, &progress)
+        score_cached_tokens(&token_dir, cases, &cfg.score, &progress)
     })?;
     for tm in &result.timings {
         clock.record(format!("scoring: {}", tm.stage), tm.seconds);
@@ -152,7 +153,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     // Maps back to each input's grid, and the evaluation.
     let job = maps_job(cfg, grid, workers)?;
     let evaluation = clock.stage("maps and evaluation", || {
-        maps_and_metrics(&job, &preprocessor, &cases, &result.token_scores, &progress)
+        maps_and_metrics(&job, preprocessor, cases, &result.token_scores, &progress)
     })?;
     if cfg.plots {
         clock.record(
@@ -163,10 +164,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
 
     let facts = RunFacts {
         cfg,
-        cases: &cases,
+        cases,
         digests: &requested.digests,
-        preprocessor: &preprocessor,
-        geometry: &geometry,
+        preprocessor,
+        geometry: &batch.geometry,
         source: &source,
         extracted: &extracted,
     };

@@ -41,12 +41,7 @@ pub fn prepare(cfg: &Score2dConfig, model_sha256: &str) -> Result<Inputs> {
     let dataset = images::discover(&cfg.images, cfg.masks.as_deref())?;
     let (request, class_requests) = requests(cfg, &dataset, model_sha256)?;
     if replaces_another_run(&cfg.out, cfg.force, &request)? {
-        let files: Vec<&Path> = dataset
-            .classes
-            .iter()
-            .flat_map(|c| &c.cases)
-            .flat_map(|c| std::iter::once(c.image.as_path()).chain(c.mask.as_deref()))
-            .collect();
+        let files = dataset_files(&dataset);
         check_inputs_outside_outputs(&cfg.out, &files)?;
     }
     let checked = dataset
@@ -98,12 +93,7 @@ pub(super) fn requests(
     model_sha256: &str,
 ) -> Result<(Value, Vec<Value>)> {
     let settings = settings_2d(cfg, model_sha256)?;
-    let files: Vec<&Path> = dataset
-        .classes
-        .iter()
-        .flat_map(|c| &c.cases)
-        .flat_map(|c| std::iter::once(c.image.as_path()).chain(c.mask.as_deref()))
-        .collect();
+    let files = dataset_files(dataset);
     let mut digests = hash_files(&files)?.into_iter();
     let mut per_class = Vec::new();
     let mut all = Vec::new();
@@ -164,5 +154,15 @@ pub(super) fn check_class(class: &ImageClass) -> Result<Vec<Checked>> {
             };
             Ok(Checked { size, label })
         })
+        .collect()
+}
+
+/// Every input file of a dataset, images and masks, in case order.
+fn dataset_files(dataset: &images::Dataset) -> Vec<&Path> {
+    dataset
+        .classes
+        .iter()
+        .flat_map(|c| &c.cases)
+        .flat_map(|c| std::iter::once(c.image.as_path()).chain(c.mask.as_deref()))
         .collect()
 }

@@ -489,28 +489,21 @@ mod tests {
         let mut cache = BackgroundCache::new();
         let cfg = TokenizerConfig::default();
         let bar = ProgressBar::hidden();
-        tokenize(
-            "x",
-            v.view(),
-            mask.view(),
-            &mut e2,
-            &proj,
-            &cfg,
-            &mut cache,
-            &bar,
-        )
-        .unwrap();
-        let (_, s2) = tokenize(
-            "y",
-            v.view(),
-            mask.view(),
-            &mut e2,
-            &proj,
-            &cfg,
-            &mut cache,
-            &bar,
-        )
-        .unwrap();
+        let mut stats_of = |name: &str| {
+            let run = tokenize(
+                name,
+                v.view(),
+                mask.view(),
+                &mut e2,
+                &proj,
+                &cfg,
+                &mut cache,
+                &bar,
+            );
+            run.unwrap().1
+        };
+        stats_of("x");
+        let s2 = stats_of("y");
         assert_eq!((s2.background_computed, s2.background_reused), (0, 6));
     }
 

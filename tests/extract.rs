@@ -259,6 +259,11 @@ fn device_cuda_fails_loudly_and_auto_names_the_provider() {
         e.contains("--device") && e.contains("CUDA execution provider"),
         "{e}"
     );
+    // and the fix
+    assert!(
+        e.contains("--device cpu") && e.contains("onnxruntime-gpu"),
+        "{e}"
+    );
     assert!(!out.join("x.tokens.npz").exists());
     let out = dir.path().join("auto");
     let mut a = tiny_args(s(&input), s(&out), s(&model), "28");
@@ -266,6 +271,10 @@ fn device_cuda_fails_loudly_and_auto_names_the_provider() {
     let e = ok(&run_mri_ad(&a));
     assert!(e.contains("device: CPUExecutionProvider"), "{e}");
     assert!(e.contains("CUDA is not available"), "{e}");
+    assert!(
+        e.contains("onnxruntime-gpu") && !e.contains("not enabled in this build"),
+        "the notice names the library, not a rebuild: {e}"
+    );
     let side: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("x.tokens.json")).unwrap()).unwrap();
     assert_eq!(side["provider"], "CPUExecutionProvider");

@@ -80,6 +80,22 @@ pub struct OrtConfig {
 
 /// Name of the CPU execution provider as ONNX Runtime spells it.
 pub const CPU_PROVIDER: &str = "CPUExecutionProvider";
+/// The fix of a CUDA failure, in one line.
+const CUDA_FIX: &str =
+    "fix: on a machine without an NVIDIA GPU give --device cpu (or auto); for CUDA give --ort-lib \
+     the library of the onnxruntime-gpu wheel (.venv/lib/python3.*/site-packages/onnxruntime/capi/\
+     libonnxruntime.so.*, with CUDA 13 and cuDNN 9 on the loader path)";
+
+/// ONNX Runtime's reason, said of the library (its "not enabled in this build" reads as if mri-ad had
+/// to be rebuilt).
+fn plain_cuda_reason(first: &str) -> String {
+    if first.contains("not enabled in this build") {
+        "this library was built without CUDA: it is the CPU wheel's".to_string()
+    } else {
+        first.to_string()
+    }
+}
+
 /// Name of the CUDA execution provider as ONNX Runtime spells it.
 pub const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
 
@@ -264,9 +280,14 @@ fn open_on_device(
                 return Err(Error::bad_argument(
                     "--device",
                     format!(
-                        "cuda was requested but ONNX Runtime ({}) cannot run {} on CUDA: {e}",
+                        "cuda was requested but ONNX Runtime ({}) cannot run {} on CUDA: {e}{}\n{CUDA_FIX}",
                         lib.display(),
-                        cfg.model.display()
+                        cfg.model.display(),
+                        if e.contains("not enabled in this build") {
+                            " (that is: this library is the CPU wheel's, built without CUDA)"
+                        } else {
+                            ""
+                        }
                     ),
                 ))
             }
@@ -280,7 +301,11 @@ fn open_on_device(
                     s,
                     CPU_PROVIDER,
                     Some(format!(
-                        "CUDA is not available ({first}); running on the CPU"
+                        "CUDA is not available with the ONNX Runtime library {} ({}); running on the CPU. \
+                         For CUDA, give --ort-lib the library of the onnxruntime-gpu wheel; --device cpu \
+                         says CPU without this notice",
+                        lib.display(),
+                        plain_cuda_reason(&first)
                     )),
                 )
             }

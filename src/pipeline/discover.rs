@@ -159,6 +159,27 @@ fn looks_like_nifti(rel: &str) -> bool {
         .any(|s| rel.ends_with(s))
 }
 
+/// For a folder without volumes of its own: its subfolders that hold NIfTI files (a cohort root given
+/// instead of its `healthy/` or `query/` folder, say), as the fix to try.
+fn subfolder_hint(dir: &Path, files: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in files.iter().filter(|f| looks_like_nifti(f)) {
+        if let Some((top, _)) = f.split_once('/') {
+            *counts.entry(top).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    let listed: Vec<String> = counts.iter().map(|(d, n)| format!("{d}/ ({n})")).collect();
+    let first = counts.keys().next().expect("not empty");
+    format!(
+        "; its subfolders hold NIfTI files: {}: give the folder of the volumes itself, e.g. {}",
+        listed.join(", "),
+        dir.join(first).display()
+    )
+}
+
 /// The cases of `dir` under `layout` (`None` = auto); an empty result is an error naming the folder.
 pub fn discover(dir: &Path, layout: Option<&str>) -> Result<Discovered> {
     let files = list_files(dir)?;
@@ -203,10 +224,11 @@ pub fn discover(dir: &Path, layout: Option<&str>) -> Result<Discovered> {
         return Err(Error::BadBatch {
             path: dir.into(),
             problem: format!(
-                "no volumes found (layout {}: looked for {}); {} files in the folder",
+                "no volumes found (layout {}: looked for {}); {} files in the folder{}",
                 chosen.name,
                 chosen.images.join(", "),
-                files.len()
+                files.len(),
+                subfolder_hint(dir, &files)
             ),
         });
     }
@@ -477,5 +499,23 @@ mod tests {
         let e = discover(&t.path().join("empty"), None).unwrap_err();
         assert!(e.to_string().contains("no volumes found") && e.exit_code() == 2);
         assert!(discover(&t.path().join("nope"), None).is_err());
+    }
+
+    #[test]
+    fn a_cohort_root_without_volumes_suggests_its_subfolders() {
+        let t = tempfile::tempdir().unwrap();
+        for (sub, n) in [("healthy", 2), ("query", 1)] {
+            std::fs::create_dir(t.path().join(sub)).unwrap();
+            for i in 0..n {
+                std::fs::write(t.path().join(sub).join(format!("c{i}.nii.gz")), b"x").unwrap();
+            }
+        }
+        std::fs::write(t.path().join("truth.json"), b"{}").unwrap();
+        let e = discover(t.path(), None).unwrap_err().to_string();
+        assert!(e.contains("healthy/ (2), query/ (1)"), "{e}");
+        assert!(
+            e.contains(&t.path().join("healthy").display().to_string()),
+            "{e}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = <mri_ad::cli::Cli as clap::Parser>::parse();
+    let cli = mri_ad::cli::Cli::from_command_line();
     match mri_ad::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -57,6 +57,13 @@ pub enum Command {
     Score2d(Box<score2d::Score2dArgs>),
 }
 
+impl Cli {
+    /// Parses the process's arguments; exits (code 2) with clap's message on a malformed command line.
+    pub fn from_command_line() -> Self {
+        Cli::parse()
+    }
+}
+
 /// Flags shared by every subcommand that shows progress or writes an output folder.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {

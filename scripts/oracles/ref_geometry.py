@@ -139,6 +139,12 @@ def verify(d):
                     problems.append(f"{kind}: {what} or its code differs ({ci} vs {co})")
             if no.get_data_dtype() != dtype:
                 problems.append(f"{kind}: dtype {no.get_data_dtype()}, expected {np.dtype(dtype)}")
+            if kind == "anomaly":
+                # The map is 0 outside the brain (the input's voxels > 0), read through SimpleITK.
+                outside = sitk.GetArrayFromImage(ri) <= 0
+                stray = int(np.count_nonzero(sitk.GetArrayFromImage(ro)[outside]))
+                if stray:
+                    problems.append(f"anomaly: {stray} non-zero voxels outside the brain")
             centres[kind] = world_centre(ro)
             if centres[kind] is None:
                 problems.append(f"{kind}: no hot voxel")

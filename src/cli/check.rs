@@ -132,15 +132,7 @@ fn print_space(plan: &space::Plan, reports: &[CaseReport], size: usize) {
 pub fn run(args: CheckArgs) -> Result<()> {
     let cfg = args.config()?;
     if let Some(out) = &args.out {
-        if out.exists() {
-            // A folder holding nothing but an earlier check.json is this command's own: rewritten freely.
-            let only_check_json = std::fs::read_dir(out).is_ok_and(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .all(|e| e.file_name() == "check.json")
-            });
-            crate::run::outdir::prepare(out, args.common.force || only_check_json)?;
-        }
+        inventory::claim_check_folder(out, args.common.force)?;
     }
     let quiet = args.common.quiet;
     let mut inv = inventory::inventory(&cfg, &mut |event| match event {
@@ -183,12 +175,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         println!("no problems found ({} cases)", inv.cases.len());
     }
     if let Some(out) = &args.out {
-        crate::run::outdir::prepare(out, args.common.force)?;
-        let document = serde_json::json!({
-            "cases": inv.cases,
-            "batch_space": inv.plan.as_ref().and_then(|p| p.space.as_ref()),
-        });
-        crate::formats::atomic::write_json(&out.join("check.json"), &document)?;
+        inventory::write_check_json(out, args.common.force, &inv)?;
     }
     Ok(())
 }

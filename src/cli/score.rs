@@ -120,6 +120,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
         preprocess: cube.preprocess(),
         config_extra,
         upsample: maps.upsample,
+        brain_only_maps: !maps.unmasked_maps,
         extract,
         score: config,
         force: args.common.force,

@@ -84,6 +84,7 @@ pub fn evaluate_run(
         out: run,
         size,
         grid: [g, g, g],
+        brain_only: false,
         upsample,
         with_labels: true,
         write: false,

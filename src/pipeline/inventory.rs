@@ -377,3 +377,27 @@ fn as_input_problem(e: Error) -> Error {
         other => other,
     }
 }
+
+/// Refuses an output folder for `check --out` that holds other files (unless `force`); a folder holding
+/// nothing but an earlier `check.json` is this command's own and is rewritten freely.
+pub fn claim_check_folder(out: &Path, force: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let only_check_json = std::fs::read_dir(out).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .all(|e| e.file_name() == "check.json")
+    });
+    crate::run::outdir::prepare(out, force || only_check_json)
+}
+
+/// Writes the inventory as `<out>/check.json` (the cases and the batch space).
+pub fn write_check_json(out: &Path, force: bool, inv: &Inventory) -> Result<()> {
+    crate::run::outdir::prepare(out, force)?;
+    let document = serde_json::json!({
+        "cases": inv.cases,
+        "batch_space": inv.plan.as_ref().and_then(|p| p.space.as_ref()),
+    });
+    crate::formats::atomic::write_json(&out.join("check.json"), &document)
+}

@@ -34,6 +34,8 @@ pub(super) struct MapsJob<'a> {
     pub(super) size: usize,
     pub(super) grid: [usize; 3],
     pub(super) upsample: eval::Upsample,
+    /// Zero the written maps outside each input's brain.
+    pub(super) brain_only: bool,
     pub(super) with_labels: bool,
     /// Write the maps and masks (false: metrics only, for `eval`).
     pub(super) write: bool,
@@ -147,7 +149,10 @@ impl MapsContext<'_> {
             qc_seconds: 0.0,
         };
         if let Some(dir) = &self.maps_dir {
-            let native = prepared.transform.map_to_native(&up, 0.0)?;
+            let mut native = prepared.transform.map_to_native(&up, 0.0)?;
+            if self.job.brain_only {
+                zero_outside_brain(&mut native, &volume, brain_mask.as_ref());
+            }
             nifti::write_map_like(
                 &dir.join(format!("{}_anomaly.nii.gz", c.input.id)),
                 &volume,
@@ -252,6 +257,21 @@ impl MapsContext<'_> {
         }
         Ok((dice, dice_voxel))
     }
+}
+
+/// Sets `map` (on the input's grid) to 0 outside the input's brain: its `--masks` mask (> 0), or its
+/// voxels > 0, the rule the preprocessing uses.
+fn zero_outside_brain(
+    map: &mut Array3<f32>,
+    volume: &crate::formats::nifti::Volume,
+    brain: Option<&crate::formats::nifti::Volume>,
+) {
+    let brain = brain.unwrap_or(volume);
+    ndarray::Zip::from(map).and(&brain.data).for_each(|m, &b| {
+        if b <= 0.0 || b.is_nan() {
+            *m = 0.0;
+        }
+    });
 }
 
 /// `Some(v)` for a finite `v` (JSON has no NaN: a non-finite metric is written as null, as before).
@@ -485,6 +505,25 @@ pub(super) fn gmm_mask_threshold(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn maps_are_zero_outside_the_brain_of_the_mask_or_of_the_volume() {
+        use crate::formats::nifti;
+        let volume = |data: Vec<f32>| nifti::Volume {
+            path: "v.nii.gz".into(),
+            data: Array3::from_shape_vec((1, 1, 4), data).unwrap(),
+            header: nifti::header_for_affine(&nifti::identity()),
+            affine: nifti::identity(),
+        };
+        let image = volume(vec![0.0, 5.0, 3.0, 0.0]);
+        let mut map = Array3::from_elem((1, 1, 4), 0.5f32);
+        super::zero_outside_brain(&mut map, &image, None);
+        assert_eq!(map.as_slice().unwrap(), &[0.0, 0.5, 0.5, 0.0]);
+        let mask = volume(vec![1.0, 1.0, 0.0, 0.0]);
+        let mut map = Array3::from_elem((1, 1, 4), 0.5f32);
+        super::zero_outside_brain(&mut map, &image, Some(&mask));
+        assert_eq!(map.as_slice().unwrap(), &[0.5, 0.5, 0.0, 0.0], "the mask wins");
+    }
+
     use super::*;
 
     #[test]

@@ -101,6 +101,8 @@ pub struct PipelineConfig {
     pub plots: bool,
     /// How the token grid is upsampled to the cube for the maps, masks and voxel metrics.
     pub upsample: eval::Upsample,
+    /// Zero the written maps outside each input's brain (default; false: `--unmasked-maps`).
+    pub brain_only_maps: bool,
     /// More keys for the run's `config.toml` (the backbone and preprocessing settings, so that the file
     /// given back as `--config` reproduces the run).
     pub config_extra: toml::Table,
@@ -290,6 +292,7 @@ fn maps_job(cfg: &PipelineConfig, grid: [usize; 3], workers: usize) -> Result<Ma
         size: cfg.preprocess.size,
         grid,
         upsample: cfg.upsample,
+        brain_only: cfg.brain_only_maps,
         with_labels: cfg.labels.is_some(),
         write: true,
         qc: cfg
@@ -380,7 +383,11 @@ impl RunFacts<'_> {
             )
             .detail(
                 "maps",
-                json!({"upsample": cfg.upsample, "upsample_rule": cfg.upsample.rule()}),
+                json!({
+                    "upsample": cfg.upsample,
+                    "upsample_rule": cfg.upsample.rule(),
+                    "outside_brain": if cfg.brain_only_maps { "0" } else { "the raw field (--unmasked-maps)" },
+                }),
             )
             .detail("preprocessing", source_preprocessing(self.source))
             .detail("backbone", backbone_summary(cfg, self.extracted));

@@ -24,14 +24,21 @@ g = json.load(open("demo/run/graph.json"))
 print("\npatient AUROC {patient_auroc:.3f}, patient F1-max {patient_f1_max:.3f}, voxel AUROC {voxel_auroc:.4f}, "
       "mean Dice {dice_mean:.3f} (lesion cases {dice_mean_lesion_cases:.3f}), voxel AP per lesion case "
       "{voxel_ap_mean_lesion_cases:.3f}, hottest voxel in the lesion {hottest_voxel_in_lesion_fraction:.1f}".format(**m))
-print("outlier communities:", [c["members"] for c in g["communities"] if c["outlier"]])
+outliers = [c["members"] for c in g["communities"] if c["outlier"]]
+print("outlier communities:", outliers)
 print("recurring-lesion cases:", json.load(open("demo/cohort/truth.json"))["recurring"])
+if not outliers:
+    groups = sum(1 for c in g["communities"] if len(c["members"]) > 1)
+    need = s["scoring"]["config"]["min-communities"]
+    print(f"note: the case graph has {groups} communities of more than one case; the outlier rule needs at least "
+          f"{need} (--min-communities), so CoDeGraph flags nothing at this size and scores like MuSc at its small "
+          "alpha. At the default --size 224 it finds the recurring group (docs/results.md).")
 PY
 cat <<MSG
 
 Open demo/run/index.html in a browser: the cases ranked by score, the metrics, the plots (ROC, score
 histograms, similarity scaling, the case graph) and a QC montage per case (demo/run/plots/qc/).
-Also: demo/run/scores.csv (patients ranked by score, with group, label and community), demo/run/summary.json
+Also: demo/run/scores.csv (one row per case: group, score, label, community), demo/run/summary.json
 (metrics, settings, timings) and demo/run/graph.json (the case graph and the outlier communities). In ITK-SNAP,
 load demo/cohort/query/q00.nii.gz as the main image and demo/run/maps/q00_anomaly.nii.gz (or
 demo/run/masks/q00_mask.nii.gz) as an overlay: they share the input's grid.

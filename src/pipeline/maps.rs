@@ -521,7 +521,11 @@ mod tests {
         let mask = volume(vec![1.0, 1.0, 0.0, 0.0]);
         let mut map = Array3::from_elem((1, 1, 4), 0.5f32);
         super::zero_outside_brain(&mut map, &image, Some(&mask));
-        assert_eq!(map.as_slice().unwrap(), &[0.5, 0.5, 0.0, 0.0], "the mask wins");
+        assert_eq!(
+            map.as_slice().unwrap(),
+            &[0.5, 0.5, 0.0, 0.0],
+            "the mask wins"
+        );
     }
 
     use super::*;

@@ -86,10 +86,15 @@ const CUDA_FIX: &str =
      the library of the onnxruntime-gpu wheel (.venv/lib/python3.*/site-packages/onnxruntime/capi/\
      libonnxruntime.so.*, with CUDA 13 and cuDNN 9 on the loader path)";
 
+/// Whether ONNX Runtime's CUDA error says that the library has no CUDA provider at all.
+fn is_cpu_wheel(error: &str) -> bool {
+    error.contains("not enabled in this build")
+}
+
 /// ONNX Runtime's reason, said of the library (its "not enabled in this build" reads as if mri-ad had
 /// to be rebuilt).
 fn plain_cuda_reason(first: &str) -> String {
-    if first.contains("not enabled in this build") {
+    if is_cpu_wheel(first) {
         "this library was built without CUDA: it is the CPU wheel's".to_string()
     } else {
         first.to_string()
@@ -283,7 +288,7 @@ fn open_on_device(
                         "cuda was requested but ONNX Runtime ({}) cannot run {} on CUDA: {e}{}\n{CUDA_FIX}",
                         lib.display(),
                         cfg.model.display(),
-                        if e.contains("not enabled in this build") {
+                        if is_cpu_wheel(&e) {
                             " (that is: this library is the CPU wheel's, built without CUDA)"
                         } else {
                             ""

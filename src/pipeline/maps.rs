@@ -259,16 +259,16 @@ impl MapsContext<'_> {
     }
 }
 
-/// Sets `map` (on the input's grid) to 0 outside the input's brain: its `--masks` mask (> 0), or its
-/// voxels > 0, the rule the preprocessing uses.
+/// Sets `map` (on the input's grid) to 0 outside the input's brain, by the preprocessing's rule
+/// ([`crate::volume::native_brain`]: its `--masks` mask > 0, or its voxels > 0).
 fn zero_outside_brain(
     map: &mut Array3<f32>,
     volume: &crate::formats::nifti::Volume,
     brain: Option<&crate::formats::nifti::Volume>,
 ) {
-    let brain = brain.unwrap_or(volume);
-    ndarray::Zip::from(map).and(&brain.data).for_each(|m, &b| {
-        if b <= 0.0 || b.is_nan() {
+    let brain = crate::volume::native_brain(volume, brain);
+    ndarray::Zip::from(map).and(&brain).for_each(|m, &inside| {
+        if !inside {
             *m = 0.0;
         }
     });

@@ -300,6 +300,12 @@ pub struct Prepared {
     pub transform: Transform,
 }
 
+/// The brain of a volume on its own grid: `mask > 0` for a user mask (on the same grid, checked by the
+/// caller), else `V > 0`. The one rule for the preprocessing and for the maps written back.
+pub fn native_brain(vol: &Volume, user_mask: Option<&Volume>) -> Array3<bool> {
+    mask::threshold_mask(&user_mask.unwrap_or(vol).data)
+}
+
 /// The canonical brain mask of a volume: `V > 0`, or `mask > 0` for a user mask on the same grid.
 fn canonical_mask(
     vol: &Volume,
@@ -317,9 +323,9 @@ fn canonical_mask(
                     &vol.path,
                 ));
             }
-            orientation.to_canonical(&m.data.mapv(|v| v > 0.0))
+            orientation.to_canonical(&native_brain(vol, Some(m)))
         }
-        None => mask::threshold_mask(&orientation.to_canonical(&vol.data)),
+        None => orientation.to_canonical(&native_brain(vol, None)),
     };
     if mask::count(&m) == 0 {
         let (path, why) = match user_mask {

@@ -113,11 +113,6 @@ pub trait Settings: Default + serde::Serialize + serde::de::DeserializeOwned {
     /// Checks each value that has a range; the error names the flag.
     fn validate(&self) -> Result<()>;
 
-    /// Whether `key` (kebab case) is one of the settings.
-    fn has_key(key: &str) -> bool {
-        Self::SETTINGS.iter().any(|s| s.key() == key)
-    }
-
     /// The settings from their layers: the defaults, then the keys of `file` that are settings of `Self`
     /// (taken out of it; `origin` is the file, named in errors), then `given` (the flags given on the
     /// command line, already of the right types). Validated.

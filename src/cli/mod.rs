@@ -129,6 +129,14 @@ pub struct InputArgs {
     pub masks: Option<PathBuf>,
 }
 
+/// The settings of `score` on volumes only: ignored with `--tokens`, refused by `score2d`.
+pub const VOLUME_SETTINGS: [&[crate::settings::Setting]; 4] = [
+    RuntimeSettings::SETTINGS,
+    VolumeSettings::SETTINGS,
+    CubeSettings::SETTINGS,
+    crate::eval::MapSettings::SETTINGS,
+];
+
 /// A `--config` TOML file (keys = flag names without the dashes), read once; each settings struct takes
 /// its keys out of it ([`ConfigFile::take`]), so what is left at the end is unknown.
 #[derive(Debug, Default)]
@@ -157,12 +165,12 @@ impl ConfigFile {
         S::from_layers(&mut self.table, self.path.as_deref(), &given.values)
     }
 
-    /// Takes out the keys of `S` without using them; returns them, sorted.
-    pub fn drop_keys<S: Settings>(&mut self) -> Vec<String> {
+    /// Takes out the keys of the settings `of` without using them; returns them, sorted.
+    pub fn drop_keys(&mut self, of: &[&[crate::settings::Setting]]) -> Vec<String> {
         let keys: Vec<String> = self
             .table
             .keys()
-            .filter(|k| S::has_key(k))
+            .filter(|k| of.iter().flat_map(|s| s.iter()).any(|s| &s.key() == *k))
             .cloned()
             .collect();
         keys.iter().for_each(|k| {

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::settings::Given;
-use super::ConfigFile;
+use super::{ConfigFile, VOLUME_SETTINGS};
 use crate::backbone::RuntimeSettings;
 use crate::eval::MapSettings;
 use crate::extract::{RunOptions, Shard, VolumeSettings};
@@ -63,13 +63,12 @@ pub struct ScoringArgs {
     pub given: Given<ScoreConfig>,
 }
 
-/// The keys of the volume settings (`score` on volumes only).
-const VOLUME_KEYS: [&[crate::settings::Setting]; 4] = [
-    RuntimeSettings::SETTINGS,
-    VolumeSettings::SETTINGS,
-    CubeSettings::SETTINGS,
-    MapSettings::SETTINGS,
-];
+/// Every setting a `--config` file of `score` may hold (named when a key is unknown).
+fn score_settings() -> Vec<&'static [crate::settings::Setting]> {
+    let mut all = VOLUME_SETTINGS.to_vec();
+    all.push(ScoreConfig::SETTINGS);
+    all
+}
 
 /// Runs `mri-ad score`: on volumes (`--query`) or on token files (`--tokens`).
 pub fn run(args: ScoreArgs) -> Result<()> {
@@ -91,9 +90,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
     let volume: VolumeSettings = file.take(&args.volume.volume)?;
     let cube: CubeSettings = file.take(&args.volume.cube)?;
     let maps: MapSettings = file.take(&args.maps)?;
-    let mut known = VOLUME_KEYS.to_vec();
-    known.push(ScoreConfig::SETTINGS);
-    file.refuse_unknown(&known)?;
+    file.refuse_unknown(&score_settings())?;
     let extract = volume.extract_config(
         &cube,
         &runtime,
@@ -148,14 +145,8 @@ fn run_tokens(
              (made with the settings in their .tokens.json): drop them",
         ));
     }
-    let mut ignored = file.drop_keys::<RuntimeSettings>();
-    ignored.extend(file.drop_keys::<VolumeSettings>());
-    ignored.extend(file.drop_keys::<CubeSettings>());
-    ignored.extend(file.drop_keys::<MapSettings>());
-    ignored.sort();
-    let mut known = VOLUME_KEYS.to_vec();
-    known.push(ScoreConfig::SETTINGS);
-    file.refuse_unknown(&known)?;
+    let ignored = file.drop_keys(&VOLUME_SETTINGS);
+    file.refuse_unknown(&score_settings())?;
     if !ignored.is_empty() {
         args.common.reporter().notice(format!(
             "the --config keys {} are volume settings, not used with --tokens (the token files are scored \

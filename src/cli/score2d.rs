@@ -69,11 +69,7 @@ impl Score2dArgs {
         let mut file = super::ConfigFile::read(self.scoring.config.as_deref())?;
         let score = file.take(&self.scoring.given)?;
         let runtime = self.runtime.settings()?;
-        let mut volume_keys = file.drop_keys::<crate::backbone::RuntimeSettings>();
-        volume_keys.extend(file.drop_keys::<crate::extract::VolumeSettings>());
-        volume_keys.extend(file.drop_keys::<crate::volume::CubeSettings>());
-        volume_keys.extend(file.drop_keys::<crate::eval::MapSettings>());
-        volume_keys.sort();
+        let volume_keys = file.drop_keys(&super::VOLUME_SETTINGS);
         if let (Some(path), false) = (&file.path, volume_keys.is_empty()) {
             return Err(crate::Error::bad_input(
                 path,

@@ -93,6 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         progress: false,
         report: mri_ad::messages::Reporter::silent(),
         save_projection: None,
+        reuse_from: Vec::new(),
     };
     println!("extract benchmark: one {size}³ volume, model {}, blocks {layers:?}, batch {batch}, device {device:?}, threads {threads} (0 = ORT default)", model.display());
 

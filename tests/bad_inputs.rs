@@ -224,6 +224,14 @@ fn label_problems() {
         "labels/good.nii.gz",
         "voxel grid",
     );
+    // The affines are printed as stored (f32 in the header) without float noise: -1.2, not
+    // -1.2000000476837158.
+    let err = String::from_utf8_lossy(&check(&["--query", &q(&t), "--labels", &labels]).stderr)
+        .into_owned();
+    assert!(
+        err.contains("[-1.2, 0, 0,") && !err.contains("00000"),
+        "{err}"
+    );
     // A label map of another shape.
     let t = setup(|d| {
         let l = d.parent().unwrap().join("labels");
@@ -358,6 +366,18 @@ fn check_lists_cases_of_a_brats_layout() {
     assert!(
         stdout.contains("LAS") && stdout.contains("lesion"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn a_size_that_is_no_multiple_of_14_names_the_two_nearest() {
+    let t = setup(|_| {});
+    let out = check(&["--query", &q(&t), "--size", "200"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--size") && err.contains("use 196 or 210"),
+        "{err}"
     );
 }
 

@@ -162,13 +162,13 @@ fn score_on_volumes_writes_maps_on_the_input_grid_and_resumes() {
     assert!(
         rows.iter()
             .filter(|r| r.contains(",healthy,"))
-            .all(|r| r.split(',').nth(3) == Some("0")),
+            .all(|r| r.split(',').nth(4) == Some("0")),
         "{csv}"
     );
     assert!(
         rows.iter()
             .filter(|r| r.contains(",query,"))
-            .all(|r| r.split(',').nth(3) == Some("1")),
+            .all(|r| r.split(',').nth(4) == Some("1")),
         "{csv}"
     );
     for id in ["h0", "h1", "h2", "h3", "q0", "q1", "q2"] {
@@ -960,4 +960,87 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     );
     let csv = std::fs::read_to_string(run.join("scores.csv")).unwrap();
     assert!(csv.contains("h3") && !csv.contains("q1"), "{csv}");
+}
+
+/// The run's page in headless Chromium (`scripts/oracles/check_page.py`): no console error, every image
+/// decodes and is shown at its drawn size, every linked file exists, the command that ran and the glossary
+/// are there. Negative control: a QC montage that does not decode fails the check, naming it.
+#[test]
+fn the_page_reads_in_a_browser_and_another_method_reuses_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (healthy, query, labels) = (
+        dir.path().join("h"),
+        dir.path().join("q"),
+        dir.path().join("l"),
+    );
+    write_cohort(&healthy, &query, &labels, 3, 10..12);
+    let model = tiny_model(0);
+    let run = |out: &Path, extra: &[&str]| -> String {
+        let args: Vec<&str> = [
+            "score",
+            "--healthy",
+            s(&healthy),
+            "--query",
+            s(&query),
+            "--labels",
+            s(&labels),
+            "--out",
+            s(out),
+        ]
+        .into_iter()
+        .chain(tiny_backbone(s(&model), "28"))
+        .chain(["--threads", "1", "--no-progress"])
+        .chain(extra.iter().copied())
+        .collect();
+        ok(&run_mri_ad(&args))
+    };
+    let first = dir.path().join("codegraph");
+    run(&first, &[]);
+    let shot = dir.path().join("page.png");
+    let report = check_page(&first, &shot);
+    assert!(report["images"].as_u64().unwrap() >= 5 + 4, "{report}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    let page = std::fs::read_to_string(first.join("index.html")).unwrap();
+    assert!(
+        page.contains("--labels") && page.contains("Glossary"),
+        "the command and glossary"
+    );
+
+    std::fs::write(first.join("plots/qc/q0.png"), b"not a png").unwrap();
+    let out = std::process::Command::new(python())
+        .arg(root().join("scripts/oracles/check_page.py"))
+        .args([s(&first), "--chromium", s(&chromium())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("plots/qc/q0.png did not load or decode"),
+        "{text}"
+    );
+
+    // MuSc on the same batch takes every token file from the first run (copied, not recomputed).
+    let second = dir.path().join("musc");
+    let log = run(&second, &["--method", "musc", "--reuse-tokens", s(&first)]);
+    assert_eq!(log.matches("up to date, reused").count(), 5, "{log}");
+    for case in ["h0", "h1", "h2", "q0", "q1"] {
+        let f = format!("tokens/{case}.tokens.npz");
+        assert_eq!(
+            std::fs::read(first.join(&f)).unwrap(),
+            std::fs::read(second.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    // A folder without token files is refused, naming the flag.
+    let o = run_mri_ad(&[
+        "score",
+        "--query",
+        s(&query),
+        "--out",
+        s(&dir.path().join("third")),
+        "--reuse-tokens",
+        s(&healthy),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--reuse-tokens"), "{}", stderr(&o));
 }

@@ -132,7 +132,7 @@ fn plain_folder_with_masks_writes_the_run_folder() {
     let rows = read_csv(&out.join("scores.csv"));
     assert_eq!(rows.len(), 8);
     let header = std::fs::read_to_string(out.join("scores.csv")).unwrap();
-    assert!(header.starts_with("case,group,score,label,community,raw_score\n"));
+    assert!(header.starts_with("rank,case,group,score,label,community,raw_score\n"));
     let summary = read_json(&out.join("summary.json"));
     let mut pixels = 0u64;
     let mut positives = 0u64;

@@ -34,6 +34,12 @@ pub struct ScoreArgs {
     /// the finished results of other inputs or settings, or any other non-empty folder, needs --force.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Take token files from another run folder (or token folder) when they match this run's cache key
+    /// (same volume, model, size, layers, projection, preprocessing): they are copied into this run's
+    /// tokens/, never moved. To score the same batch with another method without computing its tokens
+    /// again. Repeatable.
+    #[arg(long, value_name = "RUN", conflicts_with = "tokens")]
+    pub reuse_tokens: Vec<PathBuf>,
     #[command(flatten)]
     pub volume: super::VolumeArgs,
     #[command(flatten)]
@@ -91,7 +97,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
     let cube: CubeSettings = file.take(&args.volume.cube)?;
     let maps: MapSettings = file.take(&args.maps)?;
     file.refuse_unknown(&score_settings())?;
-    let extract = volume.extract_config(
+    let mut extract = volume.extract_config(
         &cube,
         &runtime,
         args.out.join("tokens"),
@@ -103,6 +109,11 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
             report: args.common.reporter(),
         },
     )?;
+    extract.reuse_from = args
+        .reuse_tokens
+        .iter()
+        .map(|d| token_folder_of(d))
+        .collect::<Result<_>>()?;
     let mut config_extra = runtime.to_table();
     config_extra.extend(volume.to_table());
     config_extra.extend(cube.to_table());
@@ -126,6 +137,46 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
         plots: !args.no_plots,
     };
     pipeline::run(&cfg)
+}
+
+/// The token folder of `--reuse-tokens DIR`: `DIR/tokens` for a run folder, else `DIR` itself when it
+/// holds token files.
+fn token_folder_of(dir: &Path) -> Result<PathBuf> {
+    let flag = "--reuse-tokens";
+    if !dir.is_dir() {
+        return Err(Error::bad_argument(
+            flag,
+            format!(
+                "{} is not a folder: give a run folder of `score` or a folder of token files",
+                dir.display()
+            ),
+        ));
+    }
+    let inside = dir.join("tokens");
+    let folder = if inside.is_dir() {
+        inside
+    } else {
+        dir.to_path_buf()
+    };
+    let holds_tokens = std::fs::read_dir(&folder)
+        .map_err(|e| Error::io(&folder, e))?
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(crate::formats::tokens::TOKEN_SUFFIX)
+        });
+    if !holds_tokens {
+        return Err(Error::bad_argument(
+            flag,
+            format!(
+                "{} holds no token files (*{})",
+                folder.display(),
+                crate::formats::tokens::TOKEN_SUFFIX
+            ),
+        ));
+    }
+    Ok(folder)
 }
 
 fn run_tokens(

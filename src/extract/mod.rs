@@ -140,6 +140,9 @@ pub struct ExtractConfig {
     pub report: crate::messages::Reporter,
     /// Also write the projection matrix `[d', D]` as `.npy` here.
     pub save_projection: Option<PathBuf>,
+    /// Other token folders to take a case's token file from when `out` has none that matches its cache key
+    /// (`score --reuse-tokens`): the matching file and sidecar are copied into `out`, never moved.
+    pub reuse_from: Vec<PathBuf>,
 }
 
 impl ExtractConfig {
@@ -223,6 +226,27 @@ fn cached(npz: &Path, key: &Value) -> Option<Value> {
         .map(|m| m.is_file() && m.len() > 0)
         .unwrap_or(false);
     (same && present).then_some(side)
+}
+
+/// Looks for a token file matching `key` in each of `others` (token folders) in turn; copies the first
+/// found, sidecar last, into `npz`'s place and returns its sidecar. The copies are atomic: an interrupted
+/// copy leaves no file that [`cached`] would take.
+fn copy_from_other_cache(others: &[PathBuf], npz: &Path, key: &Value) -> Result<Option<Value>> {
+    let name = npz.file_name().expect("a token file name");
+    for dir in others {
+        let source = dir.join(name);
+        if let Some(side) = cached(&source, key) {
+            for (from, to) in [
+                (source.clone(), npz.to_path_buf()),
+                (sidecar_path(&source), sidecar_path(npz)),
+            ] {
+                let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+                crate::formats::atomic::write_bytes(&to, &bytes)?;
+            }
+            return Ok(Some(side));
+        }
+    }
+    Ok(None)
 }
 
 /// The output folder rule of `extract`: a missing or empty folder, or one that holds only token files and
@@ -442,7 +466,10 @@ fn plan_cases<'a>(
             mask_sha256.as_deref(),
         );
         let npz = cfg.out.join(format!("{}{TOKEN_SUFFIX}", case.id));
-        let cached_sidecar = cached(&npz, &key);
+        let cached_sidecar = match cached(&npz, &key) {
+            Some(side) => Some(side),
+            None => copy_from_other_cache(&cfg.reuse_from, &npz, &key)?,
+        };
         plans.push(CasePlan {
             case,
             key,

@@ -71,6 +71,7 @@ impl VolumeSettings {
             progress: options.progress,
             report: options.report,
             save_projection: None,
+            reuse_from: Vec::new(),
         };
         cfg.validate()?;
         Ok(cfg)

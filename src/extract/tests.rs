@@ -24,6 +24,7 @@ fn cfg(out: &Path) -> ExtractConfig {
         progress: false,
         report: crate::messages::Reporter::silent(),
         save_projection: None,
+        reuse_from: Vec::new(),
     }
 }
 

@@ -26,6 +26,8 @@ pub(super) struct Evaluation {
     pub(super) masks_note: Value,
     /// Seconds spent drawing the QC montages.
     pub(super) qc_seconds: f64,
+    /// Case → where its map is hottest, in its input (`summary.json` `hottest_voxel`).
+    pub(super) hottest: Value,
 }
 
 /// What [`maps_and_metrics`] works on.
@@ -104,6 +106,8 @@ pub(super) struct CasePass {
     /// With labels: the token labels (a token is positive when its block holds a lesion voxel).
     pub(super) token_labels: Vec<bool>,
     pub(super) qc_seconds: f64,
+    /// Where the upsampled map is hottest: input voxel and world mm ([`hottest_place`]).
+    pub(super) hottest: Value,
 }
 
 /// What the passes over the cases share.
@@ -147,6 +151,7 @@ impl MapsContext<'_> {
             gmm: None,
             token_labels: Vec::new(),
             qc_seconds: 0.0,
+            hottest: hottest_place(&up, &prepared.transform),
         };
         if let Some(dir) = &self.maps_dir {
             let mut native = prepared.transform.map_to_native(&up, 0.0)?;
@@ -190,6 +195,7 @@ impl MapsContext<'_> {
                     .iter()
                     .copied()
                     .fold(f32::NEG_INFINITY, f32::max),
+                place: input_place(&prepared.transform),
             };
             report::plots::qc_montage(&dir.join(format!("{}.png", c.input.id)), &image)?;
             pass.qc_seconds = t.elapsed().as_secs_f64();
@@ -275,6 +281,30 @@ fn zero_outside_brain(
 }
 
 /// `Some(v)` for a finite `v` (JSON has no NaN: a non-finite metric is written as null, as before).
+/// Where `up` (a case's upsampled map on its cube) is hottest ([`report::plots::qc::hottest`], the voxel
+/// the QC montage marks): the input voxel `(i, j, k)` nearest to it, the world point in RAS+ mm and the
+/// cube voxel `(z, y, x)`.
+fn hottest_place(up: &Array3<f32>, t: &crate::volume::Transform) -> Value {
+    let hot = report::plots::qc::hottest(up.view());
+    let cube = [hot.0, hot.1, hot.2];
+    match input_place(t) {
+        Some(place) => {
+            let (v, w) = place.locate(hot);
+            json!({"input_ijk": v, "world_mm": w.map(|c| (c * 100.0).round() / 100.0), "cube_zyx": cube})
+        }
+        None => json!({"cube_zyx": cube}),
+    }
+}
+
+/// How the case's cube lies in its input (for the QC montage's hottest point); `None` for a singular affine.
+fn input_place(t: &crate::volume::Transform) -> Option<report::plots::qc::InputPlace> {
+    Some(report::plots::qc::InputPlace {
+        cube_to_world: t.cube_affine(),
+        world_to_input: nifti::invert_affine(&t.native_affine)?,
+        input_axes: nifti::orientation_code(&t.native_affine),
+    })
+}
+
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
@@ -327,6 +357,12 @@ pub(super) fn maps_and_metrics(
     })?;
     bar.finish_and_clear();
     let qc_seconds = passes.iter().map(|p| p.qc_seconds).sum();
+    let hottest: serde_json::Map<String, Value> = cases
+        .iter()
+        .zip(&passes)
+        .map(|(c, p)| (c.input.id.clone(), p.hottest.clone()))
+        .collect();
+    let hottest = Value::Object(hottest);
     let case_labels: Vec<Option<u8>> = passes.iter().map(|p| p.label).collect();
     if !job.with_labels {
         let gmm_per_case: serde_json::Map<String, Value> = cases
@@ -348,6 +384,7 @@ pub(super) fn maps_and_metrics(
                 Value::Null
             },
             qc_seconds,
+            hottest,
         });
     }
     let histogram = histogram
@@ -476,6 +513,7 @@ pub(super) fn maps_and_metrics(
         metrics: Some(Metrics::Volumes(Box::new(metrics))),
         masks_note: json!("threshold: the token-grid F1-max threshold t* (dice_threshold), applied to the upsampled maps"),
         qc_seconds,
+        hottest,
     })
 }
 

@@ -342,6 +342,7 @@ impl RunFacts<'_> {
         clock.timings.extend(written.timings);
         let mut summary = self.summary();
         summary.detail("masks", evaluation.masks_note);
+        summary.detail("hottest_voxel", evaluation.hottest);
         summary.scoring = Some(written.scoring);
         summary.metrics = evaluation.metrics;
         summary.timings = clock.timings;

@@ -22,7 +22,7 @@
 //!
 //! Output (one run folder per class; for an MVTec root with several classes `<out>/<class>/`, plus
 //! `<out>/summary.json` with the per-class metrics and their mean, and `<out>/scores.csv` of all classes):
-//! `scores.csv` (`case,group,score,label,community,raw_score`), `token_scores/<case>.npy` (f32
+//! `scores.csv` (`rank,case,group,score,label,community,raw_score`, highest score first), `token_scores/<case>.npy` (f32
 //! `[(S/14)²]`), `maps/<case>.npy` (f32 `[H, W]`, the image's size), `overlays/<case>.png` (the map over
 //! the image, colours scaled to the class's score range, mask outline in green), `graph.json`
 //! (CoDeGraph), `summary.json`, `config.toml`, `.mri-ad-run`.

@@ -6,8 +6,10 @@
 //! ([`IndexLinks`]); nothing is read from disk, so a plot left over from an earlier run is never shown.
 //! Output: `<run>/index.html`, written atomically.
 //!
-//! Traps: case names are escaped for HTML and percent-encoded in links; the table is sorted by score
-//! (highest first, ties by name) so the page is deterministic.
+//! Traps: case names are escaped for HTML and percent-encoded in links; the table is in `scores.csv`'s
+//! order ([`super::ranked`]: highest score first, ties in batch order) so the page is deterministic.
+//! Images are shown at their drawn size, never wider than the page (the headless-Chromium check in
+//! `scripts/oracles/check_page.py` measures it), so their text stays readable.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -85,10 +87,13 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
     write_metrics(&mut h, summary, &metrics);
     write_scoring(&mut h, summary);
     write_plots(&mut h, links);
-    let order = by_score(rows);
+    let order: Vec<&ScoreRow> = super::ranked(rows).into_iter().map(|(_, r)| r).collect();
     write_case_table(&mut h, &order, &metrics["dice_per_case"], links);
     if links.qc {
         write_qc_montages(&mut h, &order);
+    }
+    if summary.volume_metrics().is_some() {
+        write_glossary(&mut h);
     }
     write_footer(&mut h, summary);
     h
@@ -101,18 +106,31 @@ fn write_head(h: &mut String, summary: &Summary, cases: usize) {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>mri-ad run: {} cases</title>\n\
          <style>\nbody{{font-family:sans-serif;margin:1.5em;color:#222}}\ntable{{border-collapse:collapse;margin:0.5em 0}}\n\
          td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\nth{{background:#eee}}\ntd.num{{text-align:right;font-variant-numeric:tabular-nums}}\n\
-         tr.lesion{{background:#fff1f0}}\nimg.plot{{max-width:100%;border:1px solid #ddd;margin:4px}}\nfigure{{display:inline-block;margin:6px;vertical-align:top}}\n\
+         tr.lesion{{background:#fff1f0}}\nimg.plot{{max-width:100%;height:auto;border:1px solid #ddd;margin:4px}}\nfigure{{display:block;margin:10px 0}}\n\
+         dd{{margin:0 0 0.5em 1.5em}}\ncode.cmd{{display:block;white-space:pre-wrap;background:#f6f6f6;padding:6px;border:1px solid #ddd}}\n\
          figcaption{{font-size:90%;color:#555}}\n</style>\n</head>\n<body>\n",
         cases
     );
     let _ = writeln!(
         h,
-        "<h1>mri-ad run</h1>\n<p><code>mri-ad {}</code>, version {}, {} cases, total {:.1} s.</p>",
+        "<h1>mri-ad run</h1>\n<p>{} ({} cases), mri-ad {}, total {:.1} s.</p>",
         escape(summary.command.as_str()),
-        escape(&summary.mri_ad_version),
         cases,
+        escape(&summary.mri_ad_version),
         summary.total_seconds
     );
+    if let Some(line) = &summary.command_line {
+        let _ = writeln!(
+            h,
+            "<p>The command that ran{}:</p>\n<code class=\"cmd\">{}</code>",
+            summary
+                .working_directory
+                .as_ref()
+                .map(|d| format!(", in <code>{}</code>", escape(d)))
+                .unwrap_or_default(),
+            escape(line)
+        );
+    }
 }
 
 /// The metrics table (with labels): of images or of volumes (`metrics`: the summary's metrics as JSON).
@@ -153,44 +171,89 @@ fn write_image_metrics(h: &mut String, m: &crate::run::summary::ImageMetrics) {
     h.push_str("</table>\n");
 }
 
+/// How many cases the volume metrics average over: (lesion cases, lesion-free cases).
+fn case_counts(metrics: &Value) -> (usize, usize) {
+    let count = |key: &str| metrics[key].as_object().map_or(0, |o| o.len());
+    let lesion = count("voxel_ap_per_case");
+    (lesion, count("dice_per_case").saturating_sub(lesion))
+}
+
+/// The metrics of a volume run, in the order a reader needs them: the lesion cases' outlines first, then
+/// the patient ranking, then the pooled voxel and token figures; each row says what it averages over.
+pub fn volume_metric_rows(metrics: &Value) -> Vec<(String, &'static str)> {
+    let (l, h) = case_counts(metrics);
+    let n = l + h;
+    vec![
+        (format!("Dice at t*, mean over the {l} lesion cases"), "dice_mean_lesion_cases"),
+        (
+            format!("voxel AP, mean over the {l} lesion cases (each on its own map)"),
+            "voxel_ap_mean_lesion_cases",
+        ),
+        (
+            format!("hottest voxel inside the lesion: fraction of the {l} lesion cases"),
+            "hottest_voxel_in_lesion_fraction",
+        ),
+        (
+            format!("Dice at the voxel F1-max threshold, mean over the {l} lesion cases"),
+            "dice_at_voxel_threshold_mean_lesion_cases",
+        ),
+        (
+            format!("token-grid Dice at t*, mean over the {l} lesion cases"),
+            "token_dice_mean_lesion_cases",
+        ),
+        (
+            format!("patient AUROC ({l} lesion against {h} lesion-free cases, by score)"),
+            "patient_auroc",
+        ),
+        (format!("patient F1-max (the same {n} cases)"), "patient_f1_max"),
+        (format!("voxel AUROC (every cube voxel of the {n} cases)"), "voxel_auroc"),
+        (format!("voxel F1-max (every cube voxel of the {n} cases)"), "voxel_f1_max"),
+        ("voxel F1-max threshold".to_string(), "voxel_f1_threshold"),
+        (format!("token F1-max (every token of the {n} cases)"), "token_f1_max"),
+        ("t*: the Dice threshold (the token F1-max threshold)".to_string(), "dice_threshold"),
+        (
+            format!("Dice at t*, mean over all {n} cases (a lesion-free case counts 1 if clean, 0 if not)"),
+            "dice_mean",
+        ),
+    ]
+}
+
 /// The metrics table of a volume run and its space (`metrics`: the volume metrics as JSON).
 fn write_volume_metrics(h: &mut String, metrics: &Value) {
     h.push_str("<h2>Metrics</h2>\n<table>\n");
-    for (key, label) in [
-        ("patient_auroc", "patient AUROC"),
-        ("patient_f1_max", "patient F1-max"),
-        ("voxel_auroc", "voxel AUROC"),
-        ("token_f1_max", "token F1-max"),
-        ("dice_threshold", "Dice threshold t*"),
-        ("dice_mean", "mean Dice (all cases)"),
-        ("dice_mean_lesion_cases", "mean Dice (lesion cases)"),
-        (
-            "token_dice_mean_lesion_cases",
-            "mean token-level Dice at t* (lesion cases; not §8.3)",
-        ),
-        ("voxel_f1_max", "voxel F1-max (not §8.3)"),
-        ("voxel_f1_threshold", "voxel F1-max threshold (not §8.3)"),
-        (
-            "dice_at_voxel_threshold_mean_lesion_cases",
-            "mean Dice at the voxel F1-max threshold (lesion cases; not §8.3)",
-        ),
-        (
-            "voxel_ap_mean_lesion_cases",
-            "mean voxel AP (lesion cases, each on its own map)",
-        ),
-        (
-            "hottest_voxel_in_lesion_fraction",
-            "hottest voxel in the lesion (fraction of lesion cases)",
-        ),
-    ] {
-        write_metric_row(h, label, &metrics[key]);
+    for (label, key) in volume_metric_rows(metrics) {
+        write_metric_row(h, &escape(&label), &metrics[key]);
     }
     let _ = writeln!(
         h,
-        "</table>\n<p>Space: {}</p>",
-        escape(metrics["space"].as_str().unwrap_or(""))
+        "</table>\n<p>Computed on each case's {} (see the glossary below).</p>",
+        escape(metrics["space"].as_str().unwrap_or("cube"))
     );
 }
+
+/// The glossary of the page's terms (volume runs).
+fn write_glossary(h: &mut String) {
+    h.push_str("<h2 id=\"glossary\">Glossary</h2>\n<dl>\n");
+    for (term, text) in GLOSSARY {
+        let _ = writeln!(h, "<dt><b>{term}</b></dt><dd>{text}</dd>");
+    }
+    h.push_str("</dl>\n");
+}
+
+/// The terms the metrics and tables use, in plain words.
+const GLOSSARY: [(&str, &str); 11] = [
+    ("score", "a case's highest token score: how anomalous its most anomalous place is. The table ranks the cases by it."),
+    ("token", "one cube of 14 voxels on a side of the resampled S³ volume (16³ tokens at S = 224); the method scores tokens, the map is their scores interpolated to voxels."),
+    ("lesion case / lesion-free case", "a case whose label map holds a lesion voxel, or none (healthy cases, and query cases with an empty label map)."),
+    ("AUROC", "the probability that a random positive (lesion case, lesion voxel) scores above a random negative; 0.5 is chance, 1 is a perfect ranking."),
+    ("AP", "average precision: the area under the precision-recall curve; for one lesion case, of its own map against its own lesion, with no threshold shared across cases."),
+    ("F1-max", "the best F1 (harmonic mean of precision and recall) over all thresholds."),
+    ("t*", "the one threshold every map is cut at for the Dice: the F1-max threshold of the token scores against the token labels (a token is positive when any of its voxels is lesion), as the evaluation protocol (ALGORITHM.md §8.3) defines it."),
+    ("Dice", "overlap of the map cut at t* with the lesion, 2|P∩G| / (|P| + |G|). A lesion-free case has no lesion to overlap: it counts 1 when nothing reaches t* (clean), 0 otherwise (false alarm); the table shows “clean” or “false alarm” for them, and the lesion-case means leave them out."),
+    ("hottest voxel", "the voxel where a case's map is highest; the QC montage marks it and gives it in the input's voxel indices and in world millimetres."),
+    ("community / outlier community", "CoDeGraph's groups of cases that are each other's nearest matches; an outlier community is a group denser than the others by Tukey's fence, taken as cases sharing a recurring anomaly, whose tokens are then removed from each other's references."),
+    ("MuSc / CoDeGraph", "MuSc scores each token by its distance to its nearest tokens in every other case; CoDeGraph first finds outlier communities so that a recurring lesion does not vouch for itself."),
+];
 
 /// The scoring facts (method, tokens excluded, outlier communities), when the run scored.
 fn write_scoring(h: &mut String, summary: &Summary) {
@@ -216,24 +279,12 @@ fn write_plots(h: &mut String, links: &IndexLinks) {
     for (file, caption) in &links.plots {
         let _ = writeln!(
             h,
-            "<figure><a href=\"{f}\"><img class=\"plot\" src=\"{f}\" alt=\"{c}\" style=\"max-width:560px\"></a><figcaption>{c}</figcaption></figure>",
+            "<figure><a href=\"{f}\"><img class=\"plot\" src=\"{f}\" alt=\"{c}\"></a><figcaption>{c}</figcaption></figure>",
             f = escape(file),
             c = escape(caption)
         );
     }
     h.push_str("</div>\n");
-}
-
-/// The rows by score, highest first, ties by case name.
-fn by_score(rows: &[ScoreRow]) -> Vec<&ScoreRow> {
-    let mut order: Vec<&ScoreRow> = rows.iter().collect();
-    order.sort_by(|a, b| {
-        b.score
-            .get()
-            .total_cmp(&a.score.get())
-            .then(a.case.cmp(&b.case))
-    });
-    order
 }
 
 /// The score table in `order`, with a Dice column when `dice` (case → Dice) is an object.
@@ -256,11 +307,21 @@ fn write_case_table(h: &mut String, order: &[&ScoreRow], dice: &Value, links: &I
             r.community.map(|c| c.to_string()).unwrap_or_default()
         );
         if dice.is_object() {
-            let _ = write!(h, "<td class=\"num\">{}</td>", number(&dice[&r.case]));
+            let _ = write!(h, "<td class=\"num\">{}</td>", dice_cell(r, &dice[&r.case]));
         }
         let _ = writeln!(h, "<td>{}</td></tr>", case_files(&r.case, links));
     }
     h.push_str("</table>\n");
+}
+
+/// A case's Dice as the table shows it: the number for a lesion case; for a lesion-free case, whose Dice
+/// is 1 or 0, what that means.
+fn dice_cell(r: &ScoreRow, dice: &Value) -> String {
+    match (r.label, dice.as_f64()) {
+        (Some(0), Some(1.0)) => "clean (nothing ≥ t*)".into(),
+        (Some(0), Some(_)) => "false alarm (map ≥ t*)".into(),
+        _ => number(dice),
+    }
 }
 
 /// The links to one case's files that this run wrote (QC, map, mask, token scores).
@@ -287,7 +348,7 @@ fn write_qc_montages(h: &mut String, order: &[&ScoreRow]) {
         let seg = url_segment(&r.case);
         let _ = writeln!(
             h,
-            "<figure><a href=\"plots/qc/{seg}.png\"><img class=\"plot\" loading=\"lazy\" src=\"plots/qc/{seg}.png\" alt=\"{c}\" style=\"max-width:480px\"></a><figcaption>{c} ({:.4})</figcaption></figure>",
+            "<figure><a href=\"plots/qc/{seg}.png\"><img class=\"plot\" loading=\"lazy\" src=\"plots/qc/{seg}.png\" alt=\"{c}\"></a><figcaption>{c} ({:.4})</figcaption></figure>",
             r.score.get(),
             c = escape(&r.case)
         );
@@ -351,7 +412,10 @@ mod tests {
             ..Default::default()
         };
         metrics.dice_per_case.insert("c d".into(), Some(0.5));
+        metrics.dice_per_case.insert("a<b>".into(), Some(1.0));
+        metrics.voxel_ap_per_case.insert("c d".into(), Some(0.7));
         summary.metrics = Some(Metrics::Volumes(Box::new(metrics)));
+        summary.command_line = Some("mri-ad score --query 'q <1>'".into());
         let links = IndexLinks {
             plots: vec![("plots/roc.png".into(), "ROC".into())],
             qc: true,
@@ -363,6 +427,17 @@ mod tests {
         assert!(page.contains("plots/qc/c%20d.png") && page.contains("maps/c%20d_anomaly.nii.gz"));
         assert!(!page.contains("_mask.nii.gz"));
         assert!(page.contains("0.7500") && page.contains("src=\"plots/roc.png\""));
+        // The command that ran (escaped), what each figure averages over, a lesion-free case's Dice in
+        // words, and the glossary.
+        assert!(page.contains("mri-ad score --query &#39;q &lt;1&gt;&#39;"));
+        assert!(
+            page.contains("mean over the 1 lesion cases")
+                && page.contains("1 lesion against 1 lesion-free")
+        );
+        assert!(page.contains("clean (nothing ≥ t*)") && page.contains("id=\"glossary\""));
+        assert!(
+            page.find("Dice at t*, mean over the 1").unwrap() < page.find("patient AUROC").unwrap()
+        );
         // Sorted by score: c d, e, a<b>.
         let (p1, p2, p3) = (
             page.find("<td>c d</td>").unwrap(),

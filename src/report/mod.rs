@@ -182,18 +182,42 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Writes `scores.csv`: `case,group,score,label,community`, then `raw_score` when the rows have one (2D)
-/// and `class` when they have one (a 2D root's table).
+/// The order `scores.csv` lists the rows in, with each row's rank: highest score first (rank 1), ties in
+/// batch order. A 2D root's table of all classes ranks within each class, the classes in order of first
+/// appearance.
+pub fn ranked(rows: &[ScoreRow]) -> Vec<(usize, &ScoreRow)> {
+    let mut classes: Vec<Option<&str>> = Vec::new();
+    for r in rows {
+        if !classes.contains(&r.class.as_deref()) {
+            classes.push(r.class.as_deref());
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for class in classes {
+        let mut members: Vec<&ScoreRow> = rows
+            .iter()
+            .filter(|r| r.class.as_deref() == class)
+            .collect();
+        // A stable sort keeps batch order among equal scores; total_cmp puts any NaN last.
+        members.sort_by(|a, b| b.score.get().total_cmp(&a.score.get()));
+        out.extend(members.into_iter().enumerate().map(|(i, r)| (i + 1, r)));
+    }
+    out
+}
+
+/// Writes `scores.csv`: `rank,case,group,score,label,community`, then `raw_score` when the rows have one
+/// (2D) and `class` when they have one (a 2D root's table); the rows sorted by score, highest first
+/// ([`ranked`]).
 pub fn write_scores_csv(path: &Path, rows: &[ScoreRow]) -> Result<()> {
     let raw = rows.iter().any(|r| r.raw_score.is_some());
     let class = rows.iter().any(|r| r.class.is_some());
-    let mut text = String::from("case,group,score,label,community");
+    let mut text = String::from("rank,case,group,score,label,community");
     text.push_str(if raw { ",raw_score" } else { "" });
     text.push_str(if class { ",class\n" } else { "\n" });
-    for r in rows {
+    for (rank, r) in ranked(rows) {
         let _ = write!(
             text,
-            "{},{},{},{},{}",
+            "{rank},{},{},{},{},{}",
             csv_field(&r.case),
             csv_field(&r.group),
             r.score,
@@ -310,4 +334,60 @@ pub fn graph_json(
         doc["subsets"] = json!(parts);
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(case: &str, score: f32, class: Option<&str>) -> ScoreRow {
+        ScoreRow {
+            case: case.into(),
+            group: "query".into(),
+            score: Score::F32(score),
+            label: None,
+            community: None,
+            raw_score: None,
+            class: class.map(String::from),
+        }
+    }
+
+    fn order(rows: &[ScoreRow]) -> Vec<(usize, &str)> {
+        ranked(rows)
+            .into_iter()
+            .map(|(rank, r)| (rank, r.case.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_ranked_highest_first_with_ties_in_batch_order() {
+        let rows = [
+            row("a", 0.2, None),
+            row("b", 0.5, None),
+            row("c", 0.2, None),
+        ];
+        assert_eq!(order(&rows), [(1, "b"), (2, "a"), (3, "c")]);
+    }
+
+    #[test]
+    fn a_table_of_classes_ranks_within_each_class() {
+        let rows = [
+            row("x1", 0.1, Some("x")),
+            row("y1", 0.9, Some("y")),
+            row("x2", 0.3, Some("x")),
+        ];
+        assert_eq!(order(&rows), [(1, "x2"), (2, "x1"), (1, "y1")]);
+    }
+
+    #[test]
+    fn scores_csv_starts_with_the_rank() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("scores.csv");
+        write_scores_csv(&p, &[row("a", 0.25, None), row("b", 0.5, None)]).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            text,
+            "rank,case,group,score,label,community\n1,b,query,0.5,,\n2,a,query,0.25,,\n"
+        );
+    }
 }

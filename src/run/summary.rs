@@ -31,6 +31,12 @@ pub struct Summary {
     pub mri_ad_version: String,
     /// `score --healthy/--query`, `score --tokens` or `score2d`.
     pub command: String,
+    /// The command line that ran, as a shell would take it (the program shown as `mri-ad`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
+    /// The working directory it ran in (relative paths on the command line are relative to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
     pub cases: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring: Option<ScoringSummary>,
@@ -249,12 +255,37 @@ pub struct BackboneRecord {
     pub size: usize,
 }
 
+/// `mri-ad` and `args`, each single-quoted for a POSIX shell when it needs it (a `'` inside becomes
+/// `'\''`), so the line can be pasted back.
+pub fn command_line(args: impl Iterator<Item = std::ffi::OsString>) -> String {
+    let mut line = String::from("mri-ad");
+    for a in args {
+        let a = a.to_string_lossy();
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        line.push(' ');
+        if plain {
+            line.push_str(&a);
+        } else {
+            line.push('\'');
+            line.push_str(&a.replace('\'', "'\\''"));
+            line.push('\'');
+        }
+    }
+    line
+}
+
 impl Summary {
     /// A summary of `command` over `cases` cases, of this version, with nothing else yet.
     pub fn new(command: &str, cases: usize) -> Self {
         Summary {
             mri_ad_version: env!("CARGO_PKG_VERSION").to_string(),
             command: command.to_string(),
+            command_line: Some(command_line(std::env::args_os().skip(1))),
+            working_directory: std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string()),
             cases,
             scoring: None,
             metrics: None,
@@ -270,6 +301,8 @@ impl Summary {
             ![
                 "mri_ad_version",
                 "command",
+                "command_line",
+                "working_directory",
                 "cases",
                 "scoring",
                 "metrics",
@@ -312,6 +345,15 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_is_quoted_for_a_shell() {
+        let args = ["score", "--out", "my run", "--query", "it's"].map(std::ffi::OsString::from);
+        assert_eq!(
+            command_line(args.into_iter()),
+            "mri-ad score --out 'my run' --query 'it'\\''s'"
+        );
+    }
 
     #[test]
     fn details_stay_at_the_top_level_and_metrics_are_told_apart() {

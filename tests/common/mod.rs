@@ -200,3 +200,32 @@ pub fn read_tokens(path: &Path) -> (ndarray::Array3<f32>, Vec<bool>, Vec<i64>) {
     let g: ndarray::Array1<i64> = npz.by_name("grid").unwrap();
     (t, v.to_vec(), g.to_vec())
 }
+
+/// Headless Chromium (from `MRI_AD_CHROMIUM`, which scripts/test.sh sets up). Fails loudly when it is not
+/// set: the browser check must never be skipped silently.
+pub fn chromium() -> PathBuf {
+    let path = std::env::var_os("MRI_AD_CHROMIUM").unwrap_or_else(|| {
+        panic!(
+            "MRI_AD_CHROMIUM is not set: run the tests with scripts/test.sh (it installs Debian's chromium \
+             when it can and exports MRI_AD_CHROMIUM), or export MRI_AD_CHROMIUM=/usr/bin/chromium"
+        )
+    });
+    PathBuf::from(path)
+}
+
+/// `scripts/oracles/check_page.py` on a run folder, with a full-page screenshot: its JSON report (panics
+/// with the report when a check fails).
+pub fn check_page(run: &Path, screenshot: &Path) -> serde_json::Value {
+    let out = run_script(
+        "oracles/check_page.py",
+        &[
+            s(run),
+            "--screenshot",
+            s(screenshot),
+            "--chromium",
+            s(&chromium()),
+        ],
+    );
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("check_page.py printed no JSON ({e}):\n{out}"))
+}

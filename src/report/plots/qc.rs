@@ -12,7 +12,10 @@
 //! (nearest neighbour) to about 300 pixels. Grey scale: 0 to the 99.5th percentile of the cube's positive
 //! voxels (every 7th voxel sampled). Overlay: voxels with map ≥ threshold, colour from dark red to yellow
 //! and opacity 0.35 to 0.8 as the value goes from the threshold to `top`. Contour: green, one pixel wide
-//! on the magnified image. A white cross marks the hottest voxel.
+//! on the magnified image. A white cross marks the hottest voxel; its place is printed in the cube's
+//! indices and, when the caller gives the [`InputPlace`], in the input's voxel indices (as ITK-SNAP and
+//! nibabel count them, from 0) and in world millimetres (RAS+). Each panel has its orientation letters (L/R,
+//! A/P, S/I) at its edges.
 //!
 //! Traps: the hottest voxel is, among the tied maxima, the one nearest to their centroid (see [`hottest`]);
 //! a constant map gives its centre. Mismatched shapes are an error, not a panic.
@@ -24,6 +27,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{draw_err, ensure_font, font, s, write_png, Rgb};
+use crate::formats::nifti::{apply_affine, Affine};
 use crate::{Error, Result};
 
 /// What one montage shows.
@@ -42,6 +46,30 @@ pub struct QcImage<'a> {
     pub top: f32,
     /// The case's score, shown in the caption.
     pub score: f32,
+    /// Where the cube lies in the input: the hottest point is then also given in the input's voxel
+    /// indices and in world millimetres.
+    pub place: Option<InputPlace>,
+}
+
+/// How a cube voxel maps to the input volume: cube `(x, y, z)` → world RAS+ mm → input voxel `(i, j, k)`.
+#[derive(Debug, Clone)]
+pub struct InputPlace {
+    pub cube_to_world: Affine,
+    pub world_to_input: Affine,
+    /// The input's storage orientation (`RAS`, `LPS`, …), named next to its indices.
+    pub input_axes: String,
+}
+
+impl InputPlace {
+    /// Cube voxel `(z, y, x)` → (input voxel `(i, j, k)`, rounded to the nearest voxel; world `(x, y, z)` mm).
+    pub fn locate(&self, hot: (usize, usize, usize)) -> ([i64; 3], [f64; 3]) {
+        let world = apply_affine(
+            &self.cube_to_world,
+            [hot.2 as f64, hot.1 as f64, hot.0 as f64],
+        );
+        let v = apply_affine(&self.world_to_input, world);
+        (v.map(|c| c.round() as i64), world)
+    }
 }
 
 /// The batch-wide overlay range: `[98th percentile, maximum]` of the non-void (positive) token scores.
@@ -122,6 +150,8 @@ struct Slice {
     /// Row and column of the hottest voxel.
     mark: (usize, usize),
     name: String,
+    /// The patient's direction at the panel's left, right, top and bottom edge.
+    letters: [&'static str; 4],
 }
 
 fn slices(shape: (usize, usize, usize), hot: (usize, usize, usize)) -> [Slice; 3] {
@@ -134,6 +164,7 @@ fn slices(shape: (usize, usize, usize), hot: (usize, usize, usize)) -> [Slice; 3
             index: Box::new(move |r, c| [z, ny - 1 - r, c]),
             mark: (ny - 1 - y, x),
             name: format!("axial z = {z}"),
+            letters: ["L", "R", "A", "P"],
         },
         Slice {
             rows: nz,
@@ -141,6 +172,7 @@ fn slices(shape: (usize, usize, usize), hot: (usize, usize, usize)) -> [Slice; 3
             index: Box::new(move |r, c| [nz - 1 - r, y, c]),
             mark: (nz - 1 - z, x),
             name: format!("coronal y = {y}"),
+            letters: ["L", "R", "S", "I"],
         },
         Slice {
             rows: nz,
@@ -148,6 +180,7 @@ fn slices(shape: (usize, usize, usize), hot: (usize, usize, usize)) -> [Slice; 3
             index: Box::new(move |r, c| [nz - 1 - r, ny - 1 - c, x]),
             mark: (nz - 1 - z, ny - 1 - y),
             name: format!("sagittal x = {x}"),
+            letters: ["A", "P", "S", "I"],
         },
     ]
 }
@@ -222,6 +255,9 @@ fn check_shapes(path: &Path, q: &QcImage) -> Result<()> {
     Ok(())
 }
 
+/// The height of the text band above the panels (three lines).
+const TOP_MARGIN: usize = 84;
+
 /// The montage's geometry in pixels: the magnification, the margins and the panels' sizes.
 struct Layout {
     mag: usize,
@@ -241,7 +277,7 @@ impl Layout {
     fn new(shape: (usize, usize, usize), panels: &[Slice; 3]) -> Layout {
         let largest = shape.0.max(shape.1).max(shape.2);
         let mag = 300usize.div_ceil(largest).max(1);
-        let (gap, top_margin, bottom) = (12usize, 64usize, 64usize);
+        let (gap, top_margin, bottom) = (12usize, TOP_MARGIN, 64usize);
         let panel_w: Vec<usize> = panels.iter().map(|p| p.cols * mag).collect();
         let panel_h = panels.iter().map(|p| p.rows * mag).max().unwrap_or(0);
         let width = panel_w.iter().sum::<usize>() + gap * 4;
@@ -377,14 +413,13 @@ fn draw_text(
         "no overlay (no positive score in the batch)".to_string()
     };
     root.draw(&Text::new(
-        format!(
-            "{}   score {:.4}   hottest voxel (z, y, x) = {:?}",
-            q.case, q.score, hot
-        ),
-        (gap as i32, 10),
+        format!("{}   score {:.4}", q.case, q.score),
+        (gap as i32, 8),
         font(20),
     ))
     .map_err(s)?;
+    root.draw(&Text::new(hottest_line(q, hot), (gap as i32, 36), font(14)))
+        .map_err(s)?;
     root.draw(&Text::new(
         format!(
             "{overlay}{}",
@@ -394,10 +429,11 @@ fn draw_text(
                 ""
             }
         ),
-        (gap as i32, 38),
+        (gap as i32, 58),
         font(14),
     ))
     .map_err(s)?;
+    draw_letters(root, panels, layout)?;
     let mut x0 = gap;
     for (p, &pw) in panels.iter().zip(&layout.panel_w) {
         root.draw(&Text::new(
@@ -409,6 +445,55 @@ fn draw_text(
         x0 += pw + gap;
     }
     draw_colour_bar(root, q, layout)
+}
+
+/// Where the hottest voxel is: in the input's voxel indices and world millimetres when known, and in the
+/// cube.
+fn hottest_line(q: &QcImage, hot: (usize, usize, usize)) -> String {
+    let cube = format!("cube (z, y, x) = ({}, {}, {})", hot.0, hot.1, hot.2);
+    match &q.place {
+        Some(place) => {
+            let (v, w) = place.locate(hot);
+            let axes = &place.input_axes;
+            format!(
+                "hottest voxel: input (i, j, k) = ({}, {}, {}) [{axes}], world (x, y, z) = ({:.1}, {:.1}, {:.1}) mm RAS+; {cube}",
+                v[0], v[1], v[2], w[0], w[1], w[2]
+            )
+        }
+        None => format!("hottest voxel: {cube}"),
+    }
+}
+
+/// The orientation letters at the middle of each panel's edges, white on a dark box.
+fn draw_letters(
+    root: &DrawingArea<BitMapBackend, Shift>,
+    panels: &[Slice; 3],
+    layout: &Layout,
+) -> std::result::Result<(), String> {
+    let (top, h) = (layout.top_margin as i32, layout.panel_h as i32);
+    let mut x0 = layout.gap as i32;
+    for (p, &pw) in panels.iter().zip(&layout.panel_w) {
+        let pw = pw as i32;
+        let ph = (p.rows * layout.mag) as i32;
+        let [l, r, t, b] = p.letters;
+        let spots = [
+            (l, x0 + 2, top + ph / 2 - 8),
+            (r, x0 + pw - 14, top + ph / 2 - 8),
+            (t, x0 + pw / 2 - 6, top + 2),
+            (b, x0 + pw / 2 - 6, top + ph.min(h) - 18),
+        ];
+        for (letter, x, y) in spots {
+            root.draw(&Rectangle::new(
+                [(x - 1, y), (x + 12, y + 17)],
+                RGBColor(40, 40, 40).filled(),
+            ))
+            .map_err(s)?;
+            root.draw(&Text::new(letter, (x + 1, y + 1), font(15).color(&WHITE)))
+                .map_err(s)?;
+        }
+        x0 += pw + layout.gap as i32;
+    }
+    Ok(())
 }
 
 /// The colour bar (threshold → top) on its own line under the panel names.
@@ -499,11 +584,12 @@ mod tests {
             threshold: 0.2,
             top: 0.9,
             score: 0.9,
+            place: None,
         };
         qc_montage(&path, &q).unwrap();
         let (w, h, px) = decode(&path);
         let mag = 10; // 300 / 30
-        let (gap, top_margin) = (12, 64);
+        let (gap, top_margin) = (12, TOP_MARGIN);
         assert_eq!(w as usize, 3 * n * mag + 4 * gap);
         assert_eq!(h as usize, top_margin + n * mag + 64);
         let at = |r: usize, c: usize| {

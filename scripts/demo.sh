@@ -29,7 +29,10 @@ cat <<MSG
 Why the two differ: q00-q07 carry copies of one lesion. MuSc scores each token against its nearest
 tokens in every other volume, so each copy finds its twins and looks normal. CoDeGraph's case graph
 finds the group of volumes that are each other's nearest matches (an outlier community), removes those
-tokens from each other's references, and the copies stand out again.
+tokens from each other's references, and the copies stand out again. Voxel AP judges each map on its
+own; the Dice cuts every map of the batch at one threshold t* (ALGORITHM.md §8.3), which cuts CoDeGraph's
+hotter recurring maps wider than their lesions, so its Dice there is lower although its maps are better
+(docs/experiments/2026-11-30-demo-cohort.md).
 
 Open demo/codegraph/index.html (and demo/musc/index.html) in a browser: the cases ranked by score, the
 metrics with what each averages over, the plots, a glossary and a QC montage per case. Also:

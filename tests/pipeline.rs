@@ -1044,3 +1044,103 @@ fn the_page_reads_in_a_browser_and_another_method_reuses_the_tokens() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--reuse-tokens"), "{}", stderr(&o));
 }
+
+/// Two runs into one folder at once: the second is refused at once (exit 2, naming the first's process)
+/// and the first finishes with the outputs of a lone run. A lock left by a killed run is taken over.
+#[test]
+fn a_second_run_into_a_folder_in_use_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (healthy, query, labels) = (
+        dir.path().join("h"),
+        dir.path().join("q"),
+        dir.path().join("l"),
+    );
+    write_cohort(&healthy, &query, &labels, 4, 10..13);
+    let model = tiny_model(0);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "score",
+            "--healthy",
+            s(&healthy),
+            "--query",
+            s(&query),
+            "--labels",
+            s(&labels),
+            "--out",
+            s(out),
+        ]
+        .into_iter()
+        .chain(tiny_backbone(s(&model), "56"))
+        .chain(["--threads", "1", "--no-progress"])
+        .map(String::from)
+        .collect()
+    };
+    let shared = dir.path().join("shared");
+    let ort = ort_lib();
+    let mut first = mri_ad()
+        .args(args(&shared))
+        .env("ORT_DYLIB_PATH", &ort)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = shared.join(".mri-ad-lock");
+    let t0 = std::time::Instant::now();
+    while !lock.exists() {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before it locked"
+        );
+        assert!(t0.elapsed().as_secs() < 60, "no lock after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let t1 = std::time::Instant::now();
+    let second = mri_ad()
+        .args(args(&shared))
+        .env("ORT_DYLIB_PATH", &ort)
+        .output()
+        .unwrap();
+    let refused_in = t1.elapsed();
+    let still_running = first.try_wait().unwrap().is_none();
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("in use by process {}", first.id())),
+        "{err}"
+    );
+    assert!(
+        still_running,
+        "the first run must still hold the folder when the second is refused"
+    );
+    assert!(
+        refused_in.as_secs_f64() < 5.0,
+        "refused after {refused_in:?}"
+    );
+    assert!(first.wait().unwrap().success());
+    assert!(!lock.exists(), "the lock is removed when the run ends");
+
+    let lone = dir.path().join("lone");
+    ok(&run_mri_ad(
+        &args(&lone).iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    for f in ["scores.csv", "graph.json", "maps/q0_anomaly.nii.gz"] {
+        assert_eq!(
+            std::fs::read(shared.join(f)).unwrap(),
+            std::fs::read(lone.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // A lock whose process is gone (a killed run) is taken over, with a notice.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(
+        &lock,
+        serde_json::json!({"pid": pid, "start_ticks": 1, "host": host.trim()}).to_string(),
+    )
+    .unwrap();
+    let log = ok(&run_mri_ad(
+        &args(&shared).iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    assert!(log.contains("taking over the lock of process"), "{log}");
+}

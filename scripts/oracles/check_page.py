@@ -8,7 +8,8 @@ Python package; nothing is downloaded) and checks what a reader would see:
     1400 pixels wide, or fills the page's width when it is wider than the page;
   * the page shows the command that ran and a glossary when it has volume metrics.
 
-Usage: check_page.py RUN [--screenshot PNG] [--chromium PATH]
+Usage: check_page.py RUN [--screenshot PNG [--top PIXELS]] [--chromium PATH]
+(--top: only the first PIXELS of the page in the screenshot; default the whole page)
 Prints a JSON report; exits 1 when a check fails (each failure is listed), 2 on bad usage.
 """
 import argparse
@@ -35,6 +36,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--screenshot")
+    ap.add_argument("--top", type=int)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     a = ap.parse_args()
     page_path = os.path.abspath(os.path.join(a.run, "index.html"))
@@ -67,7 +69,11 @@ def main():
         text = page.evaluate("() => document.body.innerText")
         has_metrics = page.evaluate("() => !!Array.from(document.querySelectorAll('h2')).find(h => h.textContent === 'Metrics')")
         if a.screenshot:
-            page.screenshot(path=a.screenshot, full_page=True)
+            if a.top:
+                page.screenshot(path=a.screenshot, full_page=True,
+                                clip={"x": 0, "y": 0, "width": WIDTH, "height": a.top})
+            else:
+                page.screenshot(path=a.screenshot, full_page=True)
         browser.close()
 
     for m in console:

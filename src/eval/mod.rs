@@ -226,7 +226,7 @@ crate::settings::declare_settings! {
         /// voxels off at 224³). Used for the maps, the masks and every voxel metric.
         upsample: Upsample = Upsample::Centres;
         /// Write each map's raw field outside the brain too. By default every voxel outside the brain
-        /// (the --masks mask, or voxel > 0) is 0 in maps/<case>_anomaly.nii.gz, so that an overlay shows no
+        /// (the --masks mask, or voxel > 0) is 0 in `maps/<case>_anomaly.nii.gz`, so that an overlay shows no
         /// halo around the head; the metrics and the QC montages are the same either way.
         unmasked_maps: bool = false;
     }

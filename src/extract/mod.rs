@@ -250,8 +250,13 @@ fn copy_from_other_cache(others: &[PathBuf], npz: &Path, key: &Value) -> Result<
 }
 
 /// The output folder rule of `extract`: a missing or empty folder, or one that holds only token files and
-/// sidecars (earlier runs, other shards); anything else needs `force`.
-pub fn prepare_token_folder(dir: &Path, force: bool) -> Result<()> {
+/// sidecars (earlier runs, other shards); anything else needs `force`. Returns the folder's lock
+/// ([`crate::run::lock`]): two extractions into one folder at once are refused.
+pub fn prepare_token_folder(
+    dir: &Path,
+    force: bool,
+    report: &crate::messages::Reporter,
+) -> Result<crate::run::lock::FolderLock> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::BadOutput {
             path: dir.into(),
@@ -279,7 +284,8 @@ pub fn prepare_token_folder(dir: &Path, force: bool) -> Result<()> {
             }
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::run::lock::acquire(dir, report)
 }
 
 /// Checks that the model file exists (the error names `--model` and how to build the default model).
@@ -366,7 +372,7 @@ pub fn run_with(
     let start = Instant::now();
     cfg.validate()?;
     let cases = shard_cases(cfg, source)?;
-    prepare_token_folder(&cfg.out, cfg.force)?;
+    let _lock = prepare_token_folder(&cfg.out, cfg.force, &cfg.report)?;
     let preprocessing = source.preprocessing();
     let mut run = ExtractRun {
         cfg,

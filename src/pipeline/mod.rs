@@ -117,7 +117,13 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
     let batch = check_before_writing(cfg, &progress, &mut clock)?;
     let (cases, workers, requested) = (&batch.cases, batch.workers, &batch.requested);
     let preprocessor = &batch.preprocessor;
-    prepare_run_folder(&cfg.out, cfg.force, &requested.request, &standard_outputs())?;
+    let _lock = prepare_run_folder(
+        &cfg.out,
+        cfg.force,
+        &requested.request,
+        &standard_outputs(),
+        &cfg.report,
+    )?;
     cfg.report.say(batch_line(cfg, cases));
 
     let nyul = clock.stage("nyul landmarks", || {
@@ -353,6 +359,7 @@ impl RunFacts<'_> {
             maps: true,
             masks: cfg.labels.is_some(),
         };
+        say_metrics(&cfg.report, &summary);
         outputs.finish(&summary, &links)
     }
 
@@ -393,6 +400,21 @@ impl RunFacts<'_> {
             .detail("preprocessing", source_preprocessing(self.source))
             .detail("backbone", backbone_summary(cfg, self.extracted));
         summary
+    }
+}
+
+/// The headline metrics in the terminal, lesion cases first, each saying what it averages over (the
+/// first rows of [`report::volume_metric_rows`]; `summary.json` and `index.html` have them all).
+fn say_metrics(report: &crate::messages::Reporter, summary: &Summary) {
+    let Some(metrics) = summary.volume_metrics() else {
+        return;
+    };
+    let metrics = serde_json::to_value(metrics).expect("metrics serialise");
+    for (label, key) in report::volume_metric_rows(&metrics).into_iter().take(6) {
+        let value = metrics[key]
+            .as_f64()
+            .map_or("–".to_string(), |v| format!("{v:.3}"));
+        report.say(format!("{label}: {value}"));
     }
 }
 

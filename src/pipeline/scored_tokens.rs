@@ -39,7 +39,7 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let files = tokens::read_batch(&cfg.tokens)?;
     let read_seconds = t.elapsed().as_secs_f64();
     check_token_batch(cfg, &files)?;
-    claim_run_folder(cfg, &files)?;
+    let _lock = claim_run_folder(cfg, &files)?;
     let say = |msg: String| cfg.report.say(msg);
     let shape = BatchShape::of(&files[0].set);
     say(format!(
@@ -143,7 +143,10 @@ fn check_token_batch(cfg: &TokensConfig, files: &[tokens::TokenFile]) -> Result<
 
 /// The run's request (every token file by SHA-256 and the scoring settings), checked against the run
 /// folder, which is then prepared (see [`crate::run::folder`]).
-fn claim_run_folder(cfg: &TokensConfig, files: &[tokens::TokenFile]) -> Result<()> {
+fn claim_run_folder(
+    cfg: &TokensConfig,
+    files: &[tokens::TokenFile],
+) -> Result<crate::run::lock::FolderLock> {
     let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
     let digests = crate::run::folder::hash_files(&token_paths)?;
     let request = crate::run::folder::run_request(
@@ -162,6 +165,7 @@ fn claim_run_folder(cfg: &TokensConfig, files: &[tokens::TokenFile]) -> Result<(
         cfg.force,
         &request,
         &crate::run::folder::standard_outputs(),
+        &cfg.report,
     )
 }
 

@@ -347,7 +347,7 @@ pub fn run_with(
     } else {
         outputs.push("overlays".into());
     }
-    prepare_run_folder(&cfg.out, cfg.force, &request, &outputs)?;
+    let _lock = prepare_run_folder(&cfg.out, cfg.force, &request, &outputs, &cfg.report)?;
     let class_outputs: Vec<String> = standard_outputs()
         .into_iter()
         .chain(["overlays".to_string()])
@@ -363,9 +363,16 @@ pub fn run_with(
     };
     let mut classes = Vec::new();
     for (one, class_request) in scored.into_iter().zip(&class_requests) {
+        let mut _class_lock = None;
         let out = if multi {
             let d = cfg.out.join(&one.class.name);
-            prepare_run_folder(&d, true, class_request, &class_outputs)?;
+            _class_lock = Some(prepare_run_folder(
+                &d,
+                true,
+                class_request,
+                &class_outputs,
+                &cfg.report,
+            )?);
             d
         } else {
             cfg.out.clone()

@@ -171,57 +171,10 @@ fn write_image_metrics(h: &mut String, m: &crate::run::summary::ImageMetrics) {
     h.push_str("</table>\n");
 }
 
-/// How many cases the volume metrics average over: (lesion cases, lesion-free cases).
-fn case_counts(metrics: &Value) -> (usize, usize) {
-    let count = |key: &str| metrics[key].as_object().map_or(0, |o| o.len());
-    let lesion = count("voxel_ap_per_case");
-    (lesion, count("dice_per_case").saturating_sub(lesion))
-}
-
-/// The metrics of a volume run, in the order a reader needs them: the lesion cases' outlines first, then
-/// the patient ranking, then the pooled voxel and token figures; each row says what it averages over.
-pub fn volume_metric_rows(metrics: &Value) -> Vec<(String, &'static str)> {
-    let (l, h) = case_counts(metrics);
-    let n = l + h;
-    vec![
-        (format!("Dice at t*, mean over the {l} lesion cases"), "dice_mean_lesion_cases"),
-        (
-            format!("voxel AP, mean over the {l} lesion cases (each on its own map)"),
-            "voxel_ap_mean_lesion_cases",
-        ),
-        (
-            format!("hottest voxel inside the lesion: fraction of the {l} lesion cases"),
-            "hottest_voxel_in_lesion_fraction",
-        ),
-        (
-            format!("Dice at the voxel F1-max threshold, mean over the {l} lesion cases"),
-            "dice_at_voxel_threshold_mean_lesion_cases",
-        ),
-        (
-            format!("token-grid Dice at t*, mean over the {l} lesion cases"),
-            "token_dice_mean_lesion_cases",
-        ),
-        (
-            format!("patient AUROC ({l} lesion against {h} lesion-free cases, by score)"),
-            "patient_auroc",
-        ),
-        (format!("patient F1-max (the same {n} cases)"), "patient_f1_max"),
-        (format!("voxel AUROC (every cube voxel of the {n} cases)"), "voxel_auroc"),
-        (format!("voxel F1-max (every cube voxel of the {n} cases)"), "voxel_f1_max"),
-        ("voxel F1-max threshold".to_string(), "voxel_f1_threshold"),
-        (format!("token F1-max (every token of the {n} cases)"), "token_f1_max"),
-        ("t*: the Dice threshold (the token F1-max threshold)".to_string(), "dice_threshold"),
-        (
-            format!("Dice at t*, mean over all {n} cases (a lesion-free case counts 1 if clean, 0 if not)"),
-            "dice_mean",
-        ),
-    ]
-}
-
 /// The metrics table of a volume run and its space (`metrics`: the volume metrics as JSON).
 fn write_volume_metrics(h: &mut String, metrics: &Value) {
     h.push_str("<h2>Metrics</h2>\n<table>\n");
-    for (label, key) in volume_metric_rows(metrics) {
+    for (label, key) in super::volume_metric_rows(metrics) {
         write_metric_row(h, &escape(&label), &metrics[key]);
     }
     let _ = writeln!(

@@ -12,17 +12,18 @@
 //!
 //! Traps: the caller checks everything it can before [`prepare_run_folder`], since with `--force` the
 //! earlier results are gone after it; inputs inside the outputs a replacing run removes are refused
-//! ([`check_inputs_outside_outputs`]). There is no lock: two runs into one folder at once are not
-//! detected.
+//! ([`check_inputs_outside_outputs`]). One run writes a folder at a time: [`replaces_another_run`] refuses
+//! a folder in use early, and [`prepare_run_folder`] takes its lock ([`super::lock`]) before touching it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
+use super::lock::FolderLock;
 use super::outdir;
 use crate::formats::{absolute, atomic};
-use crate::messages::first_few;
+use crate::messages::{first_few, Reporter};
 use crate::parallel::map_in_order;
 use crate::{Error, Result};
 
@@ -169,6 +170,7 @@ fn input_differences(before: &Value, now: &Value) -> String {
 /// refused: `out` holds the finished results (a summary.json) of another request, or of a run that
 /// recorded none (made before requests were recorded), and `force` is not given.
 pub fn replaces_another_run(out: &Path, force: bool, request: &Value) -> Result<bool> {
+    super::lock::refuse_if_in_use(out)?;
     let marker = out.join(RUN_MARKER);
     if !marker.is_file() {
         return Ok(false);
@@ -244,15 +246,19 @@ pub fn check_inputs_outside_outputs(out: &Path, inputs: &[&Path]) -> Result<()> 
 /// its token cache; `outputs_to_remove`) before this run writes anything, so that no file of the other
 /// run is left to pass as one of this run's. The marker records `outputs`, the entries this run writes
 /// (with [`RUN_OUTPUTS`] the default), for the run that may replace it. The caller has checked everything
-/// it can before this point: a mistake must not cost the earlier results.
+/// it can before this point: a mistake must not cost the earlier results. The returned lock
+/// ([`super::lock`]) is taken before anything is removed or written; hold it until the run is done.
 pub fn prepare_run_folder(
     out: &Path,
     force: bool,
     request: &Value,
     outputs: &[String],
-) -> Result<()> {
+    report: &Reporter,
+) -> Result<FolderLock> {
     let marker = out.join(RUN_MARKER);
+    let lock;
     if marker.is_file() {
+        lock = super::lock::acquire(out, report)?;
         if replaces_another_run(out, force, request)? {
             for name in outputs_to_remove(out) {
                 let path = out.join(&name);
@@ -268,6 +274,7 @@ pub fn prepare_run_folder(
         }
     } else {
         outdir::prepare(out, force)?;
+        lock = super::lock::acquire(out, report)?;
     }
     atomic::write_json(
         &marker,
@@ -277,7 +284,8 @@ pub fn prepare_run_folder(
             "request": request,
             "outputs": outputs,
         }),
-    )
+    )?;
+    Ok(lock)
 }
 
 /// [`RUN_OUTPUTS`] as owned names, the outputs of `score` (volumes and `--tokens`).
@@ -295,7 +303,8 @@ mod tests {
         let out = dir.path().join("run");
         let old = json!({"inputs": [1], "settings": {}});
         let outputs = vec!["summary.json".to_string(), "classA".into()];
-        prepare_run_folder(&out, false, &old, &outputs).unwrap();
+        let _lock = prepare_run_folder(&out, false, &old, &outputs, &Reporter::silent()).unwrap();
+        drop(_lock);
         for d in ["classA", "maps", "tokens"] {
             std::fs::create_dir_all(out.join(d)).unwrap();
         }
@@ -308,9 +317,11 @@ mod tests {
         doctored["outputs"] = json!(["classA", "../outside.txt", "tokens"]);
         std::fs::write(out.join(RUN_MARKER), doctored.to_string()).unwrap();
         let new = json!({"inputs": [2], "settings": {}});
-        let e = prepare_run_folder(&out, false, &new, &standard_outputs()).unwrap_err();
+        let e = prepare_run_folder(&out, false, &new, &standard_outputs(), &Reporter::silent())
+            .unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
-        prepare_run_folder(&out, true, &new, &standard_outputs()).unwrap();
+        let _lock =
+            prepare_run_folder(&out, true, &new, &standard_outputs(), &Reporter::silent()).unwrap();
         assert!(!out.join("classA").exists() && !out.join("maps").exists());
         assert!(out.join("tokens").is_dir(), "the token cache is kept");
         assert!(dir.path().join("outside.txt").is_file());

@@ -14,10 +14,11 @@ pub fn prepare(dir: &Path, force: bool) -> Result<()> {
                 problem: "the output path exists and is not a folder".into(),
             });
         }
+        // A lock left by a killed run is not content: `lock::acquire` takes it over.
         let non_empty = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
-            .next()
-            .is_some();
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name() != super::lock::LOCK_FILE);
         if non_empty && !force {
             return Err(Error::BadOutput {
                 path: dir.into(),

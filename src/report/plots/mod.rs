@@ -302,6 +302,16 @@ fn histogram_panel(
         })
         .label_style(font(13))
         .axis_desc_style(font(15))
+        // Case counts are whole numbers: no "12.0", and no tick between two counts.
+        .y_label_formatter(&|v| {
+            if density {
+                format!("{v:.2}")
+            } else if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        })
         .draw()
         .map_err(s)?;
     for (gi, ((name, values), h)) in groups.iter().zip(&hist).enumerate() {

@@ -962,38 +962,72 @@ fn mistakes_stop_before_the_run_folder_and_other_runs_are_not_overwritten() {
     assert!(csv.contains("h3") && !csv.contains("q1"), "{csv}");
 }
 
+/// A labelled phantom cohort in `dir` (h/, q/, l/) and the arguments of `score` on it into an output folder,
+/// with the tiny random ViT at cube edge `size`.
+struct TinyCohort {
+    healthy: std::path::PathBuf,
+    query: std::path::PathBuf,
+    labels: std::path::PathBuf,
+    model: std::path::PathBuf,
+    size: &'static str,
+}
+
+impl TinyCohort {
+    fn new(
+        dir: &Path,
+        n_healthy: u64,
+        query_seeds: std::ops::Range<u64>,
+        size: &'static str,
+    ) -> Self {
+        let c = TinyCohort {
+            healthy: dir.join("h"),
+            query: dir.join("q"),
+            labels: dir.join("l"),
+            model: tiny_model(0),
+            size,
+        };
+        write_cohort(&c.healthy, &c.query, &c.labels, n_healthy, query_seeds);
+        c
+    }
+
+    /// `score` on the cohort into `out`, then `extra`.
+    fn args(&self, out: &Path, extra: &[&str]) -> Vec<String> {
+        [
+            "score",
+            "--healthy",
+            s(&self.healthy),
+            "--query",
+            s(&self.query),
+            "--labels",
+            s(&self.labels),
+            "--out",
+            s(out),
+        ]
+        .into_iter()
+        .chain(tiny_backbone(s(&self.model), self.size))
+        .chain(["--threads", "1", "--no-progress"])
+        .chain(extra.iter().copied())
+        .map(String::from)
+        .collect()
+    }
+
+    /// Runs `score` (see [`TinyCohort::args`]); returns its stderr, panicking when it fails.
+    fn run(&self, out: &Path, extra: &[&str]) -> String {
+        let args = self.args(out, extra);
+        ok(&run_mri_ad(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
+    }
+}
+
 /// The run's page in headless Chromium (`scripts/oracles/check_page.py`): no console error, every image
 /// decodes and is shown at its drawn size, every linked file exists, the command that ran and the glossary
 /// are there. Negative control: a QC montage that does not decode fails the check, naming it.
 #[test]
 fn the_page_reads_in_a_browser_and_another_method_reuses_the_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let (healthy, query, labels) = (
-        dir.path().join("h"),
-        dir.path().join("q"),
-        dir.path().join("l"),
-    );
-    write_cohort(&healthy, &query, &labels, 3, 10..12);
-    let model = tiny_model(0);
-    let run = |out: &Path, extra: &[&str]| -> String {
-        let args: Vec<&str> = [
-            "score",
-            "--healthy",
-            s(&healthy),
-            "--query",
-            s(&query),
-            "--labels",
-            s(&labels),
-            "--out",
-            s(out),
-        ]
-        .into_iter()
-        .chain(tiny_backbone(s(&model), "28"))
-        .chain(["--threads", "1", "--no-progress"])
-        .chain(extra.iter().copied())
-        .collect();
-        ok(&run_mri_ad(&args))
-    };
+    let cohort = TinyCohort::new(dir.path(), 3, 10..12, "28");
+    let run = |out: &Path, extra: &[&str]| cohort.run(out, extra);
     let first = dir.path().join("codegraph");
     run(&first, &[]);
     let shot = dir.path().join("page.png");
@@ -1035,11 +1069,11 @@ fn the_page_reads_in_a_browser_and_another_method_reuses_the_tokens() {
     let o = run_mri_ad(&[
         "score",
         "--query",
-        s(&query),
+        s(&cohort.query),
         "--out",
         s(&dir.path().join("third")),
         "--reuse-tokens",
-        s(&healthy),
+        s(&cohort.healthy),
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--reuse-tokens"), "{}", stderr(&o));
@@ -1050,31 +1084,8 @@ fn the_page_reads_in_a_browser_and_another_method_reuses_the_tokens() {
 #[test]
 fn a_second_run_into_a_folder_in_use_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (healthy, query, labels) = (
-        dir.path().join("h"),
-        dir.path().join("q"),
-        dir.path().join("l"),
-    );
-    write_cohort(&healthy, &query, &labels, 4, 10..13);
-    let model = tiny_model(0);
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "score",
-            "--healthy",
-            s(&healthy),
-            "--query",
-            s(&query),
-            "--labels",
-            s(&labels),
-            "--out",
-            s(out),
-        ]
-        .into_iter()
-        .chain(tiny_backbone(s(&model), "56"))
-        .chain(["--threads", "1", "--no-progress"])
-        .map(String::from)
-        .collect()
-    };
+    let cohort = TinyCohort::new(dir.path(), 4, 10..13, "56");
+    let args = |out: &Path| cohort.args(out, &[]);
     let shared = dir.path().join("shared");
     let ort = ort_lib();
     let mut first = mri_ad()
@@ -1119,9 +1130,7 @@ fn a_second_run_into_a_folder_in_use_is_refused_at_once() {
     assert!(!lock.exists(), "the lock is removed when the run ends");
 
     let lone = dir.path().join("lone");
-    ok(&run_mri_ad(
-        &args(&lone).iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    cohort.run(&lone, &[]);
     for f in ["scores.csv", "graph.json", "maps/q0_anomaly.nii.gz"] {
         assert_eq!(
             std::fs::read(shared.join(f)).unwrap(),
@@ -1139,8 +1148,6 @@ fn a_second_run_into_a_folder_in_use_is_refused_at_once() {
         serde_json::json!({"pid": pid, "start_ticks": 1, "host": host.trim()}).to_string(),
     )
     .unwrap();
-    let log = ok(&run_mri_ad(
-        &args(&shared).iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    let log = cohort.run(&shared, &[]);
     assert!(log.contains("taking over the lock of process"), "{log}");
 }

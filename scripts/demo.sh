@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 py=$(scripts/setup/python.sh | tail -n 1)
 "$py" scripts/setup/build_default_model.py >&2
 cargo build --release --locked
-ort=$("$py" scripts/setup/ort_lib.py)
+# $ORT_DYLIB_PATH wins (the onnxruntime-gpu wheel's library, for --device cuda), else the CPU wheel's.
+ort=${ORT_DYLIB_PATH:-$("$py" scripts/setup/ort_lib.py)}
 cohort=demo/cohort8
 if [ ! -f "$cohort/truth.json" ]; then
   echo "writing the demo cohort to $cohort (20 healthy, 14 lesion volumes, 8 sharing one lesion)" >&2

@@ -1,6 +1,6 @@
 //! `mri-ad check`: lists what the input folders hold and checks it before a long run
 //! ([`crate::pipeline::inventory`]), printing one line per case, the batch's world space and every problem;
-//! exits 2 with the first problem when there is one. With `--out`, the inventory is written to
+//! when there is any, exits 2 with the first as its error line. With `--out`, the inventory is written to
 //! `<out>/check.json` (only when there is no problem; never into a non-empty folder without --force).
 
 use std::path::PathBuf;

@@ -87,9 +87,10 @@ pub fn render_index(rows: &[ScoreRow], summary: &Summary, links: &IndexLinks) ->
     write_metrics(&mut h, summary, &metrics);
     write_scoring(&mut h, summary);
     write_plots(&mut h, links);
-    let order: Vec<&ScoreRow> = super::ranked(rows).into_iter().map(|(_, r)| r).collect();
-    write_case_table(&mut h, &order, &metrics["dice_per_case"], links);
+    let ranked = super::ranked(rows);
+    write_case_table(&mut h, &ranked, &metrics["dice_per_case"], links);
     if links.qc {
+        let order: Vec<&ScoreRow> = ranked.iter().map(|(_, r)| *r).collect();
         write_qc_montages(&mut h, &order);
     }
     if summary.volume_metrics().is_some() {
@@ -240,19 +241,25 @@ fn write_plots(h: &mut String, links: &IndexLinks) {
     h.push_str("</div>\n");
 }
 
-/// The score table in `order`, with a Dice column when `dice` (case → Dice) is an object.
-fn write_case_table(h: &mut String, order: &[&ScoreRow], dice: &Value, links: &IndexLinks) {
+/// The score table in `ranked` order with `scores.csv`'s ranks, with a Dice column when `dice` (case →
+/// Dice) is an object.
+fn write_case_table(
+    h: &mut String,
+    ranked: &[(usize, &ScoreRow)],
+    dice: &Value,
+    links: &IndexLinks,
+) {
     h.push_str("<h2>Cases by score</h2>\n<table>\n<tr><th>#</th><th>case</th><th>group</th><th>score</th><th>label</th><th>community</th>");
     if dice.is_object() {
         h.push_str("<th>Dice</th>");
     }
     h.push_str("<th>files</th></tr>\n");
-    for (rank, r) in order.iter().enumerate() {
+    for &(rank, r) in ranked {
         let _ = write!(
             h,
             "<tr{}><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{:.4}</td><td>{}</td><td class=\"num\">{}</td>",
             if r.label == Some(1) { " class=\"lesion\"" } else { "" },
-            rank + 1,
+            rank,
             escape(&r.case),
             escape(&r.group),
             r.score.get(),

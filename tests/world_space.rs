@@ -246,6 +246,19 @@ fn a_coarser_grid_with_another_field_of_view_joins_the_batch() {
     let row = csv.lines().find(|l| l.contains(",q0_coarse,")).unwrap();
     assert_eq!(row.split(',').nth(4), Some("1"), "{row}");
     assert!(summary["metrics"]["voxel_ap_per_case"]["q0_coarse"].is_f64());
+    // The hottest voxel of a resampled case is given on its own (coarser, shifted) grid: its affine maps
+    // the reported input voxel to within half a voxel of the reported world point.
+    let check = format!(
+        "import json, nibabel as nib, numpy as np\n\
+         h = json.load(open({sj:?}))['hottest_voxel']['q0_coarse']\n\
+         a = nib.load({v:?}).affine\n\
+         w = a @ np.r_[h['input_ijk'], 1]\n\
+         assert np.all(np.abs(w[:3] - h['world_mm']) <= np.abs(a[:3, :3]).sum(1) / 2 + 1e-3), (w, h)\n\
+         print('ok')",
+        sj = s(&run.join("summary.json")),
+        v = s(&variant("q0_coarse")),
+    );
+    assert_eq!(run_python(&["-c", &check]).trim(), "ok");
     eval_agrees(&run, &label_dir);
     // Its tokens agree with the 3 mm original's (SimpleITK resampled it to 4.5 mm). Negative control: another
     // subject's tokens. The tiny random model's tokens are alike everywhere (raw cosines of 0.98 between

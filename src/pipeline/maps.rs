@@ -151,8 +151,13 @@ impl MapsContext<'_> {
             gmm: None,
             token_labels: Vec::new(),
             qc_seconds: 0.0,
-            hottest: hottest_place(&up, &prepared.transform),
+            hottest: Value::Null,
         };
+        // The hottest voxel and where it lies in the input: found once, for summary.json, the QC montage
+        // and the lesion distance.
+        let hot = report::plots::qc::hottest(up.view());
+        let place = input_place(&prepared.transform);
+        pass.hottest = hottest_place(hot, place.as_ref());
         if let Some(dir) = &self.maps_dir {
             let mut native = prepared.transform.map_to_native(&up, 0.0)?;
             if self.job.brain_only {
@@ -195,7 +200,8 @@ impl MapsContext<'_> {
                     .iter()
                     .copied()
                     .fold(f32::NEG_INFINITY, f32::max),
-                place: input_place(&prepared.transform),
+                hottest: hot,
+                place,
             };
             report::plots::qc_montage(&dir.join(format!("{}.png", c.input.id)), &image)?;
             pass.qc_seconds = t.elapsed().as_secs_f64();
@@ -207,8 +213,7 @@ impl MapsContext<'_> {
             pass.label = Some(lesion as u8);
             if lesion {
                 // The same voxel the QC montage marks (ties: the one nearest their centre).
-                let hottest = report::plots::qc::hottest(up.view());
-                pass.hottest_distance = eval::distance_to_mask(mask.view(), hottest);
+                pass.hottest_distance = eval::distance_to_mask(mask.view(), hot);
                 pass.ap = eval::average_precision(
                     up.as_slice().expect("upsampled maps are contiguous"),
                     mask.as_slice().expect("lesion cubes are contiguous"),
@@ -280,14 +285,14 @@ fn zero_outside_brain(
     });
 }
 
-/// `Some(v)` for a finite `v` (JSON has no NaN: a non-finite metric is written as null, as before).
-/// Where `up` (a case's upsampled map on its cube) is hottest ([`report::plots::qc::hottest`], the voxel
-/// the QC montage marks): the input voxel `(i, j, k)` nearest to it, the world point in RAS+ mm and the
-/// cube voxel `(z, y, x)`.
-fn hottest_place(up: &Array3<f32>, t: &crate::volume::Transform) -> Value {
-    let hot = report::plots::qc::hottest(up.view());
+/// Where the hottest voxel `hot` (cube `(z, y, x)`, the voxel the QC montage marks) lies: the input voxel
+/// `(i, j, k)` nearest to it and the world point in RAS+ mm when `place` is known, and the cube voxel.
+fn hottest_place(
+    hot: (usize, usize, usize),
+    place: Option<&report::plots::qc::InputPlace>,
+) -> Value {
     let cube = [hot.0, hot.1, hot.2];
-    match input_place(t) {
+    match place {
         Some(place) => {
             let (v, w) = place.locate(hot);
             json!({"input_ijk": v, "world_mm": w.map(|c| (c * 100.0).round() / 100.0), "cube_zyx": cube})
@@ -305,6 +310,7 @@ fn input_place(t: &crate::volume::Transform) -> Option<report::plots::qc::InputP
     })
 }
 
+/// `Some(v)` for a finite `v` (JSON has no NaN: a non-finite metric is written as null, as before).
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }

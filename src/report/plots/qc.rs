@@ -46,6 +46,9 @@ pub struct QcImage<'a> {
     pub top: f32,
     /// The case's score, shown in the caption.
     pub score: f32,
+    /// The voxel `(z, y, x)` the montage is centred on and marks: [`hottest`] of `map` (the caller finds it
+    /// once, for its own records too).
+    pub hottest: (usize, usize, usize),
     /// Where the cube lies in the input: the hottest point is then also given in the input's voxel
     /// indices and in world millimetres.
     pub place: Option<InputPlace>,
@@ -208,7 +211,7 @@ fn grey_top(cube: ArrayView3<f32>) -> f32 {
 pub fn qc_montage(path: &Path, q: &QcImage) -> Result<()> {
     check_shapes(path, q)?;
     ensure_font()?;
-    let hot = hottest(q.map);
+    let hot = q.hottest;
     let panels = slices(q.cube.dim(), hot);
     let layout = Layout::new(q.cube.dim(), &panels);
     let mut img = Rgb::white(layout.width as u32, layout.height as u32);
@@ -234,7 +237,7 @@ pub fn qc_montage(path: &Path, q: &QcImage) -> Result<()> {
     write_png(path, &img)
 }
 
-/// Refuses a map or label whose shape differs from the cube's, and an empty cube.
+/// Refuses a map or label whose shape differs from the cube's, an empty cube and a marked voxel outside it.
 fn check_shapes(path: &Path, q: &QcImage) -> Result<()> {
     let shape = q.cube.dim();
     if q.map.dim() != shape || q.label.as_ref().is_some_and(|l| l.dim() != shape) {
@@ -251,6 +254,16 @@ fn check_shapes(path: &Path, q: &QcImage) -> Result<()> {
     }
     if shape.0 == 0 || shape.1 == 0 || shape.2 == 0 {
         return Err(Error::bad_input(path, "QC montage of an empty cube"));
+    }
+    let (z, y, x) = q.hottest;
+    if z >= shape.0 || y >= shape.1 || x >= shape.2 {
+        return Err(Error::bad_input(
+            path,
+            format!(
+                "QC montage of `{}`: the marked voxel {:?} lies outside the cube {shape:?}",
+                q.case, q.hottest
+            ),
+        ));
     }
     Ok(())
 }
@@ -584,6 +597,7 @@ mod tests {
             threshold: 0.2,
             top: 0.9,
             score: 0.9,
+            hottest: hot,
             place: None,
         };
         qc_montage(&path, &q).unwrap();
@@ -628,10 +642,16 @@ mod tests {
             ..q.clone()
         };
         assert!(qc_montage(&path, &bad).is_err());
+        let outside = QcImage {
+            hottest: (n, 0, 0),
+            ..q.clone()
+        };
+        assert!(qc_montage(&path, &outside).is_err());
         // A constant map and an empty batch range do not panic.
         let flat = Array3::<f32>::zeros((n, n, n));
         let q3 = QcImage {
             map: flat.view(),
+            hottest: hottest(flat.view()),
             threshold: f32::INFINITY,
             top: f32::INFINITY,
             label: None,

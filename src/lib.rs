@@ -25,6 +25,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod backbone;
+pub mod bank;
 pub mod cli;
 pub mod error;
 pub mod eval;

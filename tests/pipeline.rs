@@ -77,7 +77,7 @@ const AFFINE: Affine = [
 /// The lesion is central for even seeds and in one corner of the brain for odd ones, so that at 28³ (2³
 /// tokens) it touches only some tokens and the token labels' order matters.
 fn volume(seed: u64, lesion: bool) -> (ndarray::Array3<f32>, ndarray::Array3<f32>) {
-    let centre = if seed % 2 == 0 {
+    let centre = if seed.is_multiple_of(2) {
         (18.0, 14.0, 12.0)
     } else {
         (11.0, 9.0, 8.0)

@@ -158,6 +158,96 @@ fn leiden_cpm_matches_or_beats_leidenalg() {
     println!("{report}");
 }
 
+/// Whether the reference script accepts the run (exit 0) or not.
+fn reference_accepts(script: &str, args: &[&str]) -> bool {
+    std::process::Command::new(common::python())
+        .arg(common::root().join("scripts").join(script))
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn window_search_matches_the_numpy_windowed_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    make_tokens(
+        &tokens,
+        &[
+            "--kind",
+            "random",
+            "--n",
+            "9",
+            "--grid",
+            "5",
+            "6",
+            "7",
+            "--layers",
+            "2",
+            "--dim",
+            "24",
+            "--void-frac",
+            "0.3",
+            "--seed",
+            "8",
+        ],
+    );
+    let run = dir.path().join("musc-r1");
+    score(
+        &tokens,
+        &run,
+        &["--method", "musc", "--search", "window", "--radius", "1"],
+    );
+    let musc_ref = ["--tokens", s(&tokens), "--run", s(&run), "--alpha", "0.3"];
+    let mut windowed = musc_ref.to_vec();
+    windowed.extend(["--radius", "1"]);
+    println!("{}", run_script("oracles/ref_musc.py", &windowed));
+    // Negative control: the exact reference must not accept the windowed run.
+    assert!(!reference_accepts("oracles/ref_musc.py", &musc_ref));
+    // A window wider than the grid is the exact search.
+    let wide = dir.path().join("musc-r9");
+    score(
+        &tokens,
+        &wide,
+        &["--method", "musc", "--search", "window", "--radius", "9"],
+    );
+    let wide_ref = ["--tokens", s(&tokens), "--run", s(&wide), "--alpha", "0.3"];
+    println!("{}", run_script("oracles/ref_musc.py", &wide_ref));
+}
+
+#[test]
+fn window_search_with_codegraph_matches_the_numpy_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = dir.path().join("planted");
+    make_tokens(
+        &planted,
+        &[
+            "--kind", "planted", "--n", "40", "--grid", "6", "6", "6", "--seed", "1",
+        ],
+    );
+    let run = dir.path().join("cg-r2");
+    score(&planted, &run, &["--search", "window", "--radius", "2"]);
+    let report = run_script(
+        "oracles/ref_codegraph.py",
+        &["--tokens", s(&planted), "--run", s(&run)],
+    );
+    println!("{report}");
+    let graph: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("graph.json")).unwrap()).unwrap();
+    let excluded: usize = graph["excluded"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_array().unwrap().len())
+        .sum();
+    assert!(
+        excluded > 0,
+        "the planted anomaly must be excluded under the window search too"
+    );
+}
+
 #[test]
 fn codegraph_finds_the_planted_recurring_anomaly_and_spares_a_clean_batch() {
     let dir = tempfile::tempdir().unwrap();
@@ -572,7 +662,7 @@ fn output_folder_and_config_problems_exit_2() {
     assert!(
         err.contains("bad.toml")
             && err.contains("no-such-key")
-            && err.contains("proj-dim, reference-ratio"),
+            && err.contains("proj-dim, radius, reference-ratio"),
         "{err}"
     );
     let o = run(&["--force", "--divide", "2"]);

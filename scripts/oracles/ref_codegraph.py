@@ -10,7 +10,9 @@ percentile of the edge weights). Community detection is checked separately again
 (ref_leiden.py), so the membership is taken from the run's graph.json; from it the densities, the Tukey rule
 (k_T and the fence pool -- the other communities or all of them -- read from config.toml, IQR floored at
 0.5·Q3, at least 4 non-singleton communities), Algorithm 2 (alpha 0.1, p_dep 95, exact
-refinement against the current base) and the final scores are recomputed and compared: links selected,
+refinement against the current base) and the final scores are recomputed and compared (with the run's
+`search = "window"`, every nearest-token search looks only at base positions within Chebyshev distance
+`radius` on the token grid, see ref_musc.py): links selected,
 edges, gamma, densities and outlier flags, the excluded tokens of every case, and the token scores
 (relative 1e-4). Exits 1 on any difference.
 """
@@ -48,8 +50,14 @@ def max_relative_difference(ours, ref):
     return float(rel.max())
 
 
+# (grid, radius) of the run's window search; radius None = the exact search (set by main from config.toml).
+WINDOW = (None, None)
+
+
 def tables(tokens, valid, excluded):
     """dist[l][a]: [n_valid(a), N] distance of each valid token of a to the nearest base token of b."""
+    from ref_musc import windowed_cdist
+    grid, radius = WINDOW
     n, n_layers = len(tokens), tokens[0].shape[0]
     out = []
     for layer in range(n_layers):
@@ -60,7 +68,8 @@ def tables(tokens, valid, excluded):
             for b in range(n):
                 base = valid[b] & ~excluded[b]
                 if b != a and base.any():
-                    d[:, b] = cdist(q, tokens[b][layer][base]).min(axis=1)
+                    d[:, b] = windowed_cdist(q, tokens[b][layer][base], np.flatnonzero(valid[a]),
+                                             np.flatnonzero(base), grid, radius).min(axis=1)
             per.append(d)
         out.append(per)
     return out
@@ -89,6 +98,9 @@ def main():
     with open(os.path.join(a.run, "config.toml"), "rb") as fh:
         run_config = tomllib.load(fh)
     margin = run_config.get("link-margin", 0)
+    global WINDOW
+    if run_config.get("search", "exact") == "window":
+        WINDOW = (grids[0], int(run_config["radius"]))
     tukey_k = run_config.get("tukey-k", 3.0)
     tukey_fence = run_config.get("tukey-fence", "others")
     source = [link_sources(valid[c], grids[c], margin) for c in range(len(names))]

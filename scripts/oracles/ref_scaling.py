@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from ref_musc import load  # the token-file reader (names, float64 tokens, valid)
+from ref_musc import load  # the token-file reader (names, float64 tokens, valid, grids)
 
 
 def taus(tokens, valid, squared):
@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--squared", action="store_true", help="the run used --distance squared")
     ap.add_argument("--tol", type=float, default=1e-4)
     a = ap.parse_args()
-    names, tokens, valid = load(a.tokens)
+    names, tokens, valid, _ = load(a.tokens)
     summary = json.load(open(os.path.join(a.run, "summary.json")))
     ours = summary["scoring"]["similarity_scaling"]
     excluded = {}

@@ -50,7 +50,7 @@ crate::settings::declare_settings! {
 /// Checks a model input edge: a positive multiple of [`PATCH`], with the nearest valid values in the
 /// message. Shared by every command that takes `--size`.
 pub fn check_size(flag: &str, size: &usize) -> Result<()> {
-    if *size > 0 && size % PATCH == 0 {
+    if *size > 0 && size.is_multiple_of(PATCH) {
         return Ok(());
     }
     let lower = (size / PATCH).max(1) * PATCH;

@@ -17,6 +17,7 @@ use crate::settings::Settings;
 use crate::volume::CubeSettings;
 use crate::{Error, Result};
 
+pub mod bank;
 pub mod check;
 pub mod eval;
 pub mod extract;
@@ -47,6 +48,11 @@ pub enum Command {
     /// --out as <case>.tokens.npz + <case>.tokens.json; up-to-date token files are reused.
     #[command(allow_negative_numbers = true)]
     Extract(Box<extract::ExtractArgs>),
+    /// Build a healthy reference bank from token files: the tokens and the distances among them, stored
+    /// once, so that `score --bank BANK --tokens DIR` scores new cases against it computing only the pairs
+    /// with a new case.
+    #[command(allow_negative_numbers = true)]
+    Bank(bank::BankArgs),
     /// Recompute the metrics of a finished `score` run against lesion label maps (writes eval.json).
     #[command(allow_negative_numbers = true)]
     Eval(eval::EvalArgs),
@@ -213,6 +219,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Extract(args) => extract::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Bank(args) => bank::run(args),
         Command::Score2d(args) => score2d::run(*args),
     }
 }

@@ -30,6 +30,12 @@ pub struct ScoreArgs {
     /// valid bool [M], grid i64 [3]), used exactly as stored.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["healthy", "query", "labels", "masks"])]
     pub tokens: Option<PathBuf>,
+    /// A healthy reference bank made by `mri-ad bank`: its cases join the batch and the distances among
+    /// them are read from its tables, so only the pairs with a case of --tokens are computed. The result
+    /// equals `score --tokens` on one folder holding the bank's and these token files. With --tokens only;
+    /// the bank is never written.
+    #[arg(long, value_name = "BANK", requires = "tokens")]
+    pub bank: Option<PathBuf>,
     /// Output folder (created). The same command again into a run folder resumes it; a run folder with
     /// the finished results of other inputs or settings, or any other non-empty folder, needs --force.
     #[arg(long, value_name = "DIR")]
@@ -207,6 +213,7 @@ fn run_tokens(
     }
     crate::pipeline::scored_tokens::run(&crate::pipeline::scored_tokens::TokensConfig {
         tokens: dir.to_path_buf(),
+        bank: args.bank.clone(),
         out: args.out.clone(),
         score: config,
         force: args.common.force,

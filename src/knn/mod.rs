@@ -1,11 +1,13 @@
-//! Exact nearest-collection distances: for every query token of every collection and every *other*
-//! collection `b`, the Euclidean distance to its nearest token in `b`, and which token that was.
+//! Nearest-collection distances: for every query token of every collection and every *other* collection
+//! `b`, the Euclidean distance to its nearest token in `b`, and which token that was; over every active
+//! token of `b` ([`Search::Exact`]) or over those within a grid window ([`Search::Window`], see
+//! [`window`]).
 //!
 //! Input: one view (layer) of every collection, packed as a row-major `[n_a, D]` matrix of the collection's
 //! active tokens (see [`PackedView`]). Output: a [`DistTable`] with one row per active token of the batch and
 //! one column per collection (`+inf` in the own-collection column).
 //!
-//! How: each unordered pair `(a, b)` is computed once. Squared distances come from one GEMM per tile,
+//! How (exact): each unordered pair `(a, b)` is computed once. Squared distances come from one GEMM per tile,
 //! `‖u‖² + ‖w‖² − 2 u·w` (faer, single-threaded inside a job), and the row minima (queries of `a` against
 //! base `b`) and the column minima (queries of `b` against base `a`) are both taken from the same product.
 //! Jobs run in parallel with rayon; a job holds one `tile_rows × n_b` block, so the memory of the kernel is
@@ -19,9 +21,23 @@
 //!   holds for the first pass; exclusions later (CoDeGraph) are applied with [`DistTable::refine`], which
 //!   recomputes only the entries whose nearest token was excluded (every other entry keeps its minimum,
 //!   because the minimum over a subset that still contains the argmin is unchanged).
+//! * Each pair's minima depend on that pair's tokens alone, which is what lets a healthy bank store some
+//!   pairs and [`DistTable::compute_pairs`] + [`DistTable::fill_from`] compute only the others.
 
 use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
+
+mod window;
+
+/// Which tokens of another collection a query token is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// Every active token of the other collection (GEMM tiles).
+    Exact,
+    /// Only the active tokens within Chebyshev distance `radius` of the query's grid position, for
+    /// registered volumes ([`window`]'s doc says what it assumes).
+    Window { radius: usize },
+}
 
 /// Sentinel for "no token" in [`DistTable::arg`].
 pub const NO_TOKEN: u32 = u32::MAX;
@@ -32,6 +48,8 @@ pub const NO_TOKEN: u32 = u32::MAX;
 pub struct PackedView {
     /// Feature dimension.
     pub dim: usize,
+    /// The grid of the positions, `[z, y, x]` (the same for every collection).
+    pub grid: [usize; 3],
     /// `rows[a]`: row-major `[n_a, D]`.
     pub rows: Vec<Vec<f32>>,
     /// `positions[a][i]`: grid position of row `i` of collection `a`.
@@ -47,6 +65,16 @@ impl PackedView {
         view: usize,
         active: impl Fn(usize, usize) -> bool + Sync,
     ) -> Self {
+        Self::pack_some(sets, view, &active, &|_| true)
+    }
+
+    /// [`PackedView::pack`] of the collections for which `read(a)` holds; the others are left empty.
+    fn pack_some(
+        sets: &[crate::TokenSet],
+        view: usize,
+        active: &(dyn Fn(usize, usize) -> bool + Sync),
+        read: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Self {
         let dim = sets[0].dim();
         let packed: Vec<(Vec<f32>, Vec<u32>, Vec<f32>)> = sets
             .par_iter()
@@ -56,6 +84,9 @@ impl PackedView {
                 let mut rows = Vec::new();
                 let mut pos = Vec::new();
                 let mut norms = Vec::new();
+                if !read(a) {
+                    return (rows, pos, norms);
+                }
                 for (p, token) in layer.outer_iter().enumerate() {
                     if active(a, p) {
                         rows.extend(token.iter().copied());
@@ -68,6 +99,7 @@ impl PackedView {
             .collect();
         let mut out = PackedView {
             dim,
+            grid: sets[0].grid,
             rows: Vec::with_capacity(sets.len()),
             positions: Vec::with_capacity(sets.len()),
             norms: Vec::with_capacity(sets.len()),
@@ -78,6 +110,56 @@ impl PackedView {
             out.norms.push(n);
         }
         out
+    }
+
+    /// [`PackedView::pack`], with the active rows of some collections given already packed
+    /// (`prepacked(a)`: `[n_a, D]`, the active positions in ascending order) instead of read from their
+    /// token sets. Fails, saying why, when a prepacked collection's row count is not its active count.
+    pub fn pack_with<'s>(
+        sets: &[crate::TokenSet],
+        view: usize,
+        active: impl Fn(usize, usize) -> bool + Sync,
+        prepacked: impl Fn(usize) -> Option<ndarray::ArrayView2<'s, f32>> + Sync,
+    ) -> Result<Self, String> {
+        let mut out = PackedView::pack_some(sets, view, &active, &|a| prepacked(a).is_none());
+        let dim = out.dim;
+        // (collection, rows, positions, norms) of each prepacked collection
+        type Given = (usize, Vec<f32>, Vec<u32>, Vec<f32>);
+        let given: Vec<Given> = (0..sets.len())
+            .into_par_iter()
+            .filter_map(|a| Some((a, prepacked(a)?)))
+            .map(|(a, rows)| {
+                let positions: Vec<u32> = (0..sets[a].n_positions())
+                    .filter(|&p| active(a, p))
+                    .map(|p| p as u32)
+                    .collect();
+                if rows.nrows() != positions.len() || rows.ncols() != dim {
+                    return Err(format!(
+                        "case {} has {} stored rows of width {}, its token set {} active positions of \
+                         width {dim}",
+                        sets[a].name,
+                        rows.nrows(),
+                        rows.ncols(),
+                        positions.len(),
+                    ));
+                }
+                let flat = match rows.as_slice() {
+                    Some(s) => s.to_vec(),
+                    None => rows.iter().copied().collect(),
+                };
+                let norms = flat
+                    .chunks(dim.max(1))
+                    .map(|r| r.iter().map(|v| v * v).sum())
+                    .collect();
+                Ok((a, flat, positions, norms))
+            })
+            .collect::<Result<_, String>>()?;
+        for (a, rows, positions, norms) in given {
+            out.rows[a] = rows;
+            out.positions[a] = positions;
+            out.norms[a] = norms;
+        }
+        Ok(out)
     }
 
     /// Number of collections.
@@ -153,6 +235,8 @@ pub struct DistTable {
     pub offsets: Vec<usize>,
     pub dist: Vec<f32>,
     pub arg: Vec<u32>,
+    /// Token pairs the search compared to fill the table (each unordered pair once).
+    pub compared: u64,
 }
 
 struct PairResult {
@@ -176,6 +260,7 @@ impl DistTable {
             offsets: vec![0, rows.len()],
             arg: vec![NO_TOKEN; rows.len() * n],
             dist: rows.concat(),
+            compared: 0,
         }
     }
 
@@ -191,6 +276,7 @@ impl DistTable {
             offsets,
             dist: vec![f32::INFINITY; rows * n],
             arg: vec![NO_TOKEN; rows * n],
+            compared: 0,
         }
     }
 
@@ -214,25 +300,58 @@ impl DistTable {
     /// Computes the full table for one view: every unordered pair once.
     ///
     /// `on_pair` is called after each finished pair (for progress reporting).
-    pub fn compute(view: &PackedView, plan: KnnPlan, on_pair: &(dyn Fn() + Sync)) -> Self {
-        let mut table = DistTable::empty(view);
+    pub fn compute(
+        view: &PackedView,
+        plan: KnnPlan,
+        search: Search,
+        on_pair: &(dyn Fn() + Sync),
+    ) -> Self {
         let n = view.n_collections();
         let pairs: Vec<(usize, usize)> = (0..n)
             .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
             .collect();
+        Self::compute_pairs(view, plan, search, &pairs, on_pair)
+    }
+
+    /// The table of one view with only the pairs `pairs` (`a < b`) filled; every other entry is `+inf`.
+    pub fn compute_pairs(
+        view: &PackedView,
+        plan: KnnPlan,
+        search: Search,
+        pairs: &[(usize, usize)],
+        on_pair: &(dyn Fn() + Sync),
+    ) -> Self {
+        let mut table = DistTable::empty(view);
+        let n_positions = view.grid.iter().product::<usize>();
+        let lookups: Vec<Vec<u32>> = match search {
+            Search::Exact => Vec::new(),
+            Search::Window { .. } => (0..view.n_collections())
+                .into_par_iter()
+                .map(|a| window::row_lookup(view, a, n_positions))
+                .collect(),
+        };
         // Results are scattered in chunks so that at most `chunk` pair results are held at once.
         let chunk = (rayon::current_num_threads() * 8).max(8);
         for group in pairs.chunks(chunk) {
-            let results: Vec<PairResult> = group
+            let results: Vec<(PairResult, u64)> = group
                 .par_iter()
                 .map(|&(a, b)| {
-                    let r = pair_minima(view, a, b, plan);
+                    let r = match search {
+                        Search::Exact => {
+                            let compared = view.n_rows(a) as u64 * view.n_rows(b) as u64;
+                            (pair_minima(view, a, b, plan), compared)
+                        }
+                        Search::Window { radius } => {
+                            window::pair_minima(view, &lookups, a, b, radius)
+                        }
+                    };
                     on_pair();
                     r
                 })
                 .collect();
-            for r in results {
+            for (r, compared) in results {
                 table.scatter(view, &r);
+                table.compared += compared;
             }
         }
         table
@@ -240,16 +359,53 @@ impl DistTable {
 
     fn scatter(&mut self, view: &PackedView, r: &PairResult) {
         let n = self.n_collections;
+        let position = |c: usize, row: u32| match row {
+            NO_TOKEN => NO_TOKEN,
+            row => view.positions[c][row as usize],
+        };
         for (i, (&d, &q)) in r.row_min.iter().zip(&r.row_arg).enumerate() {
             let row = self.offsets[r.a] + i;
             self.dist[row * n + r.b] = d;
-            self.arg[row * n + r.b] = view.positions[r.b][q as usize];
+            self.arg[row * n + r.b] = position(r.b, q);
         }
         for (j, (&d, &p)) in r.col_min.iter().zip(&r.col_arg).enumerate() {
             let row = self.offsets[r.b] + j;
             self.dist[row * n + r.a] = d;
-            self.arg[row * n + r.a] = view.positions[r.a][p as usize];
+            self.arg[row * n + r.a] = position(r.a, p);
         }
+    }
+
+    /// Copies a table over some of this table's collections into place: collection `i` of `part` is
+    /// collection `members[i]` here, row for row (the same active tokens in the same order). Fails, saying
+    /// why, when a member's row count differs.
+    pub fn fill_from(&mut self, part: &DistTable, members: &[usize]) -> Result<(), String> {
+        if part.n_collections != members.len() {
+            return Err(format!(
+                "the stored table has {} cases, the bank {}",
+                part.n_collections,
+                members.len()
+            ));
+        }
+        let (n, m) = (self.n_collections, part.n_collections);
+        for (s, &a) in members.iter().enumerate() {
+            let rows = self.offsets[a + 1] - self.offsets[a];
+            let stored = part.offsets[s + 1] - part.offsets[s];
+            if rows != stored {
+                return Err(format!(
+                    "case {s} of the stored table has {stored} rows, its tokens {rows} active ones"
+                ));
+            }
+            for i in 0..rows {
+                let (to, from) = ((self.offsets[a] + i) * n, (part.offsets[s] + i) * m);
+                for (t, &b) in members.iter().enumerate() {
+                    if t != s {
+                        self.dist[to + b] = part.dist[from + t];
+                        self.arg[to + b] = part.arg[from + t];
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies exclusions: `excluded[b][p]` true removes position `p` of collection `b` from the base.
@@ -257,9 +413,16 @@ impl DistTable {
     /// With `recompute` (refine mode `exact`), every entry whose nearest token was excluded is recomputed
     /// against the remaining base of `b` (`+inf` if nothing remains). Without it (mode `invalidate`), such
     /// entries become `+inf`. Entries whose nearest token survives are unchanged in both modes, which is
-    /// exact: the minimum over a subset containing the argmin is the same minimum. Returns how many
-    /// entries were affected.
-    pub fn refine(&mut self, view: &PackedView, excluded: &[Vec<bool>], recompute: bool) -> usize {
+    /// exact: the minimum over a subset containing the argmin is the same minimum. With
+    /// [`Search::Window`] the recomputation looks only inside the window, as the table was made. Returns
+    /// how many entries were affected.
+    pub fn refine(
+        &mut self,
+        view: &PackedView,
+        excluded: &[Vec<bool>],
+        recompute: bool,
+        search: Search,
+    ) -> usize {
         let n = self.n_collections;
         // For each base collection b with exclusions: its remaining rows.
         let remaining: Vec<Option<Vec<usize>>> = (0..n)
@@ -295,6 +458,10 @@ impl DistTable {
                 self.dist[row * n + b] = f32::INFINITY;
                 self.arg[row * n + b] = NO_TOKEN;
             }
+            return stale.len();
+        }
+        if let Search::Window { radius } = search {
+            self.refine_window(view, excluded, &stale, radius);
             return stale.len();
         }
         // Recompute per base collection with GEMM tiles: the stale query rows against b's remaining rows.
@@ -367,6 +534,51 @@ impl DistTable {
             self.arg[idx] = q;
         }
         stale.len()
+    }
+
+    /// Recomputes the `stale` entries `(row, b)` against the remaining tokens of `b` inside the window.
+    fn refine_window(
+        &mut self,
+        view: &PackedView,
+        excluded: &[Vec<bool>],
+        stale: &[(usize, usize)],
+        radius: usize,
+    ) {
+        let n = self.n_collections;
+        let n_positions = view.grid.iter().product::<usize>();
+        let mut bases: Vec<usize> = stale.iter().map(|&(_, b)| b).collect();
+        bases.sort_unstable();
+        bases.dedup();
+        let lookups: std::collections::BTreeMap<usize, Vec<u32>> = bases
+            .into_iter()
+            .map(|b| (b, window::row_lookup(view, b, n_positions)))
+            .collect();
+        let offsets = &self.offsets;
+        let updates: Vec<(usize, f32, u32)> = stale
+            .par_iter()
+            .map(|&(row, b)| {
+                let a = offsets.partition_point(|&o| o <= row) - 1;
+                let i = row - offsets[a];
+                let p = view.positions[a][i] as usize;
+                let found = window::nearest_remaining(
+                    view,
+                    &lookups[&b],
+                    b,
+                    view.row(a, i),
+                    p,
+                    radius,
+                    &excluded[b],
+                );
+                match found {
+                    Some((j, dist)) => (row * n + b, dist, view.positions[b][j as usize]),
+                    None => (row * n + b, f32::INFINITY, NO_TOKEN),
+                }
+            })
+            .collect();
+        for (idx, dist, q) in updates {
+            self.dist[idx] = dist;
+            self.arg[idx] = q;
+        }
     }
 }
 
@@ -596,7 +808,7 @@ mod tests {
         let view = PackedView::pack(&sets, 0, |a, p| sets[a].valid[p]);
         // Tiny tiles so several tiles per pair are exercised.
         let plan = KnnPlan { tile_rows: 16 };
-        let mut table = DistTable::compute(&view, plan, &|| {});
+        let mut table = DistTable::compute(&view, plan, Search::Exact, &|| {});
         let none: Vec<Vec<bool>> = sets.iter().map(|s| vec![false; s.n_positions()]).collect();
         let check = |table: &DistTable, excl: &[Vec<bool>]| {
             for a in 0..sets.len() {
@@ -630,10 +842,10 @@ mod tests {
             excl[4][p] = true; // everything of collection 4 is gone
         }
         let mut inval = table.clone();
-        let changed = table.refine(&view, &excl, true);
+        let changed = table.refine(&view, &excl, true, Search::Exact);
         assert!(changed > 0);
         check(&table, &excl);
-        inval.refine(&view, &excl, false);
+        inval.refine(&view, &excl, false, Search::Exact);
         for r in 0..table.n_rows() {
             for b in 0..5 {
                 let (e, v) = (table.dist[r * 5 + b], inval.dist[r * 5 + b]);
@@ -643,5 +855,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn window_table_and_its_refinement_match_a_windowed_brute_force() {
+        let grid = [3, 4, 5];
+        let mut sets = random_sets(4, 60, 11, 9);
+        sets.iter_mut().for_each(|s| s.grid = grid);
+        let view = PackedView::pack(&sets, 0, |a, p| sets[a].valid[p]);
+        let radius = 1;
+        let mut table = DistTable::compute(
+            &view,
+            KnnPlan { tile_rows: 16 },
+            Search::Window { radius },
+            &|| {},
+        );
+        let near = |p: usize, q: usize| {
+            window::chebyshev(window::coords(p, grid), window::coords(q, grid)) <= radius
+        };
+        let check = |table: &DistTable, excl: &[Vec<bool>]| {
+            for a in 0..4 {
+                for (i, &p) in view.positions[a].iter().enumerate() {
+                    for b in (0..4).filter(|&b| b != a) {
+                        // the brute force with everything outside the window excluded too
+                        let mut outside = excl.to_vec();
+                        (0..60).for_each(|q| outside[b][q] |= !near(p as usize, q));
+                        let (want, want_q) = brute(&sets, a, p as usize, b, &outside);
+                        let got = table.dist_row(a, i)[b];
+                        assert!((got - want).abs() <= 1e-5 || got == want, "{a} {p} {b}");
+                        assert_eq!(table.arg_row(a, i)[b], want_q, "{a} {p} {b}");
+                    }
+                }
+            }
+        };
+        let none: Vec<Vec<bool>> = vec![vec![false; 60]; 4];
+        check(&table, &none);
+        // Every token pair within the window compared once.
+        let pairs: u64 = (0..4)
+            .flat_map(|a| (a + 1..4).map(move |b| (a, b)))
+            .map(|(a, b)| {
+                let (pa, pb) = (&view.positions[a], &view.positions[b]);
+                let within =
+                    |&p: &u32| pb.iter().filter(|&&q| near(p as usize, q as usize)).count();
+                pa.iter().map(within).sum::<usize>() as u64
+            })
+            .sum();
+        assert_eq!(table.compared, pairs);
+        let mut excl = none.clone();
+        (0..30).for_each(|p| excl[1][p] = true);
+        assert!(table.refine(&view, &excl, true, Search::Window { radius }) > 0);
+        check(&table, &excl);
     }
 }

@@ -122,7 +122,7 @@ fn read_token_scores(
     }
     let m = scores[0].len();
     let g = (m as f64).cbrt().round() as usize;
-    if g * g * g != m || scores.iter().any(|s| s.len() != m) || size % g != 0 {
+    if g * g * g != m || scores.iter().any(|s| s.len() != m) || !size.is_multiple_of(g) {
         return Err(Error::bad_input(
             run.join("token_scores"),
             format!("token scores of {m} entries do not form a cube grid for size {size}"),

@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::bank::Bank;
 use crate::formats::tokens;
 use crate::progress::Progress;
 use crate::run::outputs::BatchOutputs;
 use crate::run::summary::{Summary, Timing};
-use crate::score::{score_batch, ScoreConfig};
+use crate::score::{score_batch, score_batch_with, KnownTables, ScoreConfig};
 use crate::{Error, Result};
 
 /// Everything `score --tokens` needs.
@@ -22,6 +23,9 @@ use crate::{Error, Result};
 pub struct TokensConfig {
     /// The folder of token files.
     pub tokens: PathBuf,
+    /// A healthy bank ([`crate::bank`]) the token files are scored against (`--bank`): its cases join the
+    /// batch and its stored tables replace their pairs' distances.
+    pub bank: Option<PathBuf>,
     pub out: PathBuf,
     pub score: ScoreConfig,
     pub force: bool,
@@ -36,10 +40,15 @@ pub struct TokensConfig {
 pub fn run(cfg: &TokensConfig) -> Result<()> {
     let started = Instant::now();
     let t = Instant::now();
-    let files = tokens::read_batch(&cfg.tokens)?;
+    let bank = cfg.bank.as_deref().map(Bank::open).transpose()?;
+    if let Some(bank) = &bank {
+        bank.check_config(&cfg.score)?;
+        refuse_output_in_bank(&cfg.out, &bank.dir)?;
+    }
+    let (files, members, packed) = read_inputs(cfg, bank.as_ref())?;
     let read_seconds = t.elapsed().as_secs_f64();
     check_token_batch(cfg, &files)?;
-    let _lock = claim_run_folder(cfg, &files)?;
+    let _lock = claim_run_folder(cfg, &files, bank.as_ref())?;
     let say = |msg: String| cfg.report.say(msg);
     let shape = BatchShape::of(&files[0].set);
     say(format!(
@@ -67,7 +76,24 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     // Move the token sets out of the files: the tokens are the largest thing in memory.
     let sets: Vec<_> = files.into_iter().map(|f| f.set).collect();
     let progress = Progress::new(cfg.progress);
-    let result = score_batch(&sets, &cfg.score, &progress)?;
+    let result = match &bank {
+        None => score_batch(&sets, &cfg.score, &progress)?,
+        Some(bank) => {
+            say(format!(
+                "{} of them from the bank {} (their distances read from its tables)",
+                members.len(),
+                bank.dir.display()
+            ));
+            let load = |v: usize| bank.load_table(v);
+            let known = KnownTables {
+                members: members.clone(),
+                source: bank.dir.join(crate::bank::MANIFEST),
+                load: &load,
+                packed: &packed,
+            };
+            score_batch_with(&sets, &cfg.score, &progress, Some(&known))?
+        }
+    };
     drop(sets);
 
     let rows = crate::report::score_rows(&names, &groups, &vec![None; names.len()], &result);
@@ -83,6 +109,17 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let written = outputs.write()?;
     let excluded_total = written.scoring.excluded_tokens;
     let mut summary = Summary::new("score --tokens", names.len());
+    if let Some(bank) = &bank {
+        summary
+            .detail("bank", crate::formats::absolute(&bank.dir))
+            .detail(
+                "bank_cases",
+                members
+                    .iter()
+                    .map(|&i| names[i].clone())
+                    .collect::<Vec<_>>(),
+            );
+    }
     summary
         .detail("tokens", crate::formats::absolute(&cfg.tokens))
         .detail("views", shape.n_views)
@@ -127,6 +164,64 @@ impl BatchShape {
     }
 }
 
+/// Scoring never writes into a bank: `--out` inside it (or the bank itself) is refused.
+fn refuse_output_in_bank(out: &Path, bank: &Path) -> Result<()> {
+    let (bank, out) = (resolved(bank), resolved(out));
+    if out.starts_with(&bank) {
+        return Err(Error::bad_argument(
+            "--out",
+            format!(
+                "{} is inside the bank {}; scoring never writes into a bank: give a folder outside it",
+                out.display(),
+                bank.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `path` made absolute with its longest existing ancestor's links resolved (the path need not exist).
+fn resolved(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path,
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.iter().rev());
+    out
+}
+
+/// The token files of the batch: the folder's, or with a bank the bank's and the folder's joined in case
+/// order (each query file checked against the bank), with the batch indices of the bank's cases and
+/// their active tokens (see [`Bank::token_sets`]).
+type Inputs = (
+    Vec<tokens::TokenFile>,
+    Vec<usize>,
+    Vec<ndarray::Array3<f32>>,
+);
+fn read_inputs(cfg: &TokensConfig, bank: Option<&Bank>) -> Result<Inputs> {
+    let queries = tokens::read_batch(&cfg.tokens)?;
+    let Some(bank) = bank else {
+        return Ok((queries, Vec::new(), Vec::new()));
+    };
+    for q in &queries {
+        bank.check_query(q)?;
+    }
+    let (files, packed) = bank.token_sets()?;
+    let (all, members) = crate::bank::join(files, queries)?;
+    Ok((all, members, packed))
+}
+
 /// Refuses a batch of fewer than 3 token files and settings that do not fit the batch.
 fn check_token_batch(cfg: &TokensConfig, files: &[tokens::TokenFile]) -> Result<()> {
     if files.len() < 3 {
@@ -146,9 +241,33 @@ fn check_token_batch(cfg: &TokensConfig, files: &[tokens::TokenFile]) -> Result<
 fn claim_run_folder(
     cfg: &TokensConfig,
     files: &[tokens::TokenFile],
+    bank: Option<&Bank>,
 ) -> Result<crate::run::lock::FolderLock> {
+    // The bank's files are named by the digests its manifest records (hashing them again would cost
+    // more than scoring a query against them).
+    let recorded: std::collections::BTreeMap<PathBuf, String> = bank
+        .map(|b| {
+            b.manifest
+                .cases
+                .iter()
+                .map(|c| (b.dir.join(&c.tokens.path), c.source_sha256.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let token_paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
-    let digests = crate::run::folder::hash_files(&token_paths)?;
+    let to_hash: Vec<&Path> = token_paths
+        .iter()
+        .copied()
+        .filter(|&p| !recorded.contains_key(p))
+        .collect();
+    let mut hashed = crate::run::folder::hash_files(&to_hash)?.into_iter();
+    let digests: Vec<String> = token_paths
+        .iter()
+        .map(|&p| match recorded.get(p) {
+            Some(d) => d.clone(),
+            None => hashed.next().expect("one digest per hashed file"),
+        })
+        .collect();
     let request = crate::run::folder::run_request(
         json!(files
             .iter()

@@ -159,6 +159,13 @@ impl Score2dConfig {
             return Err(Error::bad_argument("--batch", "must be at least 1"));
         }
         crate::backbone::check_layers("--layers", &self.layers)?;
+        if self.score.search == crate::score::SearchKind::Window {
+            return Err(Error::bad_argument(
+                "--search",
+                "window is for volumes registered to one atlas; 2D images are not registered (an \
+                 object's parts need not lie at the same pixel in every image): use --search exact",
+            ));
+        }
         if self.degrees.is_empty() || self.degrees.iter().any(|&r| r % 2 == 0) {
             return Err(Error::bad_argument(
                 "--lnamd-degrees",

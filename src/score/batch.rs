@@ -10,8 +10,8 @@ use super::codegraph::leiden::Leiden;
 use super::codegraph::{self, GraphParams, GraphReport};
 use super::scaling::{ScalingCurve, TauBuffer};
 use super::{
-    check_batch, divide_batch, link_sources, msm, Method, RefineMode, ScoreConfig, ScoreResult,
-    Subset, Timing,
+    check_batch, divide_batch, link_sources, msm, KnownTables, Method, RefineMode, ScoreConfig,
+    ScoreResult, Subset, Timing,
 };
 use crate::knn::{DistTable, KnnPlan, PackedView};
 use crate::progress::Progress;
@@ -23,22 +23,59 @@ pub fn score_batch(
     config: &ScoreConfig,
     progress: &Progress,
 ) -> Result<ScoreResult> {
+    score_batch_with(sets, config, progress, None)
+}
+
+/// [`score_batch`], with the distances among the `known` cases taken from their stored tables instead of
+/// being computed (a healthy bank's, [`crate::bank`]); every other pair is computed. The result is the
+/// same as `score_batch` on the same batch: each pair's minima do not depend on the other cases.
+pub fn score_batch_with(
+    sets: &[TokenSet],
+    config: &ScoreConfig,
+    progress: &Progress,
+    known: Option<&KnownTables>,
+) -> Result<ScoreResult> {
     let n = sets.len();
     check_batch(config, n, sets.first().map_or(0, TokenSet::n_views))?;
+    check_same_grid(sets, config)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads)
         .build()
         .map_err(|e| Error::internal(format!("cannot start the worker threads: {e}")))?;
     if config.divide <= 1 {
-        return pool.install(|| score_batch_inner(sets, config, progress));
+        return pool.install(|| score_batch_inner(sets, config, progress, known));
+    }
+    if known.is_some() {
+        return Err(Error::bad_argument(
+            "--divide",
+            "subset division scores parts of the batch on their own, which a stored bank's tables do not \
+             describe: drop --divide with --bank",
+        ));
     }
     let parts = divide_batch(n, config.divide, config.seed);
     let mut results = Vec::with_capacity(parts.len());
     for part in &parts {
         let subset: Vec<TokenSet> = part.iter().map(|&a| sets[a].clone()).collect();
-        results.push(pool.install(|| score_batch_inner(&subset, config, progress))?);
+        results.push(pool.install(|| score_batch_inner(&subset, config, progress, None))?);
     }
     Ok(merge_parts(n, parts, results))
+}
+
+/// The window search compares grid positions across cases, so it needs every case on the same grid.
+fn check_same_grid(sets: &[TokenSet], config: &ScoreConfig) -> Result<()> {
+    if config.search != super::SearchKind::Window {
+        return Ok(());
+    }
+    match sets.iter().find(|s| s.grid != sets[0].grid) {
+        Some(other) => Err(Error::bad_argument(
+            "--search",
+            format!(
+                "window needs every case on one token grid: {} has {:?}, {} has {:?}",
+                sets[0].name, sets[0].grid, other.name, other.grid
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Puts the results of the parts back into batch order.
@@ -133,6 +170,8 @@ fn merge_parts(n: usize, parts: Vec<Vec<usize>>, results: Vec<ScoreResult>) -> S
 /// similarity-scaling growth rates and MSM scores are added, and the kernel's work is counted.
 struct Pass<'a> {
     sets: &'a [TokenSet],
+    /// Stored tables of some of the cases, used instead of computing their pairs.
+    known: Option<&'a KnownTables<'a>>,
     config: &'a ScoreConfig,
     plan: KnnPlan,
     /// The MSM `k`.
@@ -145,8 +184,6 @@ struct Pass<'a> {
     timings: Vec<Timing>,
     kernel_seconds: f64,
     pairs_compared: f64,
-    /// Token pairs one view's table compares.
-    pairs_per_view: f64,
 }
 
 impl Pass<'_> {
@@ -155,19 +192,57 @@ impl Pass<'_> {
     }
 
     /// The packed tokens and the distance table of view `v`.
-    fn compute_view(&mut self, v: usize) -> (PackedView, DistTable) {
+    fn compute_view(&mut self, v: usize) -> Result<(PackedView, DistTable)> {
         let t = std::time::Instant::now();
-        let view = PackedView::pack(self.sets, v, |a, p| self.active(a, p));
+        let view = match self.known {
+            None => PackedView::pack(self.sets, v, |a, p| self.active(a, p)),
+            Some(known) => {
+                let mut member = vec![None; self.sets.len()];
+                for (s, &a) in known.members.iter().enumerate() {
+                    member[a] = Some(s);
+                }
+                PackedView::pack_with(
+                    self.sets,
+                    v,
+                    |a, p| self.active(a, p),
+                    |a| member[a].map(|s| known.packed[s].index_axis(ndarray::Axis(0), v)),
+                )
+                .map_err(|problem| Error::BadBatch {
+                    path: known.source.clone(),
+                    problem: format!("view {v}: {problem}"),
+                })?
+            }
+        };
         let bar = &self.bar;
-        let table = DistTable::compute(&view, self.plan, &|| bar.inc(1));
+        let search = self.config.knn_search();
+        let table = match self.known {
+            None => DistTable::compute(&view, self.plan, search, &|| bar.inc(1)),
+            Some(known) => {
+                let stored = (known.load)(v)?;
+                let mut table = DistTable::compute_pairs(
+                    &view,
+                    self.plan,
+                    search,
+                    &known.missing_pairs(self.sets.len()),
+                    &|| bar.inc(1),
+                );
+                table
+                    .fill_from(&stored, &known.members)
+                    .map_err(|problem| Error::BadBatch {
+                        path: known.source.clone(),
+                        problem: format!("view {v}: {problem}"),
+                    })?;
+                table
+            }
+        };
         let secs = t.elapsed().as_secs_f64();
         self.kernel_seconds += secs;
-        self.pairs_compared += self.pairs_per_view;
+        self.pairs_compared += table.compared as f64;
         self.timings.push(Timing {
             stage: format!("distances view {v}"),
             seconds: secs,
         });
-        (view, table)
+        Ok((view, table))
     }
 
     /// Adds a table's growth rates to the similarity-scaling curve.
@@ -200,11 +275,11 @@ impl Pass<'_> {
         &mut self,
         graph_views: &[usize],
         excluded: &mut [Vec<bool>],
-    ) -> (GraphReport, PackedView) {
+    ) -> Result<(GraphReport, PackedView)> {
         let mut views = Vec::new();
         let mut tables = Vec::new();
         for &v in graph_views {
-            let (view, table) = self.compute_view(v);
+            let (view, table) = self.compute_view(v)?;
             self.add_taus(&table);
             views.push(view);
             tables.push(table);
@@ -231,10 +306,10 @@ impl Pass<'_> {
             self.add_scores(table, v);
         }
         drop(tables);
-        (
+        Ok((
             report,
             views.into_iter().next().expect("at least one graph view"),
-        )
+        ))
     }
 }
 
@@ -261,6 +336,7 @@ fn graph_params(config: &ScoreConfig, n: usize, k: usize) -> GraphParams {
             epsilon: 1e-12,
             distance: config.distance,
             recompute: config.refine_mode == RefineMode::Exact,
+            search: config.knn_search(),
         },
         distance: config.distance,
     }
@@ -316,6 +392,7 @@ fn score_batch_inner(
     sets: &[TokenSet],
     config: &ScoreConfig,
     progress: &Progress,
+    known: Option<&KnownTables>,
 ) -> Result<ScoreResult> {
     let n = sets.len();
     // `score_batch` has run `check_batch` (the graph views among them) on the whole batch.
@@ -331,9 +408,13 @@ fn score_batch_inner(
     let graph_views = graph_views_of(config, n_views);
     let (plan, memory_estimate) = memory_plan(config, n, dim, &active_counts, graph_views.len())?;
     let k = msm::top_k(config.alpha(), n);
-    let pair_count = (n * (n - 1) / 2) as u64;
+    let pair_count = match known {
+        None => n * (n - 1) / 2,
+        Some(known) => known.missing_pairs(n).len(),
+    } as u64;
     let mut pass = Pass {
         sets,
+        known,
         config,
         plan,
         k,
@@ -344,10 +425,9 @@ fn score_batch_inner(
         timings: Vec::new(),
         kernel_seconds: 0.0,
         pairs_compared: 0.0,
-        pairs_per_view: pairs_per_view(&active_counts),
     };
     let mut excluded: Vec<Vec<bool>> = vec![vec![false; m]; n];
-    let (graph_report, layout) = pass.score_views(&graph_views, &mut excluded);
+    let (graph_report, layout) = pass.score_views(&graph_views, &mut excluded)?;
     let (scaling, timing) = scaling_curve(
         pass.taus,
         pass.tau_seconds,
@@ -378,16 +458,6 @@ fn score_batch_inner(
     })
 }
 
-/// Token pairs one view's table compares: pairs of active tokens of different cases.
-fn pairs_per_view(active_counts: &[usize]) -> f64 {
-    let sum_sq: f64 = active_counts.iter().map(|&c| c as f64).sum::<f64>().powi(2)
-        - active_counts
-            .iter()
-            .map(|&c| (c as f64).powi(2))
-            .sum::<f64>();
-    sum_sq / 2.0
-}
-
 /// Per case, the positions excluded by the graph stage.
 fn excluded_positions(excluded: &[Vec<bool>]) -> Vec<Vec<u32>> {
     excluded
@@ -404,30 +474,30 @@ impl Pass<'_> {
         &mut self,
         graph_views: &[usize],
         excluded: &mut [Vec<bool>],
-    ) -> (Option<GraphReport>, PackedView) {
+    ) -> Result<(Option<GraphReport>, PackedView)> {
         let config = self.config;
         let n_views = self.sets[0].tokens.dim().0;
         let mut graph_report = None;
         let mut layout: Option<PackedView> = None;
         if config.method == Method::Codegraph {
-            let (report, first) = self.graph_stage(graph_views, excluded);
+            let (report, first) = self.graph_stage(graph_views, excluded)?;
             graph_report = Some(report);
             layout = Some(first);
         }
         let recompute = config.refine_mode == RefineMode::Exact;
         let any_excluded = excluded.iter().any(|e| e.iter().any(|&x| x));
         for v in (0..n_views).filter(|v| !graph_views.contains(v)) {
-            let (view, mut table) = self.compute_view(v);
+            let (view, mut table) = self.compute_view(v)?;
             self.add_taus(&table);
             if any_excluded {
-                table.refine(&view, excluded, recompute);
+                table.refine(&view, excluded, recompute, config.knn_search());
             }
             self.add_scores(&table, v);
             layout.get_or_insert(view);
         }
         self.bar.finish_and_clear();
         let layout = layout.expect("at least one view was scored");
-        (graph_report, layout)
+        Ok((graph_report, layout))
     }
 }
 

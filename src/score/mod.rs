@@ -11,9 +11,14 @@
 //!
 //! The similarity-scaling curve ([`scaling`]) is taken from the first-pass tables at no extra distance
 //! work; its per-token buffer (`rows × (N−2) × 4` bytes) is counted in the estimate.
+//!
+//! Search: `--search exact` compares every active token of the other cases; `--search window --radius R`
+//! only those within `R` grid steps ([`crate::knn::Search`]), for registered volumes; every stage after the
+//! tables (MSM, the graph, the refinement) is the same. With [`score_batch_with`] the tables of a healthy
+//! bank ([`crate::bank`]) fill the pairs among its cases, and only the other pairs are computed.
 
 mod batch;
-pub use batch::score_batch;
+pub use batch::{score_batch, score_batch_with};
 pub mod codegraph;
 pub mod msm;
 pub mod scaling;
@@ -47,7 +52,18 @@ pub enum RefineMode {
     Invalidate,
 }
 
+/// How the nearest token of another case is searched (ALGORITHM.md §5; `--search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SearchKind {
+    /// Every active token of the other case.
+    Exact,
+    /// Only the tokens within `--radius` grid steps (Chebyshev) of the query's position.
+    Window,
+}
+
 crate::settings::choice_setting!(Method, ["codegraph", "musc"]);
+crate::settings::choice_setting!(SearchKind, ["exact", "window"]);
 crate::settings::choice_setting!(RefineMode, ["exact", "invalidate"]);
 crate::settings::choice_setting!(Distance, ["euclidean", "squared"]);
 crate::settings::choice_setting!(OutlierRule, ["tukey", "top-densest"]);
@@ -68,6 +84,12 @@ crate::settings::declare_settings! {
         alpha_codegraph: f64 = 0.1, check = fraction;
         /// Distance in the mutual similarity vectors (§11 row 8, Q1).
         distance: Distance = Distance::Euclidean;
+        /// Nearest-token search: exact = every active token of every other case; window = only the
+        /// tokens of other cases within --radius grid steps (Chebyshev, in every axis) of the token's own
+        /// position, for volumes registered to one atlas (at 224³ a step is 14 voxels). Volumes only.
+        search: SearchKind = SearchKind::Exact;
+        /// Window half-width in token-grid steps for --search window (1 = a 3³ window, 2 = 5³).
+        radius: usize = 2, check = at_least_one;
         /// Reference rank ratio ρ: r_ref = floor(ρ·N), clamped to [2, N−1] (§11 row 19).
         reference_ratio: f64 = 0.3, check = fraction;
         /// Exponent β of the weighted endurance ratio ζ·m̄^(−β) (§11 row 21).
@@ -136,6 +158,16 @@ crate::settings::declare_settings! {
 }
 
 impl ScoreConfig {
+    /// The search of the distance tables.
+    pub fn knn_search(&self) -> crate::knn::Search {
+        match self.search {
+            SearchKind::Exact => crate::knn::Search::Exact,
+            SearchKind::Window => crate::knn::Search::Window {
+                radius: self.radius,
+            },
+        }
+    }
+
     /// The MSM fraction of the chosen method.
     pub fn alpha(&self) -> f64 {
         match self.method {
@@ -179,6 +211,33 @@ pub struct ScoreResult {
     pub kernel_seconds: f64,
     /// Mean similarity growth rate per rank, normal vs CoDeGraph-excluded tokens ([`scaling`]).
     pub scaling: ScalingCurve,
+}
+
+/// Distance tables already computed among some of a batch's cases (a healthy bank's): their pairs are
+/// read instead of computed ([`score_batch_with`]).
+pub struct KnownTables<'a> {
+    /// Batch indices of the cases the tables cover, ascending (collection `i` of a stored table is batch
+    /// case `members[i]`, so every stored pair keeps its orientation).
+    pub members: Vec<usize>,
+    /// Where the tables come from (named in errors).
+    pub source: std::path::PathBuf,
+    /// The stored table of view `v`, over the members only.
+    pub load: &'a (dyn Fn(usize) -> Result<crate::knn::DistTable> + Sync),
+    /// Each member's active tokens `[L, R, D]` (the rows packed from instead of its token set's, which
+    /// may hold nothing: see [`crate::bank`]).
+    pub packed: &'a [ndarray::Array3<f32>],
+}
+
+impl KnownTables<'_> {
+    /// The pairs `(a, b)`, `a < b`, of a batch of `n` cases that the stored tables do not hold.
+    pub fn missing_pairs(&self, n: usize) -> Vec<(usize, usize)> {
+        let mut member = vec![false; n];
+        self.members.iter().for_each(|&m| member[m] = true);
+        (0..n)
+            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+            .filter(|&(a, b)| !(member[a] && member[b]))
+            .collect()
+    }
 }
 
 /// One part of a batch scored on its own (subset division).

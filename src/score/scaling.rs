@@ -63,7 +63,7 @@ impl TauBuffer {
         self.sum
             .par_chunks_mut(width)
             .zip(table.dist.par_chunks(n))
-            .for_each_init(Vec::new, |msv: &mut Vec<f64>, (acc, row)| {
+            .for_each_init(Vec::new, |msv: &mut Vec<u32>, (acc, row)| {
                 row_tau(row, distance, msv, acc);
             });
         self.views += 1;
@@ -101,21 +101,24 @@ impl TauBuffer {
     }
 }
 
-/// Adds `τ_i` of one table row (`+inf` = no entry) to `acc`; undefined ranks make `acc` NaN.
-fn row_tau(row: &[f32], distance: Distance, msv: &mut Vec<f64>, acc: &mut [f32]) {
+/// Adds `τ_i` of one table row (`+inf` = no entry) to `acc`; undefined ranks make `acc` NaN. In f32,
+/// the precision of the stored distances (it runs over every token of every view: f64 logarithms made it
+/// a stage as long as a bank query's distances).
+fn row_tau(row: &[f32], distance: Distance, msv: &mut Vec<u32>, acc: &mut [f32]) {
+    // Distances are ≥ 0, whose IEEE bits sort as unsigned integers in the same order (and faster).
     msv.clear();
     msv.extend(
         row.iter()
             .filter(|v| v.is_finite())
-            .map(|&d| distance.apply(d) as f64),
+            .map(|&d| distance.apply(d).to_bits()),
     );
-    msv.sort_unstable_by(f64::total_cmp);
+    msv.sort_unstable();
     for (i, a) in acc.iter_mut().enumerate() {
         let tau = match (msv.get(i), msv.get(i + 1)) {
-            (Some(&lo), Some(&hi)) if lo > 0.0 => (hi / lo).ln(),
-            _ => f64::NAN,
+            (Some(&lo), Some(&hi)) if lo != 0 => (f32::from_bits(hi) / f32::from_bits(lo)).ln(),
+            _ => f32::NAN,
         };
-        *a += tau as f32;
+        *a += tau;
     }
 }
 

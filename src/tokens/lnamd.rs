@@ -45,7 +45,7 @@ pub fn layer_norm_map(tokens: ArrayView2<f32>) -> Array2<f32> {
 
 /// Checks the grid and the degree shared by [`box_mean`] and [`lnamd`].
 fn check(m: usize, grid: (usize, usize), r: usize) -> Result<()> {
-    if r == 0 || r % 2 == 0 {
+    if r == 0 || r.is_multiple_of(2) {
         return Err(Error::bad_argument(
             "LNAMD degree r",
             format!("r must be odd and at least 1, got {r}"),

@@ -89,6 +89,7 @@ fn scaling_plot_draws_both_curves_and_survives_an_empty_curve() {
         offsets: vec![0, 4],
         arg: vec![crate::knn::NO_TOKEN; 4 * n],
         dist,
+        compared: 0,
     };
     let mut buf = TauBuffer::new(4, n);
     buf.add_table(&table, crate::score::msm::Distance::Euclidean);

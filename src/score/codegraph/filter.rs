@@ -77,6 +77,8 @@ pub struct FilterParams {
     pub distance: Distance,
     /// `true`: refine mode `exact`; `false`: `invalidate`.
     pub recompute: bool,
+    /// The search the tables were made with (the refinement searches the same way).
+    pub search: crate::knn::Search,
 }
 
 /// Algorithm 2 over the outlier communities, densest first. `excluded[a][p]` is filled in; the tables are
@@ -140,7 +142,7 @@ pub fn targeted_filtering(
             }
         }
         for (table, view) in tables.iter_mut().zip(views) {
-            table.refine(view, excluded, params.recompute);
+            table.refine(view, excluded, params.recompute, params.search);
         }
         report.push(CommunityFilter {
             members: members.clone(),

@@ -39,41 +39,44 @@ pub fn graph_msv(
     let rows: Vec<u32> = (0..eligible.len() as u32)
         .filter(|&r| eligible[r as usize])
         .collect();
-    let per_row: Vec<(Vec<f32>, Vec<u32>)> = rows
-        .par_iter()
-        .map_init(
-            || Vec::<(f32, u32)>::with_capacity(n),
-            |sorted, &row| {
-                let row = row as usize;
-                let mut mean = vec![0f32; r_ref];
-                let mut neigh = vec![0u32; n_layers * r_ref];
-                let mut complete = true;
-                for (l, table) in tables.iter().enumerate() {
-                    sorted.clear();
-                    let d = &table.dist[row * n..(row + 1) * n];
-                    sorted.extend(
-                        d.iter()
-                            .enumerate()
-                            .filter(|(_, v)| v.is_finite())
-                            .map(|(b, &v)| (distance.apply(v), b as u32)),
-                    );
-                    sorted.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-                    if sorted.len() < r_ref {
-                        complete = false;
-                        continue;
+    let per_row: Vec<(Vec<f32>, Vec<u32>)> =
+        rows.par_iter()
+            .map_init(
+                || Vec::<u64>::with_capacity(n),
+                |sorted, &row| {
+                    let row = row as usize;
+                    let mut mean = vec![0f32; r_ref];
+                    let mut neigh = vec![0u32; n_layers * r_ref];
+                    let mut complete = true;
+                    for (l, table) in tables.iter().enumerate() {
+                        sorted.clear();
+                        let d = &table.dist[row * n..(row + 1) * n];
+                        // (distance, case) as one integer: distances are ≥ 0, whose IEEE bits order as
+                        // unsigned integers, so this sorts by distance, then by case, as a pair would.
+                        sorted.extend(d.iter().enumerate().filter(|(_, v)| v.is_finite()).map(
+                            |(b, &v)| ((distance.apply(v).to_bits() as u64) << 32) | b as u64,
+                        ));
+                        if sorted.len() < r_ref {
+                            complete = false;
+                            continue;
+                        }
+                        // Only the r_ref smallest are used: select them, then sort those.
+                        if sorted.len() > r_ref {
+                            sorted.select_nth_unstable(r_ref - 1);
+                        }
+                        sorted[..r_ref].sort_unstable();
+                        for i in 0..r_ref {
+                            mean[i] += f32::from_bits((sorted[i] >> 32) as u32) / n_layers as f32;
+                            neigh[l * r_ref + i] = sorted[i] as u32;
+                        }
                     }
-                    for i in 0..r_ref {
-                        mean[i] += sorted[i].0 / n_layers as f32;
-                        neigh[l * r_ref + i] = sorted[i].1;
+                    if !complete {
+                        mean.iter_mut().for_each(|m| *m = f32::NAN);
                     }
-                }
-                if !complete {
-                    mean.iter_mut().for_each(|m| *m = f32::NAN);
-                }
-                (mean, neigh)
-            },
-        )
-        .collect();
+                    (mean, neigh)
+                },
+            )
+            .collect();
     let mut mean = Vec::with_capacity(rows.len() * r_ref);
     let mut neighbour = Vec::with_capacity(rows.len() * n_layers * r_ref);
     for (m, nb) in per_row {
@@ -97,11 +100,27 @@ pub struct Candidate {
     pub rank: u32,
 }
 
+/// The order of the candidates: ascending key, ties broken by (row, rank) — a total order, so any sort
+/// gives the same sequence.
+fn candidate_order(x: &Candidate, y: &Candidate) -> std::cmp::Ordering {
+    x.key
+        .total_cmp(&y.key)
+        .then(x.e.cmp(&y.e))
+        .then(x.rank.cmp(&y.rank))
+}
+
 /// The weighted endurance ratio `ζ̃_i = (m̄_i / m̄_{r_ref}) · (m̄_i + ε)^{−β}` of every candidate, sorted
 /// ascending with ties broken by (row, rank).
 pub fn candidates(msv: &GraphMsv, beta: f64, epsilon: f64) -> Vec<Candidate> {
+    let mut out = candidate_keys(msv, beta, epsilon);
+    out.par_sort_unstable_by(candidate_order);
+    out
+}
+
+/// [`candidates`] unsorted: [`select_links`] sorts only the prefix it reads.
+pub fn candidate_keys(msv: &GraphMsv, beta: f64, epsilon: f64) -> Vec<Candidate> {
     let r = msv.r_ref;
-    let mut out: Vec<Candidate> = (0..msv.rows.len())
+    let out: Vec<Candidate> = (0..msv.rows.len())
         .into_par_iter()
         .flat_map_iter(|e| {
             let m = &msv.mean[e * r..(e + 1) * r];
@@ -122,13 +141,24 @@ pub fn candidates(msv: &GraphMsv, beta: f64, epsilon: f64) -> Vec<Candidate> {
             })
         })
         .collect();
-    out.par_sort_unstable_by(|x, y| {
-        x.key
-            .total_cmp(&y.key)
-            .then(x.e.cmp(&y.e))
-            .then(x.rank.cmp(&y.rank))
-    });
     out
+}
+
+/// Sorts `cands[done..]` far enough that `cands[..want]` is the sorted prefix of the whole list (given
+/// that `cands[..done]` already is and every later element follows it); returns the new sorted length.
+fn sort_prefix(cands: &mut [Candidate], done: usize, want: usize) -> usize {
+    let want = want.min(cands.len());
+    if want <= done {
+        return done;
+    }
+    // Grow geometrically so that a long selection costs no more than one full sort.
+    let upto = want.max(2 * done).max(1 << 14).min(cands.len());
+    let rest = &mut cands[done..];
+    if upto - done < rest.len() {
+        rest.select_nth_unstable_by(upto - done - 1, candidate_order);
+    }
+    rest[..upto - done].par_sort_unstable_by(candidate_order);
+    upto
 }
 
 /// Result of Algorithm 1.
@@ -145,10 +175,11 @@ pub struct LinkSelection {
     pub coverage: f64,
 }
 
-/// Algorithm 1: add candidate links in batches of `batch` until `coverage_target` of the cases have a
-/// neighbour (or the candidates run out).
+/// Algorithm 1: add candidate links in batches of `batch`, smallest key first ([`candidates`]' order),
+/// until `coverage_target` of the cases have a neighbour (or the candidates run out). `cands` may come
+/// in any order: only the prefix that is read gets sorted (a few thousand of millions, typically).
 pub fn select_links(
-    cands: &[Candidate],
+    cands: &mut [Candidate],
     msv: &GraphMsv,
     row_collection: &[u32],
     n: usize,
@@ -161,8 +192,10 @@ pub fn select_links(
     let mut pos = 0usize;
     let (r, nl) = (msv.r_ref, msv.n_layers);
     let target = coverage_target * n as f64;
+    let mut sorted = 0;
     while (n_cov as f64) < target && pos < cands.len() {
         let end = (pos + batch.max(1)).min(cands.len());
+        sorted = sort_prefix(cands, sorted, end);
         for c in &cands[pos..end] {
             let a = row_collection[msv.rows[c.e as usize] as usize] as usize;
             for l in 0..nl {
@@ -214,12 +247,13 @@ mod tests {
         assert!((k - 0.1 * (0.1f64 + 1e-12).powf(-0.2)).abs() < 1e-6);
         // rows 0..=2 belong to collection 0, rows 3..=5 to collection 1
         let owner = [0, 0, 0, 1, 1, 1];
-        let sel = select_links(&c, &msv, &owner, 4, 0.5, 1);
+        let sel = select_links(&mut c.clone(), &msv, &owner, 4, 0.5, 1);
         // First link: row 5 (collection 1) → rank 1 neighbour 3: covers {1, 3} = 50%.
         assert_eq!(sel.n_selected, 1);
         assert_eq!(sel.weights[4 + 3], 1);
         assert_eq!(sel.weights[3 * 4 + 1], 1);
-        let all = select_links(&c, &msv, &owner, 4, 1.0, 1);
+        let mut reversed: Vec<Candidate> = c.iter().rev().copied().collect();
+        let all = select_links(&mut reversed, &msv, &owner, 4, 1.0, 1);
         assert_eq!(all.n_selected, 3);
         assert_eq!(all.coverage, 1.0);
     }

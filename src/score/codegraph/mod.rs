@@ -73,9 +73,9 @@ pub fn run(
     let mut timings = GraphTimings::default();
     let t = std::time::Instant::now();
     let msv = links::graph_msv(tables, &rows.link_source, params.r_ref, params.distance);
-    let cands = links::candidates(&msv, params.beta, params.epsilon);
+    let mut cands = links::candidate_keys(&msv, params.beta, params.epsilon);
     let selection = links::select_links(
-        &cands,
+        &mut cands,
         &msv,
         &rows.collection,
         n,

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Prints the results table of runs of one batch with different searches (exact, window R = 1, 2, 3):
+the scoring stage's wall time and its ratio to the first run's, the distance kernel's share, patient AUROC,
+voxel AUROC, mean Dice at t* over every case and over the lesion cases, mean voxel AP over the lesion cases,
+and whether the CoDeGraph graph flagged exactly the cohort's recurring cases (truth.json `recurring`), each
+metric's difference from the first run in brackets.
+
+Reads each run's summary.json and graph.json. Standard library only.
+
+Usage: window_table.py --truth TRUTH.json NAME=RUN [NAME=RUN ...]   (the first run is the reference)
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def load(run):
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    graph_path = os.path.join(run, "graph.json")
+    graph = json.load(open(graph_path)) if os.path.exists(graph_path) else None
+    return summary, graph
+
+
+def stage_seconds(summary, prefix):
+    return sum(t["seconds"] for t in summary["timings"] if t["stage"].startswith(prefix))
+
+
+def flagged(graph):
+    if graph is None:
+        return None
+    return sorted(m for c in graph["communities"] if c["outlier"] for m in c["members"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--truth", required=True)
+    ap.add_argument("runs", nargs="+", help="NAME=RUN")
+    a = ap.parse_args()
+    recurring = sorted(json.load(open(a.truth))["recurring"])
+    rows = []
+    for spec in a.runs:
+        name, _, path = spec.partition("=")
+        if not path:
+            print(f"window_table: give NAME=RUN, got {spec!r}", file=sys.stderr)
+            return 2
+        summary, graph = load(path)
+        m = summary["metrics"]
+        rows.append({
+            "name": name,
+            "scoring": sum(t["seconds"] for t in summary["timings"] if t["stage"] == "scoring"),
+            "kernel": stage_seconds(summary, "scoring: distances"),
+            "patient AUROC": m["patient_auroc"],
+            "voxel AUROC": m["voxel_auroc"],
+            "Dice (all)": m["dice_mean"],
+            "Dice (lesion)": m["dice_mean_lesion_cases"],
+            "voxel AP (lesion)": m["voxel_ap_mean_lesion_cases"],
+            "flagged": flagged(graph),
+        })
+    ref = rows[0]
+    metrics = ["patient AUROC", "voxel AUROC", "Dice (all)", "Dice (lesion)", "voxel AP (lesion)"]
+    print("| search | scoring s | × faster | distances s | " + " | ".join(metrics) + " | recurring group found |")
+    print("|---" * (5 + len(metrics)) + "|")
+    for r in rows:
+        cells = [r["name"], f"{r['scoring']:.2f}", f"{ref['scoring'] / r['scoring']:.1f}", f"{r['kernel']:.2f}"]
+        for k in metrics:
+            diff = r[k] - ref[k]
+            cells.append(f"{r[k]:.3f}" + ("" if r is ref else f" ({diff:+.3f})"))
+        f = r["flagged"]
+        cells.append("–" if f is None else ("yes" if f == recurring else f"no ({len(f)} flagged)"))
+        print("| " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

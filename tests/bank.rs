@@ -382,3 +382,25 @@ fn a_damaged_bank_or_a_foreign_query_is_refused_naming_the_file() {
         "-q",
     ]));
 }
+
+#[test]
+fn a_bank_with_volumes_instead_of_token_files_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = run_mri_ad(&[
+        "score",
+        "--bank",
+        s(dir.path()),
+        "--query",
+        s(dir.path()),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--bank") && stderr(&o).contains("--tokens"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}

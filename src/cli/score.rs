@@ -84,6 +84,14 @@ fn score_settings() -> Vec<&'static [crate::settings::Setting]> {
 
 /// Runs `mri-ad score`: on volumes (`--query`) or on token files (`--tokens`).
 pub fn run(args: ScoreArgs) -> Result<()> {
+    if args.bank.is_some() && args.tokens.is_none() {
+        return Err(Error::bad_argument(
+            "--bank",
+            "scores token files against the bank: give the new cases as --tokens DIR (made by `mri-ad \
+             extract` with the bank's settings, README \"A healthy bank\"); volumes with --query are not \
+             scored against a bank yet",
+        ));
+    }
     let mut file = ConfigFile::read(args.scoring.config.as_deref())?;
     let config = file.take(&args.scoring.given)?;
     match (&args.tokens, &args.inputs.query) {

@@ -1151,3 +1151,91 @@ fn a_second_run_into_a_folder_in_use_is_refused_at_once() {
     let log = cohort.run(&shared, &[]);
     assert!(log.contains("taking over the lock of process"), "{log}");
 }
+
+#[test]
+fn extract_with_a_bank_prepares_new_volumes_as_the_banks_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let cohort = TinyCohort::new(dir.path(), 4, 10..12, "28");
+    let model = s(&cohort.model);
+    let extract = |input: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec!["extract", "--input", s(input), "--out", s(out), "--quiet"];
+        args.extend_from_slice(extra);
+        run_mri_ad(&args)
+    };
+    let (bank_tokens, bank) = (dir.path().join("ht"), dir.path().join("bank"));
+    ok(&extract(
+        &cohort.healthy,
+        &bank_tokens,
+        &tiny_backbone(model, cohort.size),
+    ));
+    ok(&run_mri_ad(&[
+        "bank",
+        "--tokens",
+        s(&bank_tokens),
+        "--out",
+        s(&bank),
+        "-q",
+    ]));
+    let with_bank = ["--bank", s(&bank), "--model", model, "--device", "cpu"];
+    // A bank case extracted alone with --bank gets exactly the bank's tokens (same space, same Nyúl).
+    let one = dir.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::copy(cohort.healthy.join("h1.nii.gz"), one.join("h1.nii.gz")).unwrap();
+    let one_tokens = dir.path().join("one-tokens");
+    ok(&extract(&one, &one_tokens, &with_bank));
+    assert_eq!(
+        read_tokens(&one_tokens.join("h1.tokens.npz")),
+        read_tokens(&bank_tokens.join("h1.tokens.npz"))
+    );
+    // New cases extracted with --bank are accepted by score --bank...
+    let (query_tokens, run) = (dir.path().join("qt"), dir.path().join("run"));
+    ok(&extract(&cohort.query, &query_tokens, &with_bank));
+    ok(&run_mri_ad(&[
+        "score",
+        "--bank",
+        s(&bank),
+        "--tokens",
+        s(&query_tokens),
+        "--out",
+        s(&run),
+        "-q",
+    ]));
+    // ...while the same cases extracted on their own (their own batch box and Nyúl) are refused.
+    let own = dir.path().join("own");
+    ok(&extract(
+        &cohort.query,
+        &own,
+        &tiny_backbone(model, cohort.size),
+    ));
+    let o = run_mri_ad(&[
+        "score",
+        "--bank",
+        s(&bank),
+        "--tokens",
+        s(&own),
+        "--out",
+        s(&dir.path().join("r2")),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`preprocessing`"), "{}", stderr(&o));
+    // The bank sets the preparation: a flag for it, or another model, is refused naming the flag.
+    let o = extract(
+        &cohort.query,
+        &dir.path().join("x"),
+        &[&with_bank[..], &["--size", "56"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--size"), "{}", stderr(&o));
+    let other = tiny_model(1);
+    let o = extract(
+        &cohort.query,
+        &dir.path().join("y"),
+        &["--bank", s(&bank), "--model", s(&other)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--model") && stderr(&o).contains("SHA-256"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -19,7 +19,11 @@
 //! seed, size, tokenizer, void rule and preprocessing) and the search (`--search`, `--radius`,
 //! `--keep-void`) the tables were made with.
 //!
-//! Scoring ([`Bank::open`], [`Bank::known_tables`]): the batch is the bank's cases and the query cases,
+//! New volumes ([`Bank::volume_preparation`], `extract --bank`): the sidecars' preparation holds
+//! everything needed to prepare them as the bank's were (token settings, crop, the world space of
+//! `--crop batch`, the Nyúl landmarks); a bank case prepared again this way gives bitwise its tokens.
+//!
+//! Scoring ([`Bank::open`], [`Bank::token_sets`], [`Bank::load_table`]): the batch is the bank's cases and the query cases,
 //! sorted by case id, exactly as `score --tokens` sorts one folder holding all their token files; the
 //! stored tables fill every bank-vs-bank entry and only the pairs with a query case are computed. Each
 //! pair's minima depend on that pair alone, so the result equals that `score --tokens` run.
@@ -716,6 +720,65 @@ impl Bank {
             dist: dist.into_raw_vec_and_offset().0,
             arg: arg.into_raw_vec_and_offset().0,
             compared: 0,
+        })
+    }
+}
+
+/// What `extract --bank` needs to prepare new volumes exactly as the bank's were: the token settings
+/// and the preprocessing (the crop, the world space of `--crop batch`, the Nyúl landmarks).
+#[derive(Debug, Clone)]
+pub struct VolumePreparation {
+    pub model_sha256: String,
+    pub layers: Vec<usize>,
+    pub proj_dim: usize,
+    pub seed: u64,
+    pub void_threshold: f64,
+    pub size: usize,
+    pub margin: usize,
+    pub crop: crate::volume::CropMode,
+    pub space: Option<crate::volume::space::BatchSpace>,
+    pub nyul: crate::volume::nyul::NyulModel,
+}
+
+impl Bank {
+    /// The preparation of the bank's volumes, from its token files' sidecars; refused (naming
+    /// bank.json) for a bank made from token files without them, or from `.npy` cubes.
+    pub fn volume_preparation(&self) -> Result<VolumePreparation> {
+        let path = self.dir.join(MANIFEST);
+        let prep = &self.manifest.preparation;
+        let missing = |what: &str| {
+            Error::bad_input(
+                &path,
+                format!(
+                    "this bank does not record {what} (its token files had no sidecar from `mri-ad \
+                     extract` on NIfTI volumes), so new volumes cannot be prepared as its were"
+                ),
+            )
+        };
+        let field = |key: &str| prep.get(key).ok_or_else(|| missing(key));
+        fn parse<T: serde::de::DeserializeOwned>(path: &Path, key: &str, v: &Value) -> Result<T> {
+            serde_json::from_value(v.clone())
+                .map_err(|e| Error::bad_input(path, format!("`preparation.{key}`: {e}")))
+        }
+        let pre = field("preprocessing")?;
+        if pre.get("source").and_then(Value::as_str) != Some("nifti") {
+            return Err(missing("the preprocessing of NIfTI volumes"));
+        }
+        let sub = |key: &str| {
+            pre.get(key)
+                .ok_or_else(|| missing(&format!("preprocessing.{key}")))
+        };
+        Ok(VolumePreparation {
+            model_sha256: parse(&path, "model_sha256", field("model_sha256")?)?,
+            layers: parse(&path, "layers", field("layers")?)?,
+            proj_dim: parse(&path, "proj_dim", field("proj_dim")?)?,
+            seed: parse(&path, "seed", field("seed")?)?,
+            void_threshold: parse(&path, "void_threshold", field("void_threshold")?)?,
+            size: parse(&path, "size", field("size")?)?,
+            margin: parse(&path, "preprocessing.margin", sub("margin")?)?,
+            crop: parse(&path, "preprocessing.crop", sub("crop")?)?,
+            space: parse(&path, "preprocessing.space", sub("space")?)?,
+            nyul: parse(&path, "preprocessing.nyul", sub("nyul")?)?,
         })
     }
 }

@@ -39,6 +39,12 @@ pub struct ExtractArgs {
     pub seed: u64,
     #[command(flatten)]
     pub volume: super::VolumeArgs,
+    /// Prepare the volumes exactly as a healthy bank's were (`mri-ad bank`), for `score --bank`: the token
+    /// settings (--layers, --proj-dim, --seed, --void-threshold, --size), the crop, the batch's world space
+    /// and the Nyúl landmarks come from the bank instead of flags or the folder; --model must be the
+    /// bank's model (by SHA-256).
+    #[arg(long, value_name = "BANK", conflicts_with = "save_nyul")]
+    pub bank: Option<PathBuf>,
     /// Also write the projection matrix [d', D] as .npy (for checks outside mri-ad).
     #[arg(long, value_name = "FILE")]
     pub save_projection: Option<PathBuf>,
@@ -54,14 +60,29 @@ impl ExtractArgs {
             None => Shard::ALL,
         };
         let runtime = self.volume.runtime.settings()?;
-        let volume: VolumeSettings = self.volume.volume.settings()?;
-        let cube: CubeSettings = self.volume.cube.settings()?;
+        let mut volume: VolumeSettings = self.volume.volume.settings()?;
+        let mut cube: CubeSettings = self.volume.cube.settings()?;
+        let mut seed = self.seed;
+        let mut fixed = None;
+        if let Some(dir) = &self.bank {
+            let prep = crate::bank::Bank::open(dir)?.volume_preparation()?;
+            self.refuse_flags_the_bank_sets(&prep)?;
+            check_model(&runtime.model, &prep.model_sha256, dir)?;
+            volume.layers = prep.layers.clone();
+            volume.proj_dim = prep.proj_dim;
+            volume.void_threshold = prep.void_threshold;
+            cube.size = prep.size;
+            cube.margin = prep.margin;
+            cube.crop = prep.crop;
+            seed = prep.seed;
+            fixed = Some((prep.space, prep.nyul));
+        }
         let mut cfg = volume.extract_config(
             &cube,
             &runtime,
             self.out.clone(),
             shard,
-            (self.threads, self.seed),
+            (self.threads, seed),
             RunOptions {
                 force: self.common.force,
                 progress: self.common.progress(),
@@ -75,9 +96,51 @@ impl ExtractArgs {
             nyul: volume.nyul.clone(),
             save_nyul: self.save_nyul.clone(),
             preprocess: cube.preprocess(),
+            fixed,
         };
         Ok((cfg, folder))
     }
+
+    /// With `--bank`, the preparation flags are the bank's: one given on the command line is refused
+    /// (a different value would make tokens the bank refuses; the same one is redundant).
+    fn refuse_flags_the_bank_sets(&self, prep: &crate::bank::VolumePreparation) -> Result<()> {
+        let mut given: Vec<String> = self
+            .volume
+            .volume
+            .flags()
+            .into_iter()
+            .chain(self.volume.cube.flags())
+            .filter(|f| f != "--batch")
+            .collect();
+        if self.seed != prep.seed && self.seed != 0 {
+            given.push("--seed".into());
+        }
+        if given.is_empty() {
+            return Ok(());
+        }
+        Err(crate::Error::bad_argument(
+            given.join(", "),
+            "--bank sets the token settings, the crop, the world space and the Nyúl landmarks from the \
+             bank: drop these flags",
+        ))
+    }
+}
+
+/// Refuses a model other than the bank's (by SHA-256), naming `--model`.
+fn check_model(model: &std::path::Path, bank_sha256: &str, bank: &std::path::Path) -> Result<()> {
+    let sha = crate::formats::hash::sha256_file(model)?;
+    if sha == bank_sha256 {
+        return Ok(());
+    }
+    Err(crate::Error::bad_argument(
+        "--model",
+        format!(
+            "{} has SHA-256 {sha}, the bank {} was made with the model of SHA-256 {bank_sha256}: give \
+             that model",
+            model.display(),
+            bank.display()
+        ),
+    ))
 }
 
 /// Runs `mri-ad extract`.

@@ -27,7 +27,7 @@
 use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
 
-mod window;
+pub mod window;
 
 /// Which tokens of another collection a query token is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -195,6 +195,58 @@ impl NiftiCubes {
         })
     }
 
+    /// The volumes of `dir` prepared in a given world space (`None`: `--crop volume`) with given Nyúl
+    /// landmarks (a healthy bank's): nothing is planned or learned from the folder. Every volume is read
+    /// once first; one that is evidently not skull-stripped (without a mask), or that cannot be placed in
+    /// the space, is refused naming its file. Placement only: whether a brain lies inside the space's box
+    /// is not checked (the bank's box is the union of its volumes' brains plus the margin).
+    pub fn in_space(
+        dir: &Path,
+        masks: Option<&Path>,
+        config: PreprocessConfig,
+        space: Option<crate::volume::space::BatchSpace>,
+        nyul: NyulModel,
+        progress: &Progress,
+    ) -> Result<Self> {
+        let found = discover::discover(dir, None)?;
+        let mask_files = match masks {
+            Some(mdir) => discover::pair_masks(mdir, &found)?,
+            None => Default::default(),
+        };
+        let cases: Vec<CaseInput> = found
+            .cases
+            .iter()
+            .map(|c| CaseInput {
+                mask: mask_files.get(&c.id).cloned(),
+                ..CaseInput::new(c.id.clone(), c.image.clone())
+            })
+            .collect();
+        let files: Vec<_> = cases.iter().map(CaseInput::files).collect();
+        let mut preprocessor = Preprocessor::new(config)?;
+        let surveys = preprocessor.survey_all(&files, 1, progress)?;
+        for s in &surveys {
+            if let Some(why) = crate::volume::space::not_skull_stripped(s) {
+                return Err(Error::bad_input(&s.path, why));
+            }
+            if let Some(space) = &space {
+                if space.placement(&s.grid).is_none() {
+                    return Err(Error::bad_input(
+                        &s.path,
+                        "cannot be placed in the bank's world space (its affine is singular)",
+                    ));
+                }
+            }
+        }
+        if let Some(space) = space {
+            preprocessor = preprocessor.with_space(space);
+        }
+        Ok(NiftiCubes {
+            cases,
+            preprocessor,
+            nyul,
+        })
+    }
+
     /// A source over given cases with a given preprocessor (with its batch space, if any) and Nyúl
     /// model (the pipeline learns both on the batch).
     pub fn from_cases(cases: Vec<CaseInput>, preprocessor: Preprocessor, nyul: NyulModel) -> Self {
@@ -264,6 +316,9 @@ pub struct ExtractFolder {
     /// Where to write the landmarks in use.
     pub save_nyul: Option<PathBuf>,
     pub preprocess: PreprocessConfig,
+    /// A healthy bank's world space (with `--crop batch`) and Nyúl landmarks, used instead of planning
+    /// and learning them from the folder (`extract --bank`).
+    pub fixed: Option<(Option<crate::volume::space::BatchSpace>, NyulModel)>,
 }
 
 /// `extract` on a folder: the `.npy` cubes as they are, or the NIfTI volumes preprocessed (masks, Nyúl
@@ -288,8 +343,19 @@ pub fn extract_folder(
         }
         return crate::extract::run(cfg, &NpyCubes::new(&folder.input));
     }
-    let nyul = folder.nyul.as_deref().map(NyulModel::load).transpose()?;
     let progress = Progress::new(cfg.progress);
+    if let Some((space, nyul)) = &folder.fixed {
+        let source = NiftiCubes::in_space(
+            &folder.input,
+            folder.masks.as_deref(),
+            folder.preprocess.clone(),
+            space.clone(),
+            nyul.clone(),
+            &progress,
+        )?;
+        return crate::extract::run(cfg, &source);
+    }
+    let nyul = folder.nyul.as_deref().map(NyulModel::load).transpose()?;
     let source = NiftiCubes::new(
         &folder.input,
         folder.masks.as_deref(),

@@ -404,3 +404,95 @@ fn a_bank_with_volumes_instead_of_token_files_is_refused_naming_the_flag() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn a_stopped_bank_build_is_replaced_with_force_and_other_folders_never() {
+    let split = Split::new(2);
+    let (input, bank) = (split.path("bank-in"), split.path("bank"));
+    ok(&run_mri_ad(&[
+        "bank",
+        "--tokens",
+        s(&input),
+        "--out",
+        s(&bank),
+        "-q",
+    ]));
+    // what a build stopped before its manifest leaves
+    std::fs::remove_file(bank.join("bank.json")).unwrap();
+    let o = run_mri_ad(&["bank", "--tokens", s(&input), "--out", s(&bank), "-q"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unfinished bank") && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&run_mri_ad(&[
+        "bank",
+        "--tokens",
+        s(&input),
+        "--out",
+        s(&bank),
+        "--force",
+        "-q",
+    ]));
+    assert!(bank.join("bank.json").exists());
+    // a folder of anything else is refused even with --force, and left as it was
+    let before = snapshot(&input);
+    let o = run_mri_ad(&[
+        "bank",
+        "--tokens",
+        s(&input),
+        "--out",
+        s(&input),
+        "--force",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(snapshot(&input) == before);
+}
+
+#[test]
+fn flags_that_would_change_nothing_or_cannot_apply_are_refused_before_any_output() {
+    let split = Split::new(2);
+    let bank = split.path("bank");
+    ok(&run_mri_ad(&[
+        "bank",
+        "--tokens",
+        s(&split.path("bank-in")),
+        "--out",
+        s(&bank),
+        "-q",
+    ]));
+    let out = split.path("run");
+    let query = split.path("query");
+    for (extra, flag) in [
+        (&["--divide", "2"][..], "--divide"),
+        (&["--radius", "3"][..], "--radius"),
+    ] {
+        let mut args = vec![
+            "score",
+            "--bank",
+            s(&bank),
+            "--tokens",
+            s(&query),
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        let o = run_mri_ad(&args);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+        assert!(!out.exists(), "{flag}: nothing may be written");
+    }
+    let o = run_mri_ad(&[
+        "bank",
+        "--tokens",
+        s(&query),
+        "--out",
+        s(&split.path("b2")),
+        "--radius",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--radius"), "{}", stderr(&o));
+}

@@ -166,19 +166,21 @@ fn check_preparation(
     reference: &BTreeMap<String, Value>,
     what: &str,
     file: &TokenFile,
+    hint: &str,
 ) -> Result<()> {
     let own = preparation_of(file);
     for key in PREPARATION_KEYS {
         let (want, got) = (reference.get(key), own.get(key));
         if want != got {
-            let show = |v: Option<&Value>| v.map_or("absent".to_string(), compact);
-            return Err(Error::Mismatch {
-                path: tokens::sidecar_path(&file.path),
-                what: format!("the token setting `{key}`"),
-                expected: show(want),
-                actual: show(got),
-                reference: what.to_string(),
-            });
+            let show = |v: Option<&Value>| v.map_or("not recorded".to_string(), compact);
+            return Err(Error::bad_input(
+                tokens::sidecar_path(&file.path),
+                format!(
+                    "the token setting `{key}` is {}, but {what} has {}: {hint}",
+                    show(got),
+                    show(want)
+                ),
+            ));
         }
     }
     Ok(())
@@ -211,7 +213,12 @@ pub fn build(cfg: &BuildConfig) -> Result<Manifest> {
     let preparation = preparation_of(&files[0]);
     let first = files[0].path.display().to_string();
     for f in &files[1..] {
-        check_preparation(&preparation, &first, f)?;
+        check_preparation(
+            &preparation,
+            &first,
+            f,
+            "every token file of a bank must be made with the same settings",
+        )?;
     }
     let sets: Vec<crate::TokenSet> = files.iter().map(|f| f.set.clone()).collect();
     if cfg.score.search == SearchKind::Window {
@@ -271,8 +278,8 @@ pub fn build(cfg: &BuildConfig) -> Result<Manifest> {
     };
     crate::formats::atomic::write_json(&cfg.out.join(MANIFEST), &manifest)?;
     cfg.report.say(format!(
-        "bank of {n} cases ({n_views} views, {:?} search) written to {} in {:.1} s",
-        cfg.score.search,
+        "bank of {n} cases ({n_views} views, {}) written to {} in {:.1} s",
+        describe_search(&manifest.search),
         cfg.out.display(),
         started.elapsed().as_secs_f64()
     ));
@@ -302,17 +309,29 @@ fn prepare_bank_folder(
         Err(_) => Vec::new(),
     };
     if !entries.is_empty() {
-        let is_bank = out.join(MANIFEST).exists();
-        if !force || !is_bank {
+        // A finished bank has bank.json; one whose build was stopped has only the bank's own entries.
+        let finished = out.join(MANIFEST).exists();
+        let banks_own = entries
+            .iter()
+            .all(|e| [MANIFEST, "tokens", "tables"].contains(&e.as_str()) || e.starts_with('.'));
+        if !force || !banks_own {
+            let mut entries = entries.clone();
+            entries.sort();
             return Err(Error::BadOutput {
                 path: out.into(),
-                problem: if is_bank {
-                    "holds a bank already; give --force to replace it, or another --out".into()
-                } else {
-                    format!(
+                problem: match (banks_own, finished) {
+                    (true, true) => {
+                        "holds a bank already; give --force to replace it, or another --out".into()
+                    }
+                    (true, false) => {
+                        "holds an unfinished bank (no bank.json: its build was stopped); \
+                                      give --force to replace it, or another --out"
+                            .into()
+                    }
+                    _ => format!(
                         "is not empty and holds no bank ({}); give a new folder for the bank",
                         crate::messages::first_few(&entries)
-                    )
+                    ),
                 },
             });
         }
@@ -543,15 +562,19 @@ impl Bank {
         if format != Some(FORMAT) {
             return Err(Error::bad_input(
                 &path,
-                format!("not a bank manifest: `format` is {format:?}, expected {FORMAT:?}"),
+                format!(
+                    "not a bank manifest: `format` is {}, expected \"{FORMAT}\"",
+                    format.map_or("missing".to_string(), |f| format!("\"{f}\""))
+                ),
             ));
         }
         if version != Some(VERSION as u64) {
             return Err(Error::bad_input(
                 &path,
                 format!(
-                    "bank format version {version:?}, this mri-ad reads version {VERSION}: rebuild the bank \
-                     with this version's `mri-ad bank`"
+                    "bank format version {}, this mri-ad reads version {VERSION}: rebuild the bank with \
+                     this version's `mri-ad bank`",
+                    version.map_or("missing".to_string(), |v| v.to_string())
                 ),
             ));
         }
@@ -657,7 +680,11 @@ impl Bank {
     pub fn check_query(&self, f: &TokenFile) -> Result<()> {
         self.check_shape(f)?;
         let what = format!("the bank {}", self.dir.join(MANIFEST).display());
-        check_preparation(&self.manifest.preparation, &what, f)
+        let hint = format!(
+            "prepare new cases as the bank's were, with `mri-ad extract --input DIR --out DIR --bank {}`",
+            self.dir.display()
+        );
+        check_preparation(&self.manifest.preparation, &what, f, &hint)
     }
 
     /// Refuses scoring settings that the stored tables do not describe, naming the flag.
@@ -789,9 +816,11 @@ fn describe_search(s: &SearchSettings) -> String {
         (SearchKind::Window, Some(r)) => format!("--search window --radius {r}"),
         _ => "--search exact".to_string(),
     };
-    if s.keep_void {
-        words.push_str(" --keep-void");
-    }
+    words.push_str(if s.keep_void {
+        " --keep-void"
+    } else {
+        " without --keep-void"
+    });
     words
 }
 

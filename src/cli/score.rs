@@ -82,6 +82,19 @@ fn score_settings() -> Vec<&'static [crate::settings::Setting]> {
     all
 }
 
+/// `--radius` on the command line with the exact search would change nothing but the run's recorded
+/// settings (and so refuse a resume without it): refused.
+pub fn refuse_radius_without_window(scoring: &ScoringArgs, config: &ScoreConfig) -> Result<()> {
+    let given = scoring.given.flags();
+    if config.search == crate::score::SearchKind::Exact && given.iter().any(|f| f == "--radius") {
+        return Err(Error::bad_argument(
+            "--radius",
+            "applies to --search window only; drop it, or add --search window",
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `mri-ad score`: on volumes (`--query`) or on token files (`--tokens`).
 pub fn run(args: ScoreArgs) -> Result<()> {
     if args.bank.is_some() && args.tokens.is_none() {
@@ -94,6 +107,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     }
     let mut file = ConfigFile::read(args.scoring.config.as_deref())?;
     let config = file.take(&args.scoring.given)?;
+    refuse_radius_without_window(&args.scoring, &config)?;
     match (&args.tokens, &args.inputs.query) {
         (Some(dir), None) => run_tokens(&args, dir, config, file),
         (None, Some(_)) => run_volumes(&args, config, file),

@@ -68,6 +68,7 @@ impl Score2dArgs {
     pub fn to_config(&self) -> Result<Score2dConfig> {
         let mut file = super::ConfigFile::read(self.scoring.config.as_deref())?;
         let score = file.take(&self.scoring.given)?;
+        super::score::refuse_radius_without_window(&self.scoring, &score)?;
         let runtime = self.runtime.settings()?;
         let volume_keys = file.drop_keys(&super::VOLUME_SETTINGS);
         if let (Some(path), false) = (&file.path, volume_keys.is_empty()) {

@@ -44,6 +44,13 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     if let Some(bank) = &bank {
         bank.check_config(&cfg.score)?;
         refuse_output_in_bank(&cfg.out, &bank.dir)?;
+        if cfg.score.divide > 1 {
+            return Err(Error::bad_argument(
+                "--divide",
+                "subset division scores parts of the batch on their own, which a bank's tables do not \
+                 describe: drop --divide with --bank",
+            ));
+        }
     }
     let (files, members, packed) = read_inputs(cfg, bank.as_ref())?;
     let read_seconds = t.elapsed().as_secs_f64();
@@ -52,13 +59,13 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let say = |msg: String| cfg.report.say(msg);
     let shape = BatchShape::of(&files[0].set);
     say(format!(
-        "scoring {} cases ({} views, {} positions on a {:?} grid, D = {}) with {:?}",
+        "scoring {} cases ({} views, {} positions on a {:?} grid, D = {}) with {}",
         files.len(),
         shape.n_views,
         shape.n_positions,
         shape.grid,
         shape.dim,
-        cfg.score.method
+        format!("{:?}", cfg.score.method).to_lowercase()
     ));
     let providers = tokens::count_providers(
         files
@@ -71,7 +78,12 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let names: Vec<String> = files.iter().map(|f| f.set.name.clone()).collect();
     let groups: Vec<String> = files
         .iter()
-        .map(|f| f.group().unwrap_or("query").to_string())
+        .enumerate()
+        .map(|(i, f)| match f.group() {
+            _ if members.binary_search(&i).is_ok() => "bank".to_string(),
+            Some(g) => g.to_string(),
+            None => "query".to_string(),
+        })
         .collect();
     // Move the token sets out of the files: the tokens are the largest thing in memory.
     let sets: Vec<_> = files.into_iter().map(|f| f.set).collect();

@@ -86,9 +86,11 @@ crate::settings::declare_settings! {
         distance: Distance = Distance::Euclidean;
         /// Nearest-token search: exact = every active token of every other case; window = only the
         /// tokens of other cases within --radius grid steps (Chebyshev, in every axis) of the token's own
-        /// position, for volumes registered to one atlas (at 224³ a step is 14 voxels). Volumes only.
+        /// position, for volumes registered to one atlas (at 224³ a step is 14 voxels); on volumes, token
+        /// files and a bank; score2d refuses it.
         search: SearchKind = SearchKind::Exact;
-        /// Window half-width in token-grid steps for --search window (1 = a 3³ window, 2 = 5³).
+        /// Window half-width in token-grid steps for --search window (1 = a 3³ window, 2 = 5³); refused
+        /// on the command line with --search exact.
         radius: usize = 2, check = at_least_one;
         /// Reference rank ratio ρ: r_ref = floor(ρ·N), clamped to [2, N−1] (§11 row 19).
         reference_ratio: f64 = 0.3, check = fraction;

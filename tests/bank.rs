@@ -76,6 +76,15 @@ impl Split {
     fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
+
+    /// `mri-ad bank` over the bank's cases into `bank/`, with `extra` flags.
+    fn bank(&self, extra: &[&str]) -> PathBuf {
+        let (input, bank) = (self.path("bank-in"), self.path("bank"));
+        let mut args = vec!["bank", "--tokens", s(&input), "--out", s(&bank), "-q"];
+        args.extend_from_slice(extra);
+        ok(&run_mri_ad(&args));
+        bank
+    }
 }
 
 /// Every file of a folder (recursively) with its bytes.
@@ -152,15 +161,7 @@ fn score(args: &[&str]) {
 #[test]
 fn bank_scores_equal_the_batch_run_for_codegraph_and_musc() {
     let split = Split::new(3);
-    let (bank, all, query) = (split.path("bank"), split.path("all"), split.path("query"));
-    ok(&run_mri_ad(&[
-        "bank",
-        "--tokens",
-        s(&split.path("bank-in")),
-        "--out",
-        s(&bank),
-        "--quiet",
-    ]));
+    let (bank, all, query) = (split.bank(&[]), split.path("all"), split.path("query"));
     let before = snapshot(&bank);
     for method in ["codegraph", "musc"] {
         let batch = split.path(&format!("batch-{method}"));
@@ -197,19 +198,7 @@ fn bank_scores_equal_the_batch_run_for_codegraph_and_musc() {
 #[test]
 fn a_window_bank_equals_the_windowed_batch_run_and_refuses_the_exact_search() {
     let split = Split::new(2);
-    let bank = split.path("bank");
-    ok(&run_mri_ad(&[
-        "bank",
-        "--tokens",
-        s(&split.path("bank-in")),
-        "--out",
-        s(&bank),
-        "--search",
-        "window",
-        "--radius",
-        "1",
-        "--quiet",
-    ]));
+    let bank = split.bank(&["--search", "window", "--radius", "1"]);
     let window = ["--search", "window", "--radius", "1"];
     let (all, query) = (split.path("all"), split.path("query"));
     let batch = split.path("batch");
@@ -284,15 +273,7 @@ fn a_damaged_bank_or_a_foreign_query_is_refused_naming_the_file() {
             .unwrap();
         }
     }
-    let bank = split.path("bank");
-    ok(&run_mri_ad(&[
-        "bank",
-        "--tokens",
-        s(&input),
-        "--out",
-        s(&bank),
-        "--quiet",
-    ]));
+    let bank = split.bank(&[]);
     let copy = |name: &str| {
         let to = split.path(name);
         std::fs::create_dir_all(to.join("tokens")).unwrap();
@@ -408,15 +389,7 @@ fn a_bank_with_volumes_instead_of_token_files_is_refused_naming_the_flag() {
 #[test]
 fn a_stopped_bank_build_is_replaced_with_force_and_other_folders_never() {
     let split = Split::new(2);
-    let (input, bank) = (split.path("bank-in"), split.path("bank"));
-    ok(&run_mri_ad(&[
-        "bank",
-        "--tokens",
-        s(&input),
-        "--out",
-        s(&bank),
-        "-q",
-    ]));
+    let (input, bank) = (split.path("bank-in"), split.bank(&[]));
     // what a build stopped before its manifest leaves
     std::fs::remove_file(bank.join("bank.json")).unwrap();
     let o = run_mri_ad(&["bank", "--tokens", s(&input), "--out", s(&bank), "-q"]);
@@ -426,15 +399,7 @@ fn a_stopped_bank_build_is_replaced_with_force_and_other_folders_never() {
         "{}",
         stderr(&o)
     );
-    ok(&run_mri_ad(&[
-        "bank",
-        "--tokens",
-        s(&input),
-        "--out",
-        s(&bank),
-        "--force",
-        "-q",
-    ]));
+    split.bank(&["--force"]);
     assert!(bank.join("bank.json").exists());
     // a folder of anything else is refused even with --force, and left as it was
     let before = snapshot(&input);
@@ -454,15 +419,7 @@ fn a_stopped_bank_build_is_replaced_with_force_and_other_folders_never() {
 #[test]
 fn flags_that_would_change_nothing_or_cannot_apply_are_refused_before_any_output() {
     let split = Split::new(2);
-    let bank = split.path("bank");
-    ok(&run_mri_ad(&[
-        "bank",
-        "--tokens",
-        s(&split.path("bank-in")),
-        "--out",
-        s(&bank),
-        "-q",
-    ]));
+    let bank = split.bank(&[]);
     let out = split.path("run");
     let query = split.path("query");
     for (extra, flag) in [

@@ -341,15 +341,7 @@ fn prepare_bank_folder(
     let lock = crate::run::lock::acquire(out, report)?;
     if force {
         for name in [MANIFEST, "tokens", "tables"] {
-            let path = out.join(name);
-            let removed = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else if path.exists() {
-                std::fs::remove_file(&path)
-            } else {
-                Ok(())
-            };
-            removed.map_err(|e| Error::io(&path, e))?;
+            crate::run::folder::remove_entry(&out.join(name))?;
         }
     }
     Ok(lock)

@@ -147,6 +147,23 @@ impl CubeSource for NpyCubes {
 }
 
 /// NIfTI volumes, preprocessed on the fly (see the module doc).
+/// The volumes of `dir` (with their brain masks in `masks`, paired by the layout's mask patterns).
+fn folder_cases(dir: &Path, masks: Option<&Path>) -> Result<Vec<CaseInput>> {
+    let found = discover::discover(dir, None)?;
+    let mask_files = match masks {
+        Some(mdir) => discover::pair_masks(mdir, &found)?,
+        None => Default::default(),
+    };
+    Ok(found
+        .cases
+        .iter()
+        .map(|c| CaseInput {
+            mask: mask_files.get(&c.id).cloned(),
+            ..CaseInput::new(c.id.clone(), c.image.clone())
+        })
+        .collect())
+}
+
 #[derive(Debug, Clone)]
 pub struct NiftiCubes {
     cases: Vec<CaseInput>,
@@ -168,19 +185,7 @@ impl NiftiCubes {
         nyul: Option<NyulModel>,
         progress: &Progress,
     ) -> Result<Self> {
-        let found = discover::discover(dir, None)?;
-        let mask_files = match masks {
-            Some(mdir) => discover::pair_masks(mdir, &found)?,
-            None => Default::default(),
-        };
-        let cases: Vec<CaseInput> = found
-            .cases
-            .iter()
-            .map(|c| CaseInput {
-                mask: mask_files.get(&c.id).cloned(),
-                ..CaseInput::new(c.id.clone(), c.image.clone())
-            })
-            .collect();
+        let cases = folder_cases(dir, masks)?;
         let files: Vec<_> = cases.iter().map(CaseInput::files).collect();
         // One volume at a time: `extract` has no memory budget to size more workers by.
         let (preprocessor, _) = Preprocessor::for_batch(config, &files, 1, progress)?;
@@ -208,19 +213,7 @@ impl NiftiCubes {
         nyul: NyulModel,
         progress: &Progress,
     ) -> Result<Self> {
-        let found = discover::discover(dir, None)?;
-        let mask_files = match masks {
-            Some(mdir) => discover::pair_masks(mdir, &found)?,
-            None => Default::default(),
-        };
-        let cases: Vec<CaseInput> = found
-            .cases
-            .iter()
-            .map(|c| CaseInput {
-                mask: mask_files.get(&c.id).cloned(),
-                ..CaseInput::new(c.id.clone(), c.image.clone())
-            })
-            .collect();
+        let cases = folder_cases(dir, masks)?;
         let files: Vec<_> = cases.iter().map(CaseInput::files).collect();
         let mut preprocessor = Preprocessor::new(config)?;
         let surveys = preprocessor.survey_all(&files, 1, progress)?;

@@ -261,15 +261,7 @@ pub fn prepare_run_folder(
         lock = super::lock::acquire(out, report)?;
         if replaces_another_run(out, force, request)? {
             for name in outputs_to_remove(out) {
-                let path = out.join(&name);
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else if path.exists() {
-                    std::fs::remove_file(&path)
-                } else {
-                    Ok(())
-                };
-                removed.map_err(|e| Error::io(&path, e))?;
+                remove_entry(&out.join(&name))?;
             }
         }
     } else {
@@ -291,6 +283,18 @@ pub fn prepare_run_folder(
 /// [`RUN_OUTPUTS`] as owned names, the outputs of `score` (volumes and `--tokens`).
 pub fn standard_outputs() -> Vec<String> {
     RUN_OUTPUTS.iter().map(|n| n.to_string()).collect()
+}
+
+/// Removes a file or a whole folder; nothing there is not an error.
+pub fn remove_entry(path: &Path) -> Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else if path.exists() {
+        std::fs::remove_file(path)
+    } else {
+        Ok(())
+    };
+    removed.map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -453,3 +453,47 @@ fn flags_that_would_change_nothing_or_cannot_apply_are_refused_before_any_output
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--radius"), "{}", stderr(&o));
 }
+
+#[test]
+fn verify_bank_catches_two_token_files_swapped_by_hand() {
+    let split = Split::new(2);
+    let bank = split.bank(&[]);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(bank.join("tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".bank.npz"))
+        .collect();
+    files.sort();
+    // two cases with the same number of active tokens have files of one size
+    let (a, b) = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| files[i + 1..].iter().map(move |b| (a, b)))
+        .find(|(a, b)| std::fs::metadata(a).unwrap().len() == std::fs::metadata(b).unwrap().len())
+        .expect("two bank files of one size");
+    let (bytes_a, bytes_b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    std::fs::write(a, &bytes_b).unwrap();
+    std::fs::write(b, &bytes_a).unwrap();
+    let (query, out) = (split.path("query"), split.path("run"));
+    let args = [
+        "score",
+        "--bank",
+        s(&bank),
+        "--tokens",
+        s(&query),
+        "--out",
+        s(&out),
+        "-q",
+    ];
+    let o = run_mri_ad(&[&args[..], &["--verify-bank"]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    let name = a.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        stderr(&o).contains(&name) && stderr(&o).contains("SHA-256"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // without the check the swap goes unnoticed (what the README says)
+    ok(&run_mri_ad(&args));
+}

@@ -40,7 +40,8 @@
 //!   reads `TokenSet::tokens` of a bank case reads zeros.
 //! * A bank is never written by scoring. A file that is missing, whose size differs from the manifest's,
 //!   or that does not read (a truncated `.npz` fails its zip checks) is refused with exit 2 naming it;
-//!   SHA-256 is recorded but not recomputed at every run (1.9 GB for 100 cases at 224³).
+//!   SHA-256 is recorded but recomputed only on request ([`Bank::verify`], `--verify-bank`: the whole
+//!   bank is read once), so a same-size swap goes unnoticed without it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -578,6 +579,29 @@ impl Bank {
         };
         bank.check_files()?;
         Ok(bank)
+    }
+
+    /// Recomputes the SHA-256 of every file the manifest lists and refuses the first that differs,
+    /// naming it (what `--verify-bank` asks for: reading the whole bank once, about 1 s per GB).
+    pub fn verify(&self) -> Result<()> {
+        let files: Vec<&BankFile> = self.files().collect();
+        let paths: Vec<PathBuf> = files.iter().map(|f| self.dir.join(&f.path)).collect();
+        let digests = crate::run::folder::hash_files(
+            &paths.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        )?;
+        for ((f, path), digest) in files.iter().zip(&paths).zip(digests) {
+            if digest != f.sha256 {
+                return Err(Error::bad_input(
+                    path,
+                    format!(
+                        "SHA-256 {digest}, but {MANIFEST} records {}: the file was changed or replaced; \
+                         rebuild the bank",
+                        f.sha256
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn files(&self) -> impl Iterator<Item = &BankFile> {

@@ -36,6 +36,10 @@ pub struct ScoreArgs {
     /// the bank is never written.
     #[arg(long, value_name = "BANK", requires = "tokens")]
     pub bank: Option<PathBuf>,
+    /// With --bank: recompute the SHA-256 of every file of the bank against its bank.json first (reads
+    /// the whole bank once; without it, files are checked by size and their .npz checksums only).
+    #[arg(long, requires = "bank")]
+    pub verify_bank: bool,
     /// Output folder (created). The same command again into a run folder resumes it; a run folder with
     /// the finished results of other inputs or settings, or any other non-empty folder, needs --force.
     #[arg(long, value_name = "DIR")]
@@ -236,6 +240,7 @@ fn run_tokens(
     crate::pipeline::scored_tokens::run(&crate::pipeline::scored_tokens::TokensConfig {
         tokens: dir.to_path_buf(),
         bank: args.bank.clone(),
+        verify_bank: args.verify_bank,
         out: args.out.clone(),
         score: config,
         force: args.common.force,

@@ -26,6 +26,8 @@ pub struct TokensConfig {
     /// A healthy bank ([`crate::bank`]) the token files are scored against (`--bank`): its cases join the
     /// batch and its stored tables replace their pairs' distances.
     pub bank: Option<PathBuf>,
+    /// Recompute the SHA-256 of the bank's files first (`--verify-bank`).
+    pub verify_bank: bool,
     pub out: PathBuf,
     pub score: ScoreConfig,
     pub force: bool,
@@ -42,6 +44,9 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     let t = Instant::now();
     let bank = cfg.bank.as_deref().map(Bank::open).transpose()?;
     if let Some(bank) = &bank {
+        if cfg.verify_bank {
+            bank.verify()?;
+        }
         bank.check_config(&cfg.score)?;
         refuse_output_in_bank(&cfg.out, &bank.dir)?;
         if cfg.score.divide > 1 {

@@ -221,22 +221,13 @@ pub fn build(cfg: &BuildConfig) -> Result<Manifest> {
             "every token file of a bank must be made with the same settings",
         )?;
     }
-    let sets: Vec<crate::TokenSet> = files.iter().map(|f| f.set.clone()).collect();
-    if cfg.score.search == SearchKind::Window {
-        if let Some(other) = sets.iter().find(|s| s.grid != sets[0].grid) {
-            return Err(Error::bad_argument(
-                "--search",
-                format!(
-                    "window needs every case on one token grid: {} has {:?}, {} has {:?}",
-                    sets[0].name, sets[0].grid, other.name, other.grid
-                ),
-            ));
-        }
-    }
+    crate::score::check_window_grid(files.iter().map(|f| &f.set), cfg.score.search)?;
     let _lock = prepare_bank_folder(&cfg.out, cfg.force, &cfg.report)?;
     std::fs::create_dir_all(cfg.out.join("tokens")).map_err(|e| Error::io(&cfg.out, e))?;
     std::fs::create_dir_all(cfg.out.join("tables")).map_err(|e| Error::io(&cfg.out, e))?;
     let cases = write_bank_tokens(&cfg.out, &files, &cfg.score)?;
+    // The token sets are moved out of the files: the tokens are the largest thing in memory.
+    let sets: Vec<crate::TokenSet> = files.into_iter().map(|f| f.set).collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.score.threads)
         .build()
@@ -367,7 +358,7 @@ fn write_bank_tokens(
             let side = tokens::sidecar_path(&f.path);
             let sidecar = if side.exists() {
                 let rel = format!("tokens/{name}{}", tokens::SIDECAR_SUFFIX);
-                copy_atomically(&side, &out.join(&rel))?;
+                crate::formats::atomic::copy(&side, &out.join(&rel))?;
                 Some(bank_file(out, &rel)?)
             } else {
                 None
@@ -479,11 +470,6 @@ fn read_packed(
         sidecar,
     };
     Ok((file, rows))
-}
-
-fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
-    let bytes = std::fs::read(from).map_err(|e| Error::io(from, e))?;
-    crate::formats::atomic::write_bytes(to, &bytes)
 }
 
 fn bank_file(dir: &Path, rel: &str) -> Result<BankFile> {

@@ -240,8 +240,7 @@ fn copy_from_other_cache(others: &[PathBuf], npz: &Path, key: &Value) -> Result<
                 (source.clone(), npz.to_path_buf()),
                 (sidecar_path(&source), sidecar_path(npz)),
             ] {
-                let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
-                crate::formats::atomic::write_bytes(&to, &bytes)?;
+                crate::formats::atomic::copy(&from, &to)?;
             }
             return Ok(Some(side));
         }

@@ -49,6 +49,12 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, |w| w.write_all(bytes).map_err(|e| e.to_string()))
 }
 
+/// Copies `from` to `to` atomically (read whole, then written under a temporary name and renamed).
+pub fn copy(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).map_err(|e| Error::io(from, e))?;
+    write_bytes(to, &bytes)
+}
+
 /// Writes a 1-D f32 array as `.npy` atomically.
 pub fn write_npy_f32(path: &Path, values: &[f32]) -> Result<()> {
     use ndarray_npy::WriteNpyExt;

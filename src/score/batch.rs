@@ -37,7 +37,7 @@ pub fn score_batch_with(
 ) -> Result<ScoreResult> {
     let n = sets.len();
     check_batch(config, n, sets.first().map_or(0, TokenSet::n_views))?;
-    check_same_grid(sets, config)?;
+    super::check_window_grid(sets, config.search)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads)
         .build()
@@ -59,23 +59,6 @@ pub fn score_batch_with(
         results.push(pool.install(|| score_batch_inner(&subset, config, progress, None))?);
     }
     Ok(merge_parts(n, parts, results))
-}
-
-/// The window search compares grid positions across cases, so it needs every case on the same grid.
-fn check_same_grid(sets: &[TokenSet], config: &ScoreConfig) -> Result<()> {
-    if config.search != super::SearchKind::Window {
-        return Ok(());
-    }
-    match sets.iter().find(|s| s.grid != sets[0].grid) {
-        Some(other) => Err(Error::bad_argument(
-            "--search",
-            format!(
-                "window needs every case on one token grid: {} has {:?}, {} has {:?}",
-                sets[0].name, sets[0].grid, other.name, other.grid
-            ),
-        )),
-        None => Ok(()),
-    }
 }
 
 /// Puts the results of the parts back into batch order.

@@ -285,6 +285,30 @@ pub fn check_graph_views(config: &ScoreConfig, n_views: usize) -> Result<()> {
     }
 }
 
+/// The window search compares grid positions across cases, so it needs every case on the same grid.
+pub fn check_window_grid<'a>(
+    sets: impl IntoIterator<Item = &'a crate::TokenSet>,
+    search: SearchKind,
+) -> Result<()> {
+    if search != SearchKind::Window {
+        return Ok(());
+    }
+    let mut sets = sets.into_iter();
+    let Some(first) = sets.next() else {
+        return Ok(());
+    };
+    match sets.find(|s| s.grid != first.grid) {
+        Some(other) => Err(Error::bad_argument(
+            "--search",
+            format!(
+                "window needs every case on one token grid: {} has {:?}, {} has {:?}",
+                first.name, first.grid, other.name, other.grid
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks `config` against a batch of `n` cases with `n_views` views each: everything [`score_batch`] would
 /// refuse before its first distance, so that callers can refuse it before they write or compute anything.
 pub fn check_batch(config: &ScoreConfig, n: usize, n_views: usize) -> Result<()> {

@@ -41,6 +41,7 @@ pub mod report;
 pub mod run;
 pub mod score;
 pub mod settings;
+pub mod shard;
 pub mod tokens;
 pub mod tokenset;
 pub mod volume;

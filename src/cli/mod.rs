@@ -24,6 +24,7 @@ pub mod extract;
 pub mod score;
 pub mod score2d;
 pub mod settings;
+pub mod shard;
 
 /// Zero-shot anomaly detection in 3D brain MRI and 2D images (MuSc mutual scoring + CoDeGraph).
 #[derive(Debug, Parser)]
@@ -53,6 +54,10 @@ pub enum Command {
     /// with a new case.
     #[command(allow_negative_numbers = true)]
     Bank(bank::BankArgs),
+    /// Score one batch of token files in K blocks run as separate jobs (a cluster, a workflow): the same
+    /// outputs as `score --tokens`, each job holding a few cases' rows at a time. Steps: plan, distances,
+    /// links, graph, ratios, finish, join (README "Sharded scoring").
+    Shard(shard::ShardArgs),
     /// Recompute the metrics of a finished `score` run against lesion label maps (writes eval.json).
     #[command(allow_negative_numbers = true)]
     Eval(eval::EvalArgs),
@@ -220,6 +225,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Extract(args) => extract::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Bank(args) => bank::run(args),
+        Command::Shard(args) => shard::run(args),
         Command::Score2d(args) => score2d::run(*args),
     }
 }

@@ -211,7 +211,8 @@ pub fn read_batch(dir: &Path) -> Result<Vec<TokenFile>> {
     Ok(out)
 }
 
-fn check_same_shape(reference: &TokenFile, other: &TokenFile) -> Result<()> {
+/// Checks that `other` has the layout (L, M, D, grid) of `reference`.
+pub fn check_same_shape(reference: &TokenFile, other: &TokenFile) -> Result<()> {
     let (a, b) = (&reference.set, &other.set);
     let checks = [
         ("the number of layers L", a.n_views(), b.n_views()),

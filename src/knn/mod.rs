@@ -39,6 +39,9 @@ pub enum Search {
     Window { radius: usize },
 }
 
+/// Stale rows recomputed per GEMM in [`DistTable::refine`] (exact mode).
+const REFINE_GROUP: usize = 256;
+
 /// Sentinel for "no token" in [`DistTable::arg`].
 pub const NO_TOKEN: u32 = u32::MAX;
 
@@ -473,7 +476,7 @@ impl DistTable {
         let jobs: Vec<(usize, &[usize])> = by_base
             .iter()
             .enumerate()
-            .flat_map(|(b, rows)| rows.chunks(256).map(move |c| (b, c)))
+            .flat_map(|(b, rows)| rows.chunks(REFINE_GROUP).map(move |c| (b, c)))
             .collect();
         let updates: Vec<Vec<(usize, f32, u32)>> = jobs
             .par_iter()
@@ -498,11 +501,15 @@ impl DistTable {
                     queries.extend_from_slice(view.row(a, r - offsets[a]));
                     query_norms.push(view.norms[a][r - offsets[a]]);
                 }
-                let mut gram = faer::Mat::<f32>::zeros(rows.len(), rem.len());
+                // Always a full group of REFINE_GROUP rows (zeros after the stale ones): every entry
+                // then comes from the same GEMM shape however the stale rows were grouped, so a block of
+                // the batch refined alone ([`crate::shard`]) picks the same tokens as the whole batch.
+                queries.resize(REFINE_GROUP * d, 0.0);
+                let mut gram = faer::Mat::<f32>::zeros(REFINE_GROUP, rem.len());
                 faer::linalg::matmul::matmul(
                     gram.as_mut(),
                     Accum::Replace,
-                    MatRef::from_row_major_slice(&queries, rows.len(), d),
+                    MatRef::from_row_major_slice(&queries, REFINE_GROUP, d),
                     MatRef::from_row_major_slice(&base, rem.len(), d).transpose(),
                     1.0f32,
                     Par::Seq,
@@ -512,7 +519,7 @@ impl DistTable {
                 let mut cmin = vec![f32::INFINITY; rem.len()];
                 let mut carg = vec![0u32; rem.len()];
                 TileMinima {
-                    gram: gram.as_ref(),
+                    gram: gram.as_ref().submatrix(0, 0, rows.len(), rem.len()),
                     norm_rows: &query_norms,
                     norm_cols: &base_norms,
                     row_offset: 0,

@@ -113,51 +113,94 @@ pub fn run(cfg: &TokensConfig) -> Result<()> {
     };
     drop(sets);
 
-    let rows = crate::report::score_rows(&names, &groups, &vec![None; names.len()], &result);
+    let mut details = json!({});
+    if let Some(bank) = &bank {
+        details["bank"] = json!(crate::formats::absolute(&bank.dir));
+        details["bank_cases"] = json!(members
+            .iter()
+            .map(|&i| names[i].clone())
+            .collect::<Vec<_>>());
+    }
+    details["tokens"] = json!(crate::formats::absolute(&cfg.tokens));
+    details["views"] = json!(shape.n_views);
+    details["positions"] = json!(shape.n_positions);
+    details["grid"] = json!(shape.grid);
+    details["dim"] = json!(shape.dim);
+    details["token_providers"] = json!(providers);
+    write_token_run(
+        &TokenRun {
+            command: "score --tokens",
+            out: &cfg.out,
+            names: &names,
+            groups: &groups,
+            result: &result,
+            score: &cfg.score,
+            dim: shape.dim,
+            plots: cfg.plots,
+            details,
+            read_seconds,
+        },
+        started,
+        &cfg.report,
+    )
+}
+
+/// A scored batch of token files, to be written as a run folder ([`write_token_run`]).
+pub struct TokenRun<'a> {
+    /// The command named in `summary.json`.
+    pub command: &'a str,
+    pub out: &'a Path,
+    pub names: &'a [String],
+    pub groups: &'a [String],
+    pub result: &'a crate::score::ScoreResult,
+    pub score: &'a ScoreConfig,
+    pub dim: usize,
+    pub plots: bool,
+    /// The `summary.json` details, in order.
+    pub details: serde_json::Value,
+    pub read_seconds: f64,
+}
+
+/// Writes the run folder of a scored batch of token files (everything `score --tokens` writes), shared by
+/// `score --tokens` and `shard join`, whose outputs are the same files.
+pub fn write_token_run(
+    run: &TokenRun,
+    started: Instant,
+    report: &crate::messages::Reporter,
+) -> Result<()> {
+    let names = run.names;
+    let rows = crate::report::score_rows(names, run.groups, &vec![None; names.len()], run.result);
     let outputs = BatchOutputs {
-        out: &cfg.out,
+        out: run.out,
         rows: &rows,
-        result: &result,
-        score: &cfg.score,
+        result: run.result,
+        score: run.score,
         config_extra: &toml::Table::new(),
-        dim: shape.dim,
-        plots: cfg.plots,
+        dim: run.dim,
+        plots: run.plots,
     };
     let written = outputs.write()?;
     let excluded_total = written.scoring.excluded_tokens;
-    let mut summary = Summary::new("score --tokens", names.len());
-    if let Some(bank) = &bank {
-        summary
-            .detail("bank", crate::formats::absolute(&bank.dir))
-            .detail(
-                "bank_cases",
-                members
-                    .iter()
-                    .map(|&i| names[i].clone())
-                    .collect::<Vec<_>>(),
-            );
+    let mut summary = Summary::new(run.command, names.len());
+    if let Some(map) = run.details.as_object() {
+        for (key, value) in map {
+            summary.detail(key, value);
+        }
     }
-    summary
-        .detail("tokens", crate::formats::absolute(&cfg.tokens))
-        .detail("views", shape.n_views)
-        .detail("positions", shape.n_positions)
-        .detail("grid", shape.grid)
-        .detail("dim", shape.dim)
-        .detail("token_providers", &providers);
     summary.scoring = Some(written.scoring);
-    summary.timings = run_timings(read_seconds, &result.timings, written.timings);
+    summary.timings = run_timings(run.read_seconds, &run.result.timings, written.timings);
     summary.total_seconds = started.elapsed().as_secs_f64();
     let links = crate::report::html::IndexLinks {
         plots: written.plots,
         ..Default::default()
     };
     outputs.finish(&summary, &links)?;
-    say(format!(
+    report.say(format!(
         "done in {:.1} s: {} cases, {} tokens excluded; wrote {}",
         started.elapsed().as_secs_f64(),
         names.len(),
         excluded_total,
-        cfg.out.display()
+        run.out.display()
     ));
     Ok(())
 }

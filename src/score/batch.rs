@@ -297,7 +297,7 @@ impl Pass<'_> {
 }
 
 /// The graph-stage parameters of `config` for a batch of `n` cases and MSM `k`.
-fn graph_params(config: &ScoreConfig, n: usize, k: usize) -> GraphParams {
+pub(crate) fn graph_params(config: &ScoreConfig, n: usize, k: usize) -> GraphParams {
     GraphParams {
         r_ref: ((config.reference_ratio * n as f64).floor() as usize).clamp(2, n - 1),
         beta: config.beta,
@@ -326,7 +326,7 @@ fn graph_params(config: &ScoreConfig, n: usize, k: usize) -> GraphParams {
 }
 
 /// The views whose tables feed the graph stage (none with MuSc), sorted.
-fn graph_views_of(config: &ScoreConfig, n_views: usize) -> Vec<usize> {
+pub(crate) fn graph_views_of(config: &ScoreConfig, n_views: usize) -> Vec<usize> {
     match config.method {
         Method::Musc => Vec::new(),
         Method::Codegraph if config.graph_views.is_empty() => (0..n_views).collect(),
@@ -496,7 +496,9 @@ fn scaling_curve(
 ) -> (ScalingCurve, Timing) {
     let t = std::time::Instant::now();
     let rows = row_index(layout, sets, config.link_margin);
+    let case_rows: Vec<usize> = layout.positions.iter().map(Vec::len).collect();
     let scaling = taus.finish(
+        &case_rows,
         |r| rows.eligible[r],
         |r| excluded[rows.collection[r] as usize][rows.position[r] as usize],
         match config.method {

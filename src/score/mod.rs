@@ -17,7 +17,7 @@
 //! tables (MSM, the graph, the refinement) is the same. With [`score_batch_with`] the tables of a healthy
 //! bank ([`crate::bank`]) fill the pairs among its cases, and only the other pairs are computed.
 
-mod batch;
+pub(crate) mod batch;
 pub use batch::{score_batch, score_batch_with};
 pub mod codegraph;
 pub mod msm;

@@ -69,11 +69,32 @@ impl TauBuffer {
         self.views += 1;
     }
 
-    /// The curve: rows for which `eligible` is false are skipped, `flagged` splits the rest.
+    /// The curve: rows for which `eligible` is false are skipped, `flagged` splits the rest. The rows are
+    /// those of consecutive cases (`case_rows[c]` rows for case `c`): each case's curve is summed on its
+    /// own and the cases' curves are added in case order, so a block of whole cases gives the same
+    /// per-case curves ([`TauBuffer::case_curve`]) and the sharded scorer the same sums.
     pub fn finish(
         self,
+        case_rows: &[usize],
         eligible: impl Fn(usize) -> bool,
         flagged: impl Fn(usize) -> bool,
+        rule: &str,
+    ) -> ScalingCurve {
+        let mut curve = ScalingCurve::empty(self.width, self.views, rule);
+        let mut start = 0;
+        for &rows in case_rows {
+            curve.merge(&self.case_curve(start..start + rows, &eligible, &flagged, rule));
+            start += rows;
+        }
+        curve
+    }
+
+    /// The curve of the rows `rows` (one case's).
+    pub fn case_curve(
+        &self,
+        rows: std::ops::Range<usize>,
+        eligible: &impl Fn(usize) -> bool,
+        flagged: &impl Fn(usize) -> bool,
         rule: &str,
     ) -> ScalingCurve {
         let w = self.width;
@@ -81,10 +102,11 @@ impl TauBuffer {
         if w == 0 || self.views == 0 {
             return curve;
         }
-        for (r, row) in self.sum.chunks(w).enumerate() {
+        for r in rows {
             if !eligible(r) {
                 continue;
             }
+            let row = &self.sum[r * w..(r + 1) * w];
             let (sum, count) = if flagged(r) {
                 (&mut curve.sum_flagged, &mut curve.count_flagged)
             } else {
@@ -149,7 +171,8 @@ pub struct ScalingFit {
 }
 
 impl ScalingCurve {
-    fn empty(width: usize, views: usize, rule: &str) -> Self {
+    /// A curve of `width` ranks with nothing added.
+    pub fn empty(width: usize, views: usize, rule: &str) -> Self {
         ScalingCurve {
             sum_normal: vec![0.0; width],
             count_normal: vec![0; width],
@@ -294,7 +317,7 @@ mod tests {
             vec![1.0, 1.0, inf, 1.0, 1.0],
         ]);
         buf.add_table(&t1, Distance::Euclidean);
-        let curve = buf.finish(|_| true, |r| r == 1, "test");
+        let curve = buf.finish(&[3], |_| true, |r| r == 1, "test");
         let l = (2f64.ln() + 3f64.ln()) / 2.0;
         let mn = curve.mean_normal();
         assert!(
@@ -310,7 +333,7 @@ mod tests {
         // Squared distances double every τ.
         let mut sq = TauBuffer::new(3, 5);
         sq.add_table(&t0, Distance::Squared);
-        let s = sq.finish(|r| r == 0, |_| false, "test");
+        let s = sq.finish(&[3], |r| r == 0, |_| false, "test");
         assert!((s.mean_normal()[0].unwrap() - 2.0 * 2f64.ln()).abs() < 1e-6);
         assert_eq!(s.count_normal, vec![1, 1, 1]);
     }

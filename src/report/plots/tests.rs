@@ -93,7 +93,7 @@ fn scaling_plot_draws_both_curves_and_survives_an_empty_curve() {
     };
     let mut buf = TauBuffer::new(4, n);
     buf.add_table(&table, crate::score::msm::Distance::Euclidean);
-    let curve = buf.finish(|_| true, |r| r == 3, "test");
+    let curve = buf.finish(&[4], |_| true, |r| r == 3, "test");
     similarity_scaling(&path, &curve).unwrap();
     let (w, h, px) = decode(&path);
     assert_eq!((w, h), (900, 640));
@@ -103,7 +103,7 @@ fn scaling_plot_draws_both_curves_and_survives_an_empty_curve() {
             "curve colour {c:?} drawn"
         );
     }
-    let empty = TauBuffer::new(0, 3).finish(|_| true, |_| false, "none");
+    let empty = TauBuffer::new(0, 3).finish(&[], |_| true, |_| false, "none");
     similarity_scaling(&path, &empty).unwrap();
     let (_, _, px) = decode(&path);
     let c = palette(3);

@@ -30,7 +30,7 @@ pub fn resolution(graph: &Graph, percentile: f64) -> Option<f64> {
 }
 
 /// One community of the case graph.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Community {
     /// Case indices, ascending.
     pub members: Vec<usize>,

@@ -30,7 +30,7 @@ pub struct RowIndex {
 }
 
 /// What Algorithm 2 did for one community.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CommunityFilter {
     /// Case indices of the community.
     pub members: Vec<usize>,
@@ -81,6 +81,28 @@ pub struct FilterParams {
     pub search: crate::knn::Search,
 }
 
+/// The dependency ratios `ρ_C(x) = S(x; C) / max(S(x; ∅), ε)` of the table rows `rows`, in that order
+/// (`in_c[b]`: case `b` is in the community). Per row: the sharded scorer ([`crate::shard`]) computes
+/// the ratios of a block's rows with the same function.
+pub fn dependency_ratios(
+    tables: &[DistTable],
+    rows: &[usize],
+    in_c: &[bool],
+    params: &FilterParams,
+) -> Vec<f64> {
+    let n_layers = tables.len();
+    rows.par_iter()
+        .map_init(
+            || vec![Vec::new(); n_layers],
+            |scratch, &r| {
+                let full = s_value(tables, r, params.k, None, params.distance, scratch);
+                let minus = s_value(tables, r, params.k, Some(in_c), params.distance, scratch);
+                minus / full.max(params.epsilon)
+            },
+        )
+        .collect()
+}
+
 /// Algorithm 2 over the outlier communities, densest first. `excluded[a][p]` is filled in; the tables are
 /// refined to the final base.
 pub fn targeted_filtering(
@@ -92,7 +114,6 @@ pub fn targeted_filtering(
     excluded: &mut [Vec<bool>],
 ) -> Vec<CommunityFilter> {
     let n = tables[0].n_collections;
-    let n_layers = tables.len();
     let mut report = Vec::new();
     for members in outliers {
         let mut in_c = vec![false; n];
@@ -105,25 +126,7 @@ pub fn targeted_filtering(
                     && !excluded[rows.collection[r] as usize][rows.position[r] as usize]
             })
             .collect();
-        let tables_ref: &[DistTable] = tables;
-        let ratios: Vec<f64> = current
-            .par_iter()
-            .map_init(
-                || vec![Vec::new(); n_layers],
-                |scratch, &r| {
-                    let full = s_value(tables_ref, r, params.k, None, params.distance, scratch);
-                    let minus = s_value(
-                        tables_ref,
-                        r,
-                        params.k,
-                        Some(&in_c),
-                        params.distance,
-                        scratch,
-                    );
-                    minus / full.max(params.epsilon)
-                },
-            )
-            .collect();
+        let ratios = dependency_ratios(tables, &current, &in_c, &params);
         let outside: Vec<f64> = current
             .iter()
             .zip(&ratios)

@@ -102,7 +102,7 @@ pub struct Candidate {
 
 /// The order of the candidates: ascending key, ties broken by (row, rank) — a total order, so any sort
 /// gives the same sequence.
-fn candidate_order(x: &Candidate, y: &Candidate) -> std::cmp::Ordering {
+pub fn candidate_order(x: &Candidate, y: &Candidate) -> std::cmp::Ordering {
     x.key
         .total_cmp(&y.key)
         .then(x.e.cmp(&y.e))
@@ -146,7 +146,12 @@ pub fn candidate_keys(msv: &GraphMsv, beta: f64, epsilon: f64) -> Vec<Candidate>
 
 /// Sorts `cands[done..]` far enough that `cands[..want]` is the sorted prefix of the whole list (given
 /// that `cands[..done]` already is and every later element follows it); returns the new sorted length.
-fn sort_prefix(cands: &mut [Candidate], done: usize, want: usize) -> usize {
+fn sort_prefix<C: Send>(
+    cands: &mut [C],
+    done: usize,
+    want: usize,
+    order: &(impl Fn(&C, &C) -> std::cmp::Ordering + Sync),
+) -> usize {
     let want = want.min(cands.len());
     if want <= done {
         return done;
@@ -155,9 +160,9 @@ fn sort_prefix(cands: &mut [Candidate], done: usize, want: usize) -> usize {
     let upto = want.max(2 * done).max(1 << 14).min(cands.len());
     let rest = &mut cands[done..];
     if upto - done < rest.len() {
-        rest.select_nth_unstable_by(upto - done - 1, candidate_order);
+        rest.select_nth_unstable_by(upto - done - 1, order);
     }
-    rest[..upto - done].par_sort_unstable_by(candidate_order);
+    rest[..upto - done].par_sort_unstable_by(order);
     upto
 }
 
@@ -186,20 +191,47 @@ pub fn select_links(
     coverage_target: f64,
     batch: usize,
 ) -> LinkSelection {
+    let (r, nl) = (msv.r_ref, msv.n_layers);
+    select_links_by(
+        cands,
+        &candidate_order,
+        n,
+        coverage_target,
+        batch,
+        |c, connect| {
+            let a = row_collection[msv.rows[c.e as usize] as usize] as usize;
+            for l in 0..nl {
+                connect(
+                    a,
+                    msv.neighbour[(c.e as usize * nl + l) * r + c.rank as usize] as usize,
+                );
+            }
+        },
+    )
+}
+
+/// The loop of Algorithm 1 over candidates of any form: `order` is their total order, `connections(c, f)`
+/// calls `f(a, b)` for each connection candidate `c` adds (one per layer). Shared by [`select_links`] and
+/// the sharded scorer's graph step ([`crate::shard`]), whose candidates carry their cases.
+pub fn select_links_by<C: Send>(
+    cands: &mut [C],
+    order: &(impl Fn(&C, &C) -> std::cmp::Ordering + Sync),
+    n: usize,
+    coverage_target: f64,
+    batch: usize,
+    connections: impl Fn(&C, &mut dyn FnMut(usize, usize)),
+) -> LinkSelection {
     let mut weights = vec![0u64; n * n];
     let mut covered = vec![false; n];
     let mut n_cov = 0usize;
     let mut pos = 0usize;
-    let (r, nl) = (msv.r_ref, msv.n_layers);
     let target = coverage_target * n as f64;
     let mut sorted = 0;
     while (n_cov as f64) < target && pos < cands.len() {
         let end = (pos + batch.max(1)).min(cands.len());
-        sorted = sort_prefix(cands, sorted, end);
+        sorted = sort_prefix(cands, sorted, end, order);
         for c in &cands[pos..end] {
-            let a = row_collection[msv.rows[c.e as usize] as usize] as usize;
-            for l in 0..nl {
-                let b = msv.neighbour[(c.e as usize * nl + l) * r + c.rank as usize] as usize;
+            connections(c, &mut |a, b| {
                 weights[a * n + b] += 1;
                 weights[b * n + a] += 1;
                 for x in [a, b] {
@@ -208,7 +240,7 @@ pub fn select_links(
                         n_cov += 1;
                     }
                 }
-            }
+            });
         }
         pos = end;
     }

@@ -34,7 +34,7 @@ pub struct GraphParams {
 }
 
 /// Everything the graph stage decided, for `graph.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GraphReport {
     /// Reference rank r_ref.
     pub r_ref: usize,
@@ -84,50 +84,15 @@ pub fn run(
     );
     drop(cands);
     drop(msv);
-    let mut edges = Vec::new();
-    for i in 0..n {
-        for j in i + 1..n {
-            let w = selection.weights[i * n + j];
-            if w > 0 {
-                edges.push((i, j, w as f64));
-            }
-        }
-    }
-    let graph = Graph::from_edges(n, &edges);
+    let edges = selected_edges(&selection);
     timings.links = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
-    let resolution = communities::resolution(&graph, params.resolution_percentile);
-    let (mut comms, fence) = match resolution {
-        Some(gamma) => {
-            let mut comms = communities::detect(&graph, detector, gamma);
-            let fence = communities::flag_outliers(&mut comms, &params.outliers);
-            (comms, fence)
-        }
-        None => (
-            (0..n)
-                .map(|u| Community {
-                    members: vec![u],
-                    internal_weight: 0.0,
-                    density: None,
-                    fence: None,
-                    outlier: false,
-                })
-                .collect(),
-            None,
-        ),
-    };
+    let (resolution, mut comms, fence) = find_communities(n, &edges, params, detector);
     timings.communities = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
-    let mut outliers: Vec<&Community> = comms.iter().filter(|c| c.outlier).collect();
-    outliers.sort_by(|x, y| {
-        y.density
-            .unwrap_or(0.0)
-            .total_cmp(&x.density.unwrap_or(0.0))
-            .then(x.members[0].cmp(&y.members[0]))
-    });
-    let outlier_members: Vec<Vec<usize>> = outliers.iter().map(|c| c.members.clone()).collect();
+    let outlier_members = outlier_order(&comms);
     let filtering = filter::targeted_filtering(
         tables,
         views,
@@ -152,4 +117,64 @@ pub fn run(
         },
         timings,
     )
+}
+
+/// The edges `(i, j, weight)`, `i < j`, of the selected links' weight matrix.
+pub fn selected_edges(selection: &links::LinkSelection) -> Vec<(usize, usize, f64)> {
+    let n = selection.n_collections;
+    let mut edges = Vec::new();
+    for i in 0..n {
+        for j in i + 1..n {
+            let w = selection.weights[i * n + j];
+            if w > 0 {
+                edges.push((i, j, w as f64));
+            }
+        }
+    }
+    edges
+}
+
+/// Stages 3a–3d on the case graph of `n` cases: the CPM resolution (None without an edge, then every case
+/// is its own community), the communities and the outlier rule's fence.
+pub fn find_communities(
+    n: usize,
+    edges: &[(usize, usize, f64)],
+    params: &GraphParams,
+    detector: &dyn CommunityDetector,
+) -> (Option<f64>, Vec<Community>, Option<f64>) {
+    let graph = Graph::from_edges(n, edges);
+    let resolution = communities::resolution(&graph, params.resolution_percentile);
+    let (comms, fence) = match resolution {
+        Some(gamma) => {
+            let mut comms = communities::detect(&graph, detector, gamma);
+            let fence = communities::flag_outliers(&mut comms, &params.outliers);
+            (comms, fence)
+        }
+        None => (
+            (0..n)
+                .map(|u| Community {
+                    members: vec![u],
+                    internal_weight: 0.0,
+                    density: None,
+                    fence: None,
+                    outlier: false,
+                })
+                .collect(),
+            None,
+        ),
+    };
+    (resolution, comms, fence)
+}
+
+/// The members of the outlier communities in the order Algorithm 2 processes them: densest first, ties by
+/// smallest member.
+pub fn outlier_order(comms: &[Community]) -> Vec<Vec<usize>> {
+    let mut outliers: Vec<&Community> = comms.iter().filter(|c| c.outlier).collect();
+    outliers.sort_by(|x, y| {
+        y.density
+            .unwrap_or(0.0)
+            .total_cmp(&x.density.unwrap_or(0.0))
+            .then(x.members[0].cmp(&y.members[0]))
+    });
+    outliers.iter().map(|c| c.members.clone()).collect()
 }

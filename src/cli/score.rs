@@ -42,8 +42,22 @@ pub struct ScoreArgs {
     pub verify_bank: bool,
     /// Output folder (created). The same command again into a run folder resumes it; a run folder with
     /// the finished results of other inputs or settings, or any other non-empty folder, needs --force.
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "extract_to")]
+    pub out: Option<PathBuf>,
+    /// Instead of a run: write only this batch's token files, exactly as this `score` run would make them
+    /// (the crop box, world space and Nyúl landmarks of the whole batch), into DIR/healthy and DIR/query,
+    /// and stop. The extraction jobs of a sharded run (README "Sharded scoring"); a later `score
+    /// --reuse-tokens DIR/healthy --reuse-tokens DIR/query` finds them up to date.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["tokens", "out", "from_shards", "labels"])]
+    pub extract_to: Option<PathBuf>,
+    /// With --extract-to: only shard i of N (1-based; in each group every N-th case by id), e.g. 2/8.
+    #[arg(long, value_name = "i/N", requires = "extract_to")]
+    pub shard: Option<String>,
+    /// Take the token scores from a finished sharded run (`mri-ad shard`, its --work folder) instead of
+    /// scoring here: its plan must hold this batch's token files (by SHA-256, in this batch's order) and
+    /// the same scoring settings. The maps, metrics and report are then made as usual.
+    #[arg(long, value_name = "WORK", conflicts_with = "tokens")]
+    pub from_shards: Option<PathBuf>,
     /// Take token files from another run folder (or token folder) when they match this run's cache key
     /// (same volume, model, size, layers, projection, preprocessing): they are copied into this run's
     /// tokens/, never moved. To score the same batch with another method without computing its tokens
@@ -132,7 +146,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
     let mut extract = volume.extract_config(
         &cube,
         &runtime,
-        args.out.join("tokens"),
+        args.out.clone().unwrap_or_default().join("tokens"),
         Shard::ALL,
         (config.threads, config.seed),
         RunOptions {
@@ -155,7 +169,7 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
         query: args.inputs.query.clone().expect("checked by run"),
         labels: args.inputs.labels.clone(),
         masks: args.inputs.masks.clone(),
-        out: args.out.clone(),
+        out: args.out.clone().unwrap_or_default(),
         nyul: volume.nyul.clone(),
         preprocess: cube.preprocess(),
         config_extra,
@@ -167,8 +181,18 @@ fn run_volumes(args: &ScoreArgs, config: ScoreConfig, mut file: ConfigFile) -> R
         report: args.common.reporter(),
         progress: args.common.progress(),
         plots: !args.no_plots,
+        from_shards: args.from_shards.clone(),
     };
-    pipeline::run(&cfg)
+    match &args.extract_to {
+        Some(dir) => {
+            let shard = match &args.shard {
+                Some(s) => Shard::parse(s)?,
+                None => Shard::ALL,
+            };
+            pipeline::extract_batch(&cfg, dir, shard)
+        }
+        None => pipeline::run(&cfg),
+    }
 }
 
 /// The token folder of `--reuse-tokens DIR`: `DIR/tokens` for a run folder, else `DIR` itself when it
@@ -241,7 +265,10 @@ fn run_tokens(
         tokens: dir.to_path_buf(),
         bank: args.bank.clone(),
         verify_bank: args.verify_bank,
-        out: args.out.clone(),
+        out: args
+            .out
+            .clone()
+            .expect("clap requires --out without --extract-to"),
         score: config,
         force: args.common.force,
         report: args.common.reporter(),

@@ -45,9 +45,11 @@ pub enum Step {
 /// Flags of `shard plan`.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// Folder of token files `<case>.tokens.npz` (as for `score --tokens`).
-    #[arg(long, value_name = "DIR")]
-    pub tokens: PathBuf,
+    /// Folder of token files `<case>.tokens.npz` (as for `score --tokens`). Repeatable: the batch is the
+    /// folders' cases in the order given, each folder's by id (`--tokens T/healthy --tokens T/query` for
+    /// the files of `score --extract-to T`, the order of `score --healthy --query`).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub tokens: Vec<PathBuf>,
     /// The work folder of the sharded run (created; holds the plan and every step's files).
     #[arg(long, value_name = "WORK")]
     pub work: PathBuf,

@@ -106,6 +106,10 @@ pub struct PipelineConfig {
     /// More keys for the run's `config.toml` (the backbone and preprocessing settings, so that the file
     /// given back as `--config` reproduces the run).
     pub config_extra: toml::Table,
+    /// The token scores come from a sharded run's work folder ([`crate::shard`], `--from-shards`) instead
+    /// of the scorer: its plan must list this batch's token files in this batch's order, with these
+    /// scoring settings.
+    pub from_shards: Option<PathBuf>,
 }
 
 /// Runs the whole job (see the module doc): the request and every check before the run folder is touched,
@@ -136,6 +140,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
             &progress,
         )
     })?;
+    nyul.save(&cfg.out.join("nyul.json"))?;
     let token_dir = cfg.out.join("tokens");
     let source = NiftiCubes::from_cases(
         cases.iter().map(|c| c.input.clone()).collect(),
@@ -151,8 +156,9 @@ pub fn run(cfg: &PipelineConfig) -> Result<()> {
             &requested.model_sha256,
         )
     })?;
-    let (result, grid, dim) = clock.stage("scoring", || {
-        score_cached_tokens(&token_dir, cases, &cfg.score, &progress)
+    let (result, grid, dim) = clock.stage("scoring", || match &cfg.from_shards {
+        None => score_cached_tokens(&token_dir, cases, &cfg.score, &progress),
+        Some(work) => scores_from_shards(work, &token_dir, cases, &cfg.score),
     })?;
     for tm in &result.timings {
         clock.record(format!("scoring: {}", tm.stage), tm.seconds);
@@ -448,6 +454,26 @@ fn request(cfg: &PipelineConfig, cases: &mut [BatchCase]) -> Result<Requested> {
         let digest = crate::formats::hash::sha256_bytes(&landmarks);
         settings.insert("nyul".into(), format!("landmarks sha256:{digest}").into());
     }
+    let digests = case_digests(cases)?;
+    let files: Vec<&Path> = cases.iter().flat_map(BatchCase::files).collect();
+    let entries = cases.iter().zip(&digests).map(|(c, h)| c.request_entry(h));
+    let request = run_request(Value::Array(entries.collect()), &settings);
+    let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
+    if replacing {
+        check_inputs_outside_outputs(&cfg.out, &files)?;
+    }
+    Ok(Requested {
+        request,
+        replacing,
+        digests,
+        model_sha256,
+        nyul,
+    })
+}
+
+/// The SHA-256 of every case's files (image, label, mask); the cases get theirs, which the extraction's
+/// cache key reuses.
+fn case_digests(cases: &mut [BatchCase]) -> Result<Vec<CaseDigests>> {
     let files: Vec<&Path> = cases.iter().flat_map(BatchCase::files).collect();
     let mut hashes = hash_files(&files)?.into_iter();
     let mut next = || hashes.next().expect("one per file");
@@ -459,23 +485,56 @@ fn request(cfg: &PipelineConfig, cases: &mut [BatchCase]) -> Result<Requested> {
             mask: c.input.mask.as_ref().map(|_| next()),
         })
         .collect();
-    let entries = cases.iter().zip(&digests).map(|(c, h)| c.request_entry(h));
-    let request = run_request(Value::Array(entries.collect()), &settings);
-    let replacing = replaces_another_run(&cfg.out, cfg.force, &request)?;
-    if replacing {
-        check_inputs_outside_outputs(&cfg.out, &files)?;
-    }
     for (c, h) in cases.iter_mut().zip(&digests) {
         c.input.sha256 = Some(h.image.clone());
         c.input.mask_sha256 = h.mask.clone();
     }
-    Ok(Requested {
-        request,
-        replacing,
-        digests,
-        model_sha256,
-        nyul,
-    })
+    Ok(digests)
+}
+
+/// `score --extract-to DIR [--shard i/N]`: the token files this batch's `score` run would make (the same
+/// crop box, world space and Nyúl landmarks, learned on the whole batch), written to `DIR/healthy` and
+/// `DIR/query` for the cases of the shard, and nothing else (no run folder): the extraction jobs of a
+/// sharded run ([`crate::shard`], `workflow/Snakefile`). `score --reuse-tokens DIR/healthy --reuse-tokens
+/// DIR/query` then finds every token up to date.
+pub fn extract_batch(cfg: &PipelineConfig, dir: &Path, shard: crate::extract::Shard) -> Result<()> {
+    let progress = Progress::new(cfg.progress);
+    let Batch { mut cases, .. } = discover_cases(cfg)?;
+    Preprocessor::new(cfg.preprocess.clone())?;
+    cfg.extract.validate()?;
+    crate::extract::check_model_file(&cfg.extract.model)?;
+    crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
+    let workers = map_workers(
+        cfg.score.threads,
+        cfg.score.memory_budget,
+        cfg.preprocess.size,
+        input_voxels(&cases)?,
+        cases.len(),
+    );
+    case_digests(&mut cases)?;
+    let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
+    let (preprocessor, _) =
+        Preprocessor::for_batch(cfg.preprocess.clone(), &files, workers, &progress)?;
+    let given = cfg.nyul.as_deref().map(NyulModel::load).transpose()?;
+    let nyul = learn_nyul(cfg, &preprocessor, &cases, given, workers, &progress)?;
+    for group in ["healthy", "query"] {
+        let inputs: Vec<_> = cases
+            .iter()
+            .filter(|c| c.group == group)
+            .map(|c| c.input.clone())
+            .collect();
+        if inputs.is_empty() {
+            continue;
+        }
+        let source = NiftiCubes::from_cases(inputs, preprocessor.clone(), nyul.clone());
+        let extract_cfg = ExtractConfig {
+            out: dir.join(group),
+            shard,
+            ..cfg.extract.clone()
+        };
+        crate::extract::run_preloaded(&extract_cfg, &source, None, None)?;
+    }
+    Ok(())
 }
 
 /// The notice naming the volumes resampled into the batch's space, if any.
@@ -531,8 +590,72 @@ fn learn_nyul(
             NyulModel::fit(&preprocessor.nyul_landmarks(&files, workers, progress)?)?
         }
     };
-    nyul.save(&cfg.out.join("nyul.json"))?;
     Ok(nyul)
+}
+
+/// The result of a sharded run over this batch's token files ([`crate::shard`]): its plan must hold the
+/// files of `token_dir` (by SHA-256) in the batch's order and the same scoring settings.
+fn scores_from_shards(
+    work: &Path,
+    token_dir: &Path,
+    cases: &[BatchCase],
+    config: &ScoreConfig,
+) -> Result<(ScoreResult, [usize; 3], usize)> {
+    let plan = crate::shard::Plan::read(work)?;
+    let flag = "--from-shards";
+    let ids: Vec<&str> = cases.iter().map(|c| c.input.id.as_str()).collect();
+    let planned: Vec<&str> = plan.cases.iter().map(|c| c.case.as_str()).collect();
+    if ids != planned {
+        return Err(Error::bad_argument(
+            flag,
+            format!(
+                "{}: its plan lists {} cases ({}), this batch {} ({}) in this order (healthy, then query,                  each by id): plan it with `mri-ad shard plan --tokens TOKENS/healthy --tokens TOKENS/query`",
+                work.display(),
+                planned.len(),
+                first_few(&planned),
+                ids.len(),
+                first_few(&ids)
+            ),
+        ));
+    }
+    let paths: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| token_dir.join(format!("{id}{}", tokens::TOKEN_SUFFIX)))
+        .collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    for ((path, digest), c) in refs.iter().zip(hash_files(&refs)?).zip(&plan.cases) {
+        if digest != c.sha256 {
+            return Err(Error::bad_argument(
+                flag,
+                format!(
+                    "{}: its plan scored another token file for case {} than {} (SHA-256 differs): the                      shards were made from other volumes or settings",
+                    work.display(),
+                    c.case,
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let (ours, theirs) = (
+        run_settings(config, &toml::Table::new())?,
+        run_settings(&plan.settings, &toml::Table::new())?,
+    );
+    let differs = ours.iter().find(|(k, v)| {
+        !crate::run::folder::OPERATIONAL_SETTINGS.contains(&k.as_str())
+            && theirs.get(*k) != Some(*v)
+    });
+    if let Some((key, value)) = differs {
+        return Err(Error::bad_argument(
+            flag,
+            format!(
+                "{}: its plan scores with {key} = {}, this run with {value}: plan the shards with this run's                  scoring flags",
+                work.display(),
+                theirs.get(key).map_or("(unset)".to_string(), ToString::to_string)
+            ),
+        ));
+    }
+    let result = crate::shard::join::joined_result(work, &plan)?;
+    Ok((result, plan.grid, plan.dim))
 }
 
 /// Scores the batch from its token files in `token_dir`; returns the result, the token grid and width.

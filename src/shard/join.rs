@@ -334,7 +334,7 @@ pub fn join(cfg: &JoinConfig) -> Result<()> {
 }
 
 /// The [`ScoreResult`] of the whole batch from the blocks' files.
-fn joined_result(work: &Path, plan: &Plan) -> Result<ScoreResult> {
+pub fn joined_result(work: &Path, plan: &Plan) -> Result<ScoreResult> {
     let (n, m) = (plan.n(), plan.positions);
     let width = n.saturating_sub(2);
     let mut token_scores = Vec::with_capacity(n);

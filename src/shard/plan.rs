@@ -80,8 +80,8 @@ pub struct Plan {
     pub run_id: String,
     /// K.
     pub blocks: usize,
-    /// The token folder (absolute).
-    pub tokens: PathBuf,
+    /// The token folders (absolute), in order: the batch is their cases, each folder's sorted by id.
+    pub tokens: Vec<PathBuf>,
     pub settings: ScoreConfig,
     pub views: usize,
     pub positions: usize,
@@ -213,7 +213,8 @@ impl Plan {
 /// What `mri-ad shard plan` needs.
 #[derive(Debug, Clone)]
 pub struct PlanConfig {
-    pub tokens: PathBuf,
+    /// The token folders; the batch is their cases in this order (each folder's sorted by id).
+    pub tokens: Vec<PathBuf>,
     pub work: PathBuf,
     pub blocks: usize,
     pub score: ScoreConfig,
@@ -237,7 +238,21 @@ pub fn make_plan(cfg: &PlanConfig) -> Result<Plan> {
              not the batch: drop --divide",
         ));
     }
-    let found = tokens::discover(&cfg.tokens)?;
+    let mut found = Vec::new();
+    for dir in &cfg.tokens {
+        for (case, path) in tokens::discover(dir)? {
+            if let Some((_, first)) = found.iter().find(|(c, _): &&(String, PathBuf)| *c == case) {
+                return Err(Error::BadBatch {
+                    path: path.clone(),
+                    problem: format!(
+                        "case {case} is also {}: every case once (--tokens folders must not share cases)",
+                        first.display()
+                    ),
+                });
+            }
+            found.push((case, path));
+        }
+    }
     let paths: Vec<&Path> = found.iter().map(|(_, p)| p.as_path()).collect();
     let digests = crate::run::folder::hash_files(&paths)?;
     let mut cases = Vec::with_capacity(found.len());
@@ -269,7 +284,7 @@ pub fn make_plan(cfg: &PlanConfig) -> Result<Plan> {
     let n = cases.len();
     if n < 3 {
         return Err(Error::BadBatch {
-            path: cfg.tokens.clone(),
+            path: cfg.tokens[0].clone(),
             problem: format!(
                 "{n} token file(s): mutual scoring needs at least 3 cases (each is scored against the others)"
             ),
@@ -287,7 +302,11 @@ pub fn make_plan(cfg: &PlanConfig) -> Result<Plan> {
         version: VERSION,
         run_id: String::new(),
         blocks: cfg.blocks,
-        tokens: crate::formats::absolute(&cfg.tokens),
+        tokens: cfg
+            .tokens
+            .iter()
+            .map(|d| crate::formats::absolute(d))
+            .collect(),
         settings: score.clone(),
         views: first.set.n_views(),
         positions: first.set.n_positions(),
@@ -386,7 +405,7 @@ mod tests {
             version: VERSION,
             run_id: String::new(),
             blocks: k,
-            tokens: PathBuf::new(),
+            tokens: Vec::new(),
             settings: ScoreConfig::default(),
             views: 1,
             positions: 1,

@@ -250,10 +250,13 @@ fn copy_from_other_cache(others: &[PathBuf], npz: &Path, key: &Value) -> Result<
 
 /// The output folder rule of `extract`: a missing or empty folder, or one that holds only token files and
 /// sidecars (earlier runs, other shards); anything else needs `force`. Returns the folder's lock
-/// ([`crate::run::lock`]): two extractions into one folder at once are refused.
+/// ([`crate::run::lock`]): two extractions into one folder at once are refused, except the shards of one
+/// job, each holding its own lock (`.mri-ad-lock-shard<i>of<N>`; two runs of the same shard are refused,
+/// and a shard refuses a folder whose whole extraction is running).
 pub fn prepare_token_folder(
     dir: &Path,
     force: bool,
+    shard: Shard,
     report: &crate::messages::Reporter,
 ) -> Result<crate::run::lock::FolderLock> {
     if dir.exists() && !dir.is_dir() {
@@ -284,7 +287,17 @@ pub fn prepare_token_folder(
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    crate::run::lock::acquire(dir, report)
+    if shard.count == 1 {
+        return crate::run::lock::acquire(dir, report);
+    }
+    crate::run::lock::refuse_if_in_use(dir)?;
+    let name = format!(
+        "{}-shard{}of{}",
+        crate::run::lock::LOCK_FILE,
+        shard.index + 1,
+        shard.count
+    );
+    crate::run::lock::acquire_named(dir, &name, report)
 }
 
 /// Checks that the model file exists (the error names `--model` and how to build the default model).
@@ -371,7 +384,7 @@ pub fn run_with(
     let start = Instant::now();
     cfg.validate()?;
     let cases = shard_cases(cfg, source)?;
-    let _lock = prepare_token_folder(&cfg.out, cfg.force, &cfg.report)?;
+    let _lock = prepare_token_folder(&cfg.out, cfg.force, cfg.shard, &cfg.report)?;
     let preprocessing = source.preprocessing();
     let mut run = ExtractRun {
         cfg,

@@ -127,7 +127,13 @@ pub fn refuse_if_in_use(dir: &Path) -> Result<()> {
 /// Takes the lock of the existing folder `dir`: refused with exit 2 when a live process holds it, taken
 /// over with a notice when its holder is gone.
 pub fn acquire(dir: &Path, report: &Reporter) -> Result<FolderLock> {
-    let path = dir.join(LOCK_FILE);
+    acquire_named(dir, LOCK_FILE, report)
+}
+
+/// [`acquire`] with the lock file `name` (a part of a folder that several processes write at once, each
+/// its own part: the shards of `extract`).
+pub fn acquire_named(dir: &Path, name: &str, report: &Reporter) -> Result<FolderLock> {
+    let path = dir.join(name);
     let me = Holder::this_process();
     let record = json!({
         "pid": me.pid,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
+use mri_ad::formats::nifti::{write_volume, Affine};
 use ndarray::Array3;
 
 /// The repository root.
@@ -228,4 +229,66 @@ pub fn check_page(run: &Path, screenshot: &Path) -> serde_json::Value {
     );
     serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("check_page.py printed no JSON ({e}):\n{out}"))
+}
+
+pub const AFFINE: Affine = [
+    [-1.3, 0.0, 0.0, 90.0],
+    [0.0, -1.1, 0.0, 110.0],
+    [0.0, 0.0, 1.0, -60.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
+/// A phantom volume [k][j][i] = 36×32×28, with an optional bright lesion; returns the lesion mask too.
+/// The lesion is central for even seeds and in one corner of the brain for odd ones, so that at 28³ (2³
+/// tokens) it touches only some tokens and the token labels' order matters.
+pub fn volume(seed: u64, lesion: bool) -> (ndarray::Array3<f32>, ndarray::Array3<f32>) {
+    let centre = if seed.is_multiple_of(2) {
+        (18.0, 14.0, 12.0)
+    } else {
+        (11.0, 9.0, 8.0)
+    };
+    let cube = phantom(36, seed);
+    let mut vol = cube
+        .slice(ndarray::s![.., 2..34, 4..32])
+        .mapv(|v| v * 800.0);
+    let mut mask = ndarray::Array3::<f32>::zeros(vol.dim());
+    if lesion {
+        for ((k, j, i), v) in vol.indexed_iter_mut() {
+            let d2 = (k as f32 - centre.0).powi(2)
+                + (j as f32 - centre.1).powi(2)
+                + (i as f32 - centre.2).powi(2);
+            if d2 < 25.0 && *v > 0.0 {
+                *v = 2000.0;
+                mask[[k, j, i]] = 1.0;
+            }
+        }
+    }
+    (vol, mask)
+}
+
+/// Writes healthy phantoms h0.. (seeds 0..n_healthy) and lesion phantoms q0.. (seeds `query_seeds`) with
+/// their label maps, creating the three folders.
+pub fn write_cohort(
+    healthy: &Path,
+    query: &Path,
+    labels: &Path,
+    n_healthy: u64,
+    query_seeds: std::ops::Range<u64>,
+) {
+    for d in [healthy, query, labels] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for i in 0..n_healthy {
+        write_volume(
+            &healthy.join(format!("h{i}.nii.gz")),
+            &volume(i, false).0,
+            &AFFINE,
+        )
+        .unwrap();
+    }
+    for (i, seed) in query_seeds.enumerate() {
+        let (vol, mask) = volume(seed, true);
+        write_volume(&query.join(format!("q{i}.nii.gz")), &vol, &AFFINE).unwrap();
+        write_volume(&labels.join(format!("q{i}.nii.gz")), &mask, &AFFINE).unwrap();
+    }
 }

@@ -496,3 +496,37 @@ fn the_graph_step_says_when_a_block_kept_too_few_link_candidates() {
     }
     ok(&mri_ad(&["shard", "graph", "--work", w, "-q"]));
 }
+
+#[test]
+fn a_batch_over_the_memory_budget_is_told_which_command_splits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = planted(dir.path());
+    let out = dir.path().join("out");
+    let o = mri_ad(&[
+        "score",
+        "--tokens",
+        s(&tokens),
+        "--out",
+        s(&out),
+        "--memory-budget",
+        "1",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--memory-budget") && stderr(&o).contains("mri-ad shard plan"),
+        "{}",
+        stderr(&o)
+    );
+    let fits = mri_ad(&[
+        "score",
+        "--tokens",
+        s(&tokens),
+        "--out",
+        s(&out),
+        "--memory-budget",
+        "64",
+        "-q",
+    ]);
+    ok(&fits);
+}

@@ -361,8 +361,10 @@ fn memory_plan(
     let budget = config.memory_budget * 1024 * 1024;
     if fixed >= budget {
         return Err(Error::Resource(format!(
-            "scoring {n} cases with {rows_total} active tokens needs about {} MiB for the distance tables, \
-             more than --memory-budget {} MiB; raise --memory-budget",
+            "scoring {n} cases with {rows_total} active tokens in one process needs about {} MiB for the \
+             distance tables, more than --memory-budget {} MiB: raise --memory-budget, or split the batch \
+             into blocks scored by separate jobs, whose memory does not grow with the batch (`mri-ad shard \
+             plan --tokens DIR --work WORK --blocks K`, or workflow/Snakefile; README \"Sharded scoring\")",
             fixed / (1024 * 1024) + 1,
             config.memory_budget
         )));

@@ -26,6 +26,11 @@
 //!   no token cache yet or the run replaces another's results. What can still fail later (a volume whose
 //!   tokens are all void, the Nyúl fit, the label-free GMM threshold) stops the run with the token cache
 //!   kept for a resume; with `--force` the earlier results are then already gone.
+//! * Sharded runs ([`crate::shard`]): [`extract_batch`] (`--extract-to DIR --shard i/N`) makes a shard of the
+//!   batch's token files exactly as this job would (the batch's box, world space and Nyúl landmarks, learned
+//!   on every case by each shard job), without a run folder; `--from-shards WORK` replaces the scoring by
+//!   the sharded run's result after checking its plan against this batch (cases and their order, token
+//!   files by SHA-256, scoring settings), so the rest of the job writes the run folder one process would.
 //! * Run folders record absolute input paths (`summary.json`), so `eval` works from any folder.
 //! * Plots (`plots/`, `index.html`; `--no-plots` skips `plots/`) are drawn by [`crate::report`]: the QC
 //!   montages in the maps pass, where each case's cube and upsampled map already exist.

@@ -6,28 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, run_mri_ad, run_script, s, stderr};
+use common::{ok, planted_tokens, run_mri_ad, s, stderr};
 
 /// The planted batch (40 cases on a 6³ grid, one recurring anomaly), made once per test.
 fn planted(dir: &Path) -> PathBuf {
     let tokens = dir.join("tokens");
-    run_script(
-        "fixtures/make_tokens.py",
-        &[
-            "--out",
-            s(&tokens),
-            "--kind",
-            "planted",
-            "--n",
-            "40",
-            "--grid",
-            "6",
-            "6",
-            "6",
-            "--seed",
-            "1",
-        ],
-    );
+    planted_tokens(&tokens, 1);
     tokens
 }
 

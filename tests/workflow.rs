@@ -141,23 +141,7 @@ fn the_workflow_on_token_files_writes_the_run_of_score_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let tokens = d.join("tokens");
-    run_script(
-        "fixtures/make_tokens.py",
-        &[
-            "--out",
-            s(&tokens),
-            "--kind",
-            "planted",
-            "--n",
-            "40",
-            "--grid",
-            "6",
-            "6",
-            "6",
-            "--seed",
-            "2",
-        ],
-    );
+    planted_tokens(&tokens, 2);
     for (method, out) in [("codegraph", "cg"), ("musc", "musc")] {
         let single = d.join(format!("single-{out}"));
         ok(&run_mri_ad(&[

@@ -60,12 +60,18 @@ steps=$(mktemp)
 if [ "$mode" = jobs ]; then
   for ((b = 1; b <= jobs; b++)); do
     measure "distances $b/$k" "$bin" shard distances --work "$work" --block "$b/$k" | tee -a "$steps"
-    tiles=$("$py" -c "import json,sys; print(len(json.load(open('$work/distances/job$b.json'))['details']['tiles']))")
     wall=$(tail -n 1 "$steps" | awk '{print $(NF-2)}')
-    "$py" -c "
-k=$k; tiles=$tiles; wall=$wall
-total = k*(k+1)//2
-print(f'  job $b: {tiles} tiles, {wall/tiles:.1f} s per tile; the {total} tiles of the run: {total*wall/tiles/3600:.1f} h of this job\'s time on this machine ({total*wall/tiles/3600/k:.2f} h per job with K = {k} jobs in parallel)')"
+    "$py" - "$work/distances/job$b.json" "$k" "$wall" <<'PY'
+import json, sys
+record, k, wall = json.load(open(sys.argv[1])), int(sys.argv[2]), float(sys.argv[3])
+tiles = record["details"]["tiles"]
+# a diagonal tile holds half the case pairs of an off-diagonal one
+units = sum(0.5 if i == j else 1.0 for i, j in tiles)
+total = k * k / 2
+print(f"  {len(tiles)} tiles ({units:g} off-diagonal tiles' worth), {wall / units:.1f} s per off-diagonal tile; "
+      f"the whole run's distances: {total:g} tiles' worth = {total * wall / units / 3600:.2f} h of this machine, "
+      f"{total * wall / units / 3600 / k:.2f} h per job with the K = {k} jobs in parallel")
+PY
   done
   rm -f "$steps"
   exit 0

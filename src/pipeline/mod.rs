@@ -228,13 +228,7 @@ fn check_before_writing(
     } = discover_cases(cfg)?;
     Preprocessor::new(cfg.preprocess.clone())?;
     // Volumes are read and prepared `workers` at a time in the crop box, Nyúl and maps stages.
-    let workers = map_workers(
-        cfg.score.threads,
-        cfg.score.memory_budget,
-        cfg.preprocess.size,
-        input_voxels(&cases)?,
-        cases.len(),
-    );
+    let workers = batch_workers(cfg, &cases)?;
     // The request first: a run folder holding another run's results refuses before any slow check.
     let requested = request(cfg, &mut cases)?;
     clock.record("discovery", t.elapsed().as_secs_f64());
@@ -476,6 +470,18 @@ fn request(cfg: &PipelineConfig, cases: &mut [BatchCase]) -> Result<Requested> {
     })
 }
 
+/// How many volumes the crop box, Nyúl and maps stages read and prepare at once (`--threads`, within
+/// `--memory-budget`).
+fn batch_workers(cfg: &PipelineConfig, cases: &[BatchCase]) -> Result<usize> {
+    Ok(map_workers(
+        cfg.score.threads,
+        cfg.score.memory_budget,
+        cfg.preprocess.size,
+        input_voxels(cases)?,
+        cases.len(),
+    ))
+}
+
 /// The SHA-256 of every case's files (image, label, mask); the cases get theirs, which the extraction's
 /// cache key reuses.
 fn case_digests(cases: &mut [BatchCase]) -> Result<Vec<CaseDigests>> {
@@ -509,13 +515,7 @@ pub fn extract_batch(cfg: &PipelineConfig, dir: &Path, shard: crate::extract::Sh
     cfg.extract.validate()?;
     crate::extract::check_model_file(&cfg.extract.model)?;
     crate::score::check_batch(&cfg.score, cases.len(), cfg.extract.layers.len())?;
-    let workers = map_workers(
-        cfg.score.threads,
-        cfg.score.memory_budget,
-        cfg.preprocess.size,
-        input_voxels(&cases)?,
-        cases.len(),
-    );
+    let workers = batch_workers(cfg, &cases)?;
     case_digests(&mut cases)?;
     let files: Vec<VolumeFiles> = cases.iter().map(|c| c.input.files()).collect();
     let (preprocessor, _) =

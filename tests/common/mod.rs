@@ -292,3 +292,25 @@ pub fn write_cohort(
         write_volume(&labels.join(format!("q{i}.nii.gz")), &mask, &AFFINE).unwrap();
     }
 }
+
+/// The planted token batch of scripts/fixtures/make_tokens.py (40 cases on a 6³ grid, one recurring
+/// anomaly) written to `out` with `seed`.
+pub fn planted_tokens(out: &Path, seed: u64) {
+    run_script(
+        "fixtures/make_tokens.py",
+        &[
+            "--out",
+            s(out),
+            "--kind",
+            "planted",
+            "--n",
+            "40",
+            "--grid",
+            "6",
+            "6",
+            "6",
+            "--seed",
+            &seed.to_string(),
+        ],
+    );
+}

@@ -22,7 +22,8 @@ fn snakemake() -> PathBuf {
 
 /// Runs the workflow in `dir` with `config` (key=value pairs); panics with its log on failure.
 fn run_workflow(dir: &Path, config: &[String]) {
-    let out = Command::new(snakemake())
+    let exe = snakemake();
+    let out = Command::new(&exe)
         .current_dir(dir)
         .args([
             "-s",
@@ -36,7 +37,12 @@ fn run_workflow(dir: &Path, config: &[String]) {
         .arg(format!("mri_ad={}", env!("CARGO_BIN_EXE_mri-ad")))
         .env("ORT_DYLIB_PATH", ort_lib())
         .output()
-        .expect("cannot run snakemake");
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run MRI_AD_SNAKEMAKE={}: {e} (scripts/setup/workflow.sh makes it)",
+                exe.display()
+            )
+        });
     assert!(
         out.status.success(),
         "snakemake failed:\n{}\n{}",

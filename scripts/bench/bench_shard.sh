@@ -38,10 +38,10 @@ for ((i = 0; i < n; i++)); do
   ln -s "$(realpath "$pool/${files[i % distinct]}")" "$data/tokens/$(printf 'case%05d' "$i").tokens.npz"
 done
 
-measure() { # measure LABEL CMD... : prints "LABEL wall_s cpu_s peak_mib" (CMD gets --quiet; and --no-progress but plan)
+measure() { # measure LABEL CMD... : prints "LABEL wall_s cpu_s peak_mib" (CMD gets --quiet, and --no-progress but plan and join)
   local label=$1; shift
   local log quiet=(--quiet)
-  [ "$label" = plan ] || quiet+=(--no-progress)
+  case $label in plan | join) ;; *) quiet+=(--no-progress) ;; esac
   log=$(mktemp)
   /usr/bin/time -v "$@" "${quiet[@]}" 2>"$log" >/dev/null || { cat "$log" >&2; exit 1; }
   local wall cpu peak

@@ -10,7 +10,7 @@ stamp="$venv/.requirements.sha256"
 want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ ! -x "$venv/bin/snakemake" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setting up the workflow environment in $venv (Snakemake, the SLURM executor plugin)" >&2
-  python3 -m venv "$venv"
+  python3 -m venv --clear "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
   "$venv/bin/python" -m pip install -q -r "$req" >&2
   echo "$want" > "$stamp"

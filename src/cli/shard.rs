@@ -126,9 +126,6 @@ pub struct JoinArgs {
     /// Skip the PNG plots of plots/.
     #[arg(long)]
     pub no_plots: bool,
-    /// Accepted for symmetry with the other steps (join draws no progress bar).
-    #[arg(long)]
-    pub no_progress: bool,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,

@@ -86,17 +86,16 @@ impl PackedView {
                 let layer = set.tokens.index_axis(ndarray::Axis(0), view);
                 let mut rows = Vec::new();
                 let mut pos = Vec::new();
-                let mut norms = Vec::new();
                 if !read(a) {
-                    return (rows, pos, norms);
+                    return (rows, pos, Vec::new());
                 }
                 for (p, token) in layer.outer_iter().enumerate() {
                     if active(a, p) {
                         rows.extend(token.iter().copied());
                         pos.push(p as u32);
-                        norms.push(token.iter().map(|v| v * v).sum());
                     }
                 }
+                let norms = squared_norms(&rows, dim);
                 (rows, pos, norms)
             })
             .collect();
@@ -150,10 +149,7 @@ impl PackedView {
                     Some(s) => s.to_vec(),
                     None => rows.iter().copied().collect(),
                 };
-                let norms = flat
-                    .chunks(dim.max(1))
-                    .map(|r| r.iter().map(|v| v * v).sum())
-                    .collect();
+                let norms = squared_norms(&flat, dim);
                 Ok((a, flat, positions, norms))
             })
             .collect::<Result<_, String>>()?;
@@ -184,6 +180,14 @@ impl PackedView {
     pub fn exact_distance(&self, a: usize, i: usize, b: usize, j: usize) -> f32 {
         euclidean(self.row(a, i), self.row(b, j))
     }
+}
+
+/// `‖row‖²` of each row of a row-major `[n, dim]` matrix, summed in order (as [`PackedView::pack`] does:
+/// every packing of the same rows gives the same norms, bit for bit).
+pub fn squared_norms(rows: &[f32], dim: usize) -> Vec<f32> {
+    rows.chunks(dim.max(1))
+        .map(|r| r.iter().map(|v| v * v).sum())
+        .collect()
 }
 
 fn euclidean(u: &[f32], w: &[f32]) -> f32 {

@@ -162,11 +162,7 @@ fn packed_view(plan: &Plan, slots: &[Option<&CasePack>], v: usize) -> PackedView
         match slot {
             Some(pack) => {
                 let rows = pack.rows[v].clone();
-                view.norms.push(
-                    rows.chunks(plan.dim.max(1))
-                        .map(|r| r.iter().map(|x| x * x).sum())
-                        .collect(),
-                );
+                view.norms.push(crate::knn::squared_norms(&rows, plan.dim));
                 view.rows.push(rows);
                 view.positions.push(pack.positions.clone());
             }
